@@ -1,0 +1,124 @@
+"""``python -m geostudio_plugin.engine [--workspace DIR] <command> [SPEC]``.
+
+SPEC is a JSON file, or ``-`` for standard input. Events go to stdout as
+JSON lines (see ``protocol``); exit codes are listed there too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+from . import protocol
+from .workspace import Workspace
+
+# command -> (module, needs a spec). Modules are imported on demand so that
+# `catalog` never pays for (or depends on) TerraTorch.
+COMMANDS: dict[str, tuple[str, bool, str]] = {
+    "catalog": ("catalog", False, "list connectors, collections, templates and backbones"),
+    "onboard": ("datasets", True, "onboard a dataset from a Studio onboarding payload"),
+    "tune": ("tuning", True, "fine-tune a model from a Studio tune payload"),
+    "infer": ("inference", True, "run a tuned model on GeoTIFFs"),
+    "list": ("listing", False, "list datasets, tunes and inference runs in the workspace"),
+}
+
+log = logging.getLogger("geostudio_plugin.engine")
+
+
+def _default_workspace() -> Path:
+    from ..engine_runtime import default_workspace
+
+    return default_workspace()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geostudio-engine", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path, default=None,
+                        help="workspace folder (default: $GEOSTUDIO_WORKSPACE or the user data folder)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, needs_spec, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("spec", nargs=None if needs_spec else "?", help="JSON spec file, or - for stdin")
+    return parser
+
+
+def read_spec(source: Optional[str]) -> Any:
+    if source is None:
+        return None
+    name = "standard input" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise protocol.EngineError("spec_unreadable", f"Cannot read the spec file {name}: {exc.strerror}.",
+                                   "Check the path and that the file is readable.", exit_code=protocol.EXIT_USAGE)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise protocol.EngineError(
+            "spec_not_json", f"The spec in {name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
+            "Fix the JSON syntax there (a missing comma or quote is the usual cause).", exit_code=protocol.EXIT_USAGE)
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise protocol.Cancelled(signal.Signals(signum).name)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = logging.getLogger("geostudio_plugin")
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    handler = protocol.ProtocolLogHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ours.addHandler(handler)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours.addHandler(stderr)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    protocol.claim_stdout()
+    _setup_logging()
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    args = _parser().parse_args(argv)
+    if not args.command:
+        _parser().print_help(sys.stderr)
+        protocol.EngineError("no_command", "No command given.", "Use one of: " + ", ".join(COMMANDS)).emit()
+        return protocol.EXIT_USAGE
+    started = time.monotonic()
+    try:
+        workspace = Workspace(args.workspace or _default_workspace()).prepare()
+        spec = read_spec(args.spec)
+        module = importlib.import_module(f".{COMMANDS[args.command][0]}", __package__)
+        module.run(spec, workspace)
+    except protocol.Cancelled as exc:
+        protocol.EngineError("cancelled", f"{args.command} was cancelled ({exc}); nothing was kept.").emit()
+        return protocol.EXIT_CANCELLED
+    except protocol.EngineError as exc:
+        exc.emit()
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: report, never a bare traceback
+        traceback.print_exc(file=sys.stderr)
+        protocol.EngineError(
+            "internal_error", f"{args.command} failed unexpectedly: {type(exc).__name__}: {exc}",
+            "This is a bug in GeoStudio; the full traceback is in the engine log (stderr).",
+            details=traceback.format_exc().splitlines()[-12:]).emit()
+        return protocol.EXIT_INTERNAL
+    log.info("%s finished in %.1f s", args.command, time.monotonic() - started)
+    return protocol.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

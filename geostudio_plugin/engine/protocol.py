@@ -1,0 +1,122 @@
+"""The engine's side of the door: JSON lines on stdout, one event per line.
+
+Events (every line is an object with an ``event`` key):
+  progress  stage, fraction (0..1 within the whole command), message
+  log       level, message
+  metric    name, value, and optional epoch, step, stage
+  result    outputs (paths), summary (small facts)
+  error     code, message, hint, and optional details
+
+Libraries print to stdout too (Lightning's model summary, tqdm, C code).
+``claim_stdout`` keeps the real stdout for the protocol and points file
+descriptor 1 at stderr, so nothing but events ever reaches the reader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import threading
+from typing import Any, Optional, TextIO
+
+# Documented exit codes (README "Engine protocol").
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # a bug: the error event says so and stderr holds the traceback
+EXIT_USAGE = 2  # unknown command or unreadable spec file
+EXIT_INVALID_SPEC = 3  # the spec does not validate; details name each field
+EXIT_INPUT = 4  # input data is unusable (missing file, wrong raster, ...)
+EXIT_EXTERNAL = 5  # a data connector or other service failed
+EXIT_CANCELLED = 130  # stopped by SIGTERM/SIGINT; outputs were rolled back
+
+_lock = threading.Lock()
+_stream: TextIO = sys.stdout
+
+
+def claim_stdout() -> None:
+    """Reserve the original stdout for protocol events; send everything else to stderr."""
+    global _stream
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    _stream = os.fdopen(protocol_fd, "w", buffering=1, encoding="utf-8")
+    sys.stdout = sys.stderr
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _clean(value.item())
+    if hasattr(value, "__fspath__"):
+        return os.fspath(value)
+    return value
+
+
+def emit(event: str, **fields: Any) -> None:
+    line = json.dumps({"event": event, **_clean(fields)}, ensure_ascii=False)
+    with _lock:
+        _stream.write(line + "\n")
+        _stream.flush()
+
+
+def progress(stage: str, fraction: float, message: str = "") -> None:
+    emit("progress", stage=stage, fraction=round(max(0.0, min(1.0, fraction)), 4), message=message)
+
+
+def log(message: str, level: str = "info") -> None:
+    emit("log", level=level, message=message)
+
+
+def metric(name: str, value: float, epoch: Optional[int] = None, step: Optional[int] = None, stage: str = "") -> None:
+    emit("metric", name=name, value=value, epoch=epoch, step=step, stage=stage)
+
+
+def result(outputs: dict[str, Any], summary: Optional[dict[str, Any]] = None) -> None:
+    emit("result", outputs=outputs, summary=summary or {})
+
+
+class EngineError(Exception):
+    """An error the user can act on: a code, a message naming what is wrong, a hint saying how to fix it."""
+
+    exit_code = EXIT_INPUT
+
+    def __init__(self, code: str, message: str, hint: str = "", details: Optional[list] = None,
+                 exit_code: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.details = details or []
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def emit(self) -> None:
+        emit("error", code=self.code, message=self.message, hint=self.hint, details=self.details)
+
+
+class SpecError(EngineError):
+    exit_code = EXIT_INVALID_SPEC
+
+
+class ExternalError(EngineError):
+    exit_code = EXIT_EXTERNAL
+
+
+class Cancelled(BaseException):
+    """Raised in the main thread on SIGTERM/SIGINT; BaseException so library code does not swallow it."""
+
+
+class ProtocolLogHandler(logging.Handler):
+    """Forward the engine's own log records as ``log`` events (warnings and up from libraries go to stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102 - logging API
+        try:
+            log(self.format(record), record.levelname.lower())
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)

@@ -1,0 +1,93 @@
+"""Small rasterio helpers shared by onboarding and inference."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from .protocol import EngineError
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: Optional[str]
+    transform: tuple[float, ...]
+    nodata: Optional[float]
+    descriptions: tuple[Optional[str], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "width": self.width, "height": self.height, "count": self.count,
+            "dtype": self.dtype, "crs": self.crs, "nodata": self.nodata,
+            "descriptions": list(self.descriptions),
+        }
+
+
+def open_raster(path: Path, code: str = "unreadable_raster"):
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise EngineError(code, f"{path} is not a readable GeoTIFF: {exc}",
+                          "Replace it with a valid GeoTIFF (check it opens in QGIS) or remove it.") from None
+
+
+def raster_info(path: Path) -> RasterInfo:
+    with open_raster(path) as src:
+        return RasterInfo(
+            path=path, width=src.width, height=src.height, count=src.count, dtype=src.dtypes[0],
+            crs=src.crs.to_string() if src.crs else None, transform=tuple(src.transform)[:6],
+            nodata=src.nodata, descriptions=tuple(src.descriptions),
+        )
+
+
+def chip_windows(width: int, height: int, size: int) -> Iterator[tuple[int, int, Window]]:
+    """Non-overlapping size x size windows covering the scene; the last row/column is shifted back inside."""
+    def starts(extent: int) -> list[int]:
+        if extent <= size:
+            return [0]
+        out = list(range(0, extent - size + 1, size))
+        if out[-1] + size < extent:
+            out.append(extent - size)
+        return out
+
+    for row, y in enumerate(starts(height)):
+        for col, x in enumerate(starts(width)):
+            yield row, col, Window(x, y, min(size, width), min(size, height))
+
+
+def write_geotiff(path: Path, data: np.ndarray, profile: dict[str, Any], cog: bool = False,
+                  descriptions: Optional[list[Optional[str]]] = None) -> None:
+    """Write (bands, rows, cols) to a temporary name, then rename: never a half-written file."""
+    profile = dict(profile)
+    profile.update(count=data.shape[0], height=data.shape[1], width=data.shape[2], dtype=data.dtype.name)
+    for key in ("blockxsize", "blockysize", "tiled", "interleave", "photometric"):
+        profile.pop(key, None)
+    if cog:
+        profile.update(driver="COG", compress="LZW", blocksize=256 if min(data.shape[1:]) >= 256 else 128)
+    else:
+        profile.update(driver="GTiff", compress="LZW")
+        if min(data.shape[1:]) >= 256:
+            profile.update(tiled=True, blockxsize=256, blockysize=256)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            for i, text in enumerate(descriptions or [], start=1):
+                if text:
+                    dst.set_band_description(i, text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

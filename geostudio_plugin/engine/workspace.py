@@ -1,0 +1,114 @@
+"""The workspace folder: where datasets, tuned models and inference runs are kept.
+
+Every output is built in ``.tmp/`` and renamed into place only when complete,
+so a failed or cancelled command never leaves something that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+KINDS = ("datasets", "tunes", "inferences")
+
+
+def slugify(text: str, max_len: int = 30) -> str:
+    slug = re.sub(r"[^a-z0-9.-]+", "-", text.strip().lower()).strip("-.")
+    return slug[:max_len].strip("-.") or "item"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Workspace:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def dir(self, kind: str) -> Path:
+        assert kind in KINDS, kind
+        return self.root / kind
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / ".tmp"
+
+    @property
+    def catalog_dir(self) -> Path:
+        """User additions to the catalog (extra collections), read by ``catalog``."""
+        return self.root / "catalog"
+
+    def prepare(self) -> "Workspace":
+        for kind in KINDS:
+            self.dir(kind).mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.sweep_stale()
+        return self
+
+    def sweep_stale(self) -> None:
+        """Remove staging folders of engine processes that died without cleaning up (SIGKILL)."""
+        if not self.tmp.is_dir():
+            return
+        for entry in self.tmp.iterdir():
+            match = re.match(r".*-pid(\d+)-", entry.name)
+            if match and not _pid_alive(int(match.group(1))):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def new_id(self, kind: str, name: str) -> str:
+        while True:
+            candidate = f"{slugify(name)}-{secrets.token_hex(3)}"
+            if not (self.dir(kind) / candidate).exists():
+                return candidate
+
+    @contextmanager
+    def staging(self, kind: str, item_id: str) -> Iterator[Path]:
+        """A private folder to build one item in; moved to ``<kind>/<item_id>`` when the block succeeds."""
+        final = self.dir(kind) / item_id
+        if final.exists():
+            raise FileExistsError(final)
+        stage = self.tmp / f"{kind}-{item_id}-pid{os.getpid()}-{secrets.token_hex(2)}"
+        stage.mkdir(parents=True)
+        try:
+            yield stage
+            os.replace(stage, final)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
+
+    def find(self, kind: str, item_id: str) -> Path | None:
+        path = self.dir(kind) / item_id
+        return path if path.is_dir() else None
+
+    def list(self, kind: str, record: str) -> list[dict[str, Any]]:
+        """The JSON records (``dataset.json``, ``tune.json``, ...) of one kind, newest first."""
+        items = []
+        folder = self.dir(kind)
+        for path in sorted(folder.glob(f"*/{record}")) if folder.is_dir() else []:
+            try:
+                items.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return sorted(items, key=lambda item: item.get("created", ""), reverse=True)
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
