@@ -74,10 +74,12 @@ def write_geotiff(path: Path, data: np.ndarray, profile: dict[str, Any], cog: bo
     profile.update(count=data.shape[0], height=data.shape[1], width=data.shape[2], dtype=data.dtype.name)
     for key in ("blockxsize", "blockysize", "tiled", "interleave", "photometric"):
         profile.pop(key, None)
+    floating = np.issubdtype(data.dtype, np.floating)
     if cog:
-        profile.update(driver="COG", compress="LZW", blocksize=256 if min(data.shape[1:]) >= 256 else 128)
+        profile.update(driver="COG", compress="DEFLATE", predictor="YES",
+                       blocksize=256 if min(data.shape[1:]) >= 256 else 128)
     else:
-        profile.update(driver="GTiff", compress="LZW")
+        profile.update(driver="GTiff", compress="DEFLATE", predictor=3 if floating else 2)
         if min(data.shape[1:]) >= 256:
             profile.update(tiled=True, blockxsize=256, blockysize=256)
     tmp = path.with_name(f".{path.name}.part")

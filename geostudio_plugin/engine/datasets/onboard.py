@@ -1,0 +1,232 @@
+"""Onboard a dataset: pair, check, split, write a TerraTorch-ready folder, compute statistics.
+
+Layout of ``<workspace>/datasets/<dataset_id>/`` (paths in dataset.json are relative to it):
+  training_data/<MODALITY>/<sample><file_suffix>   images (all bands kept, COG by default)
+  labels/<sample><label_suffix>                    int16 class indices, -1 = ignore
+  split_files/{train,val,test}_data.txt            one sample id per line
+  dataset.json                                     spec, splits, training_params, log
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from rasterio.windows import Window
+
+from .. import protocol
+from ..protocol import EngineError
+from ..rasters import chip_windows, open_raster, write_geotiff
+from ..specs import parse_spec
+from ..workspace import Workspace, now_iso, write_json
+from .scan import E_PARAMS, E_SPLIT, E_STATS, Sample, check_headers, find_samples, resolve_source
+from .spec import OnboardSpec
+from .stats import BandStats
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Item:
+    """One training sample: a whole scene, or one chip of it."""
+
+    sample_id: str
+    source: Sample
+    window: Optional[Window]
+
+
+def plan_items(samples: list[Sample], width_height: dict[str, tuple[int, int]], chip: Optional[int]) -> list[Item]:
+    if not chip:
+        return [Item(s.stem, s, None) for s in samples]
+    items = []
+    for sample in samples:
+        width, height = width_height[sample.stem]
+        for row, col, window in chip_windows(width, height, chip):
+            items.append(Item(f"{sample.stem}_r{row:02d}c{col:02d}", sample, window))
+    return items
+
+
+def split_items(ids: list[str], fractions: list[float], seed: int) -> dict[str, list[str]]:
+    """Deterministic: sort, shuffle with the seed, cut by fractions (rounding gives train the remainder)."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    n_val = round(n * fractions[1])
+    n_test = round(n * fractions[2])
+    n_train = n - n_val - n_test
+    splits = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    empty = [name for name, f in zip(SPLITS, fractions) if f > 0 and not splits[name]]
+    if empty or not splits["train"]:
+        counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        raise EngineError(E_SPLIT, f"Splitting {n} samples by {fractions} leaves the {', '.join(empty or ['train'])} "
+                          f"split empty ({counts}).", "Add samples, set onboarding_options.chip_size to cut scenes "
+                          "into more chips, or change onboarding_options.split.")
+    return {k: sorted(v) for k, v in splits.items()}
+
+
+def _remap_labels(raw: np.ndarray, nodata: Optional[float], label_map: dict[int, int], path: Path) -> np.ndarray:
+    valid = np.isfinite(raw)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= raw != nodata
+    values = raw[valid]
+    if values.size and not np.array_equal(values, np.round(values)):
+        raise EngineError(E_PARAMS, f"Label file {path} holds non-integer values.",
+                          "Labels of a segmentation dataset must be integer class ids.")
+    ids = np.unique(values.astype(np.int64))
+    unknown = [int(v) for v in ids if int(v) not in label_map]
+    if unknown:
+        raise EngineError(E_PARAMS, f"Label file {path} holds value(s) {unknown[:10]} that are not label categories "
+                          f"(known ids: {sorted(label_map)}).",
+                          "Add a label category for each value, or set onboarding_options.ignore_id to the "
+                          "value that means 'not labelled'.")
+    lut_keys = np.array(sorted(label_map), dtype=np.int64)
+    lut_vals = np.array([label_map[k] for k in lut_keys], dtype=np.int16)
+    out = np.full(raw.shape, -1, dtype=np.int16)
+    out[valid] = lut_vals[np.searchsorted(lut_keys, raw[valid].astype(np.int64))]
+    return out
+
+
+def onboard(spec: OnboardSpec, workspace: Workspace) -> dict[str, Any]:
+    started = time.monotonic()
+    log: list[str] = []
+
+    def note(message: str) -> None:
+        log.append(f"{now_iso()} {message}")
+        protocol.log(message)
+
+    options = spec.onboarding_options
+    if options.from_labels:
+        raise EngineError("not_supported", "onboarding_options.from_labels is not available yet.",
+                          "Onboard a folder of paired images and labels instead.", exit_code=protocol.EXIT_INPUT)
+    protocol.progress("scan", 0.02, "pairing images and labels")
+    root = resolve_source(spec.dataset_url)
+    samples = find_samples(root, spec)
+    infos = check_headers(samples, spec)
+    note(f"found {len(samples)} paired sample(s) in {root}")
+    sizes = {s.stem: (infos[str(s.label)].width, infos[str(s.label)].height) for s in samples}
+    items = plan_items(samples, sizes, options.chip_size)
+    splits = split_items([i.sample_id for i in items], options.split, options.seed)
+    note("split (seed %d): %s" % (options.seed, ", ".join(f"{k} {len(v)}" for k, v in splits.items())))
+    split_of = {sample_id: name for name, ids in splits.items() for sample_id in ids}
+    label_map = spec.label_map() if spec.purpose == "Segmentation" else {}
+    stats = {s.modality_tag: BandStats(len(s.bands)) for s in spec.data_sources}
+    class_counts = np.zeros(len(spec.classes()), dtype=np.int64)
+
+    dataset_id = workspace.new_id("datasets", spec.dataset_name)
+    with workspace.staging("datasets", dataset_id) as stage:
+        for source in spec.data_sources:
+            (stage / "training_data" / source.modality_tag).mkdir(parents=True)
+        (stage / "labels").mkdir()
+        (stage / "split_files").mkdir()
+        for n, item in enumerate(items):
+            protocol.progress("write", 0.05 + 0.85 * n / len(items), f"sample {n + 1}/{len(items)}: {item.sample_id}")
+            in_train = split_of[item.sample_id] == "train"
+            for source in spec.data_sources:
+                path = item.source.images[source.modality_tag]
+                with open_raster(path) as src:
+                    data = src.read(window=item.window)
+                    profile = src.profile.copy()
+                    profile["transform"] = src.window_transform(item.window) if item.window else src.transform
+                    descriptions = list(src.descriptions)
+                    nodata = src.nodata
+                for band in source.bands:
+                    if not descriptions[band.index]:
+                        descriptions[band.index] = band.band_name
+                if in_train:
+                    stats[source.modality_tag].add(data[[b.index for b in source.bands]], nodata)
+                out = stage / "training_data" / source.modality_tag / f"{item.sample_id}{source.file_suffix}"
+                write_geotiff(out, data, profile, cog=options.convert_to_cog, descriptions=descriptions)
+            with open_raster(item.source.label) as src:
+                raw = src.read(1, window=item.window)
+                profile = src.profile.copy()
+                profile["transform"] = src.window_transform(item.window) if item.window else src.transform
+                label_nodata = src.nodata
+            if spec.purpose == "Segmentation":
+                labels = _remap_labels(raw, label_nodata, label_map, item.source.label)
+                if in_train:
+                    counts = np.bincount(labels[labels >= 0].ravel(), minlength=len(class_counts))
+                    class_counts += counts[: len(class_counts)]
+                profile["nodata"] = -1
+            else:
+                labels = raw.astype(np.float32)
+            write_geotiff(stage / "labels" / f"{item.sample_id}{spec.label_suffix}", labels[None], profile)
+        for name, ids in splits.items():
+            (stage / "split_files" / f"{name}_data.txt").write_text("".join(f"{i}\n" for i in ids))
+
+        protocol.progress("stats", 0.92, "per-band statistics of the training split")
+        training_params: dict[str, Any] = {}
+        for source in spec.data_sources:
+            band_stats = stats[source.modality_tag]
+            if empty := band_stats.empty_bands():
+                names = [source.bands[i].band_name for i in empty]
+                raise EngineError(E_STATS, f"{source.modality_tag} band(s) {names} have no valid pixel in the "
+                                  "training split (all nodata).", "Check the band indices and the files' nodata value.")
+            first = infos[str(samples[0].images[source.modality_tag])]
+            training_params[source.modality_tag] = {
+                "norm_means": band_stats.means(),
+                "norm_stds": band_stats.stds(),
+                "bands": [b.index for b in source.bands],
+                "band_names": [b.band_name for b in source.bands],
+                "band_count": first.count,
+                "scaling_factors": source.band_scales(),
+                "rgb_indices": source.rgb_indices(),
+                "nodata": first.nodata,
+                "file_suffix": f"*{source.file_suffix}",
+                "train_data_dir": f"training_data/{source.modality_tag}",
+                "train_labels_dir": "labels",
+            }
+        classes = spec.classes()
+        weights = [c.weight for c in classes]
+        training_params.update({
+            f"{name}_split_path": f"split_files/{name}_data.txt" for name in SPLITS
+        })
+        training_params.update({
+            "classes": [str(c.id) for c in classes],
+            "class_weights": weights if classes and all(w is not None for w in weights) else None,
+            "label_suffix": f"*{spec.label_suffix}",
+        })
+        size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
+        note(f"wrote {len(items)} sample(s), {size / 1e6:.1f} MB, in {time.monotonic() - started:.1f} s")
+        record = {
+            "dataset_id": dataset_id,
+            "dataset_name": spec.dataset_name,
+            "description": spec.description or "",
+            "purpose": spec.purpose,
+            "status": "Succeeded",
+            "created": now_iso(),
+            "version": spec.version,
+            "source": str(root),
+            "size_bytes": size,
+            "n_samples": len(items),
+            "modalities": [s.modality_tag for s in spec.data_sources],
+            "data_sources": [s.model_dump() for s in spec.data_sources],
+            "label_suffix": spec.label_suffix,
+            "label_categories": [c.model_dump() for c in spec.label_categories],
+            "ignore_id": options.ignore_id,
+            "label_map": {str(k): v for k, v in label_map.items()},
+            "classes": [{"index": i, "id": c.id, "name": c.name, "color": c.color, "opacity": c.opacity,
+                         "train_pixels": int(class_counts[i])} for i, c in enumerate(classes)],
+            "splits": splits,
+            "onboarding_options": options.model_dump(),
+            "training_params": training_params,
+            "log": log,
+        }
+        write_json(stage / "dataset.json", record)
+    protocol.progress("done", 1.0, f"dataset {dataset_id} ready")
+    return record
+
+
+def run(spec_data: Any, workspace: Workspace) -> None:
+    spec = parse_spec(OnboardSpec, spec_data, "onboarding")
+    record = onboard(spec, workspace)
+    folder = workspace.dir("datasets") / record["dataset_id"]
+    protocol.result(
+        outputs={"dataset_dir": str(folder), "dataset_json": str(folder / "dataset.json")},
+        summary={"dataset_id": record["dataset_id"], "n_samples": record["n_samples"],
+                 "splits": {k: len(v) for k, v in record["splits"].items()},
+                 "training_params": record["training_params"]},
+    )

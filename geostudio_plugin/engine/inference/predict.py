@@ -1,0 +1,123 @@
+"""Load a tune package and predict a GeoTIFF tile by tile, keeping its grid and CRS."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import rasterio
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from ..protocol import EngineError
+
+PRED_NODATA = -9999
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError("no_gpu", f"device '{requested}' asked for, but torch sees no CUDA device.",
+                          "Use device 'auto' or 'cpu'.")
+    return requested
+
+
+def load_task(tune_dir: Path, record: dict[str, Any], device: str) -> Any:
+    """Build the task from config_deploy.yaml and load the state-dict checkpoint (no datamodule, no trainer)."""
+    import torch
+    import yaml
+
+    config = yaml.safe_load((tune_dir / record["deploy_config"]).read_text())
+    module_name, _, class_name = config["model"]["class_path"].rpartition(".")
+    task_class = getattr(importlib.import_module(module_name), class_name)
+    task = task_class(**config["model"]["init_args"])
+    checkpoint = torch.load(tune_dir / record["checkpoint"], map_location="cpu", weights_only=False)
+    state = checkpoint.get("state_dict", checkpoint)
+    missing, unexpected = task.load_state_dict(state, strict=False)
+    if [k for k in missing if k.startswith("model.")]:
+        raise EngineError("checkpoint_mismatch", f"The checkpoint of tune {record['tune_id']} does not fit its "
+                          f"config ({len(missing)} missing weights, e.g. {missing[0]}).",
+                          "The tune folder was changed by hand; run the tune again.")
+    return task.eval().to(device)
+
+
+def window_for_bbox(src: rasterio.io.DatasetReader, bbox: Optional[list[float]], path: str) -> Optional[Window]:
+    if not bbox:
+        return None
+    if src.crs is None:
+        raise EngineError("no_crs", f"{path} has no CRS, so the bbox cannot be placed on it.",
+                          "Assign the raster's CRS (QGIS: Raster > Projections > Assign Projection).")
+    left, bottom, right, top = transform_bounds("EPSG:4326", src.crs, *bbox, densify_pts=21)
+    window = from_bounds(left, bottom, right, top, transform=src.transform)
+    window = window.round_offsets(op="floor").round_lengths(op="ceil")
+    full = Window(0, 0, src.width, src.height)
+    try:
+        window = window.intersection(full)
+    except rasterio.errors.WindowError:
+        window = None
+    if window is None or window.width < 1 or window.height < 1:
+        raise EngineError("bbox_outside", f"The bbox {bbox} does not overlap {path}.",
+                          "Draw the extent over the raster, or leave the bbox empty to predict the whole file.")
+    return window
+
+
+def _expected_batches(shape: tuple[int, int], tiles: dict[str, Any], batch_size: int) -> int:
+    """Roughly how many forward calls tiled inference makes; only used for progress."""
+    rows = max(1, -(-(shape[0] - tiles.get("h_crop", 224)) // tiles.get("h_stride", 192)) + 1)
+    cols = max(1, -(-(shape[1] - tiles.get("w_crop", 224)) // tiles.get("w_stride", 192)) + 1)
+    return max(1, -(-rows * cols // batch_size))
+
+
+def predict_file(task: Any, record: dict[str, Any], path: str, bbox: Optional[list[float]], device: str,
+                 batch_size: int, on_batch: Callable[[float], None]) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
+    """Returns (prediction in user label ids, output profile, per-class pixel counts)."""
+    import torch
+    from terratorch.tasks.tiled_inference import tiled_inference
+
+    spec = record["data_spec"]
+    bands = spec["bands"]
+    with rasterio.open(path) as src:
+        if src.count < max(bands) + 1:
+            raise EngineError("band_count", f"{path} has {src.count} band(s); tune {record['tune_id']} reads band "
+                              f"indices {bands} ({', '.join(spec['band_names'])}).",
+                              "Predict on imagery with the bands the model was trained on.")
+        window = window_for_bbox(src, bbox, path)
+        data = src.read(indexes=[b + 1 for b in bands], window=window, out_dtype="float32")
+        nodata = src.nodata
+        profile = src.profile.copy()
+        profile["transform"] = src.window_transform(window) if window else src.transform
+    valid = np.isfinite(data).all(axis=0)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= (data != nodata).all(axis=0)
+    data[:, ~valid] = 0.0  # as training: nodata becomes 0 before scaling and normalising
+    means = np.asarray(spec["norm_means"], dtype=np.float32)[:, None, None]
+    stds = np.asarray(spec["norm_stds"], dtype=np.float32)[:, None, None]
+    data = (data * float(spec.get("constant_scale", 1.0)) - means) / stds
+    classes = record["classes"]
+    tiles = dict(record["tiled_inference_parameters"])
+    batch = torch.from_numpy(data[None]).to(device)
+    expected = _expected_batches(data.shape[1:], tiles, batch_size)
+    done = [0]
+
+    def forward(x: Any, **_: Any) -> Any:
+        done[0] += 1
+        on_batch(min(done[0] / expected, 1.0))
+        return task.model(x).output
+
+    with torch.no_grad():
+        logits = tiled_inference(forward, batch, out_channels=len(classes), batch_size=batch_size,
+                                 h_crop=tiles.get("h_crop"), w_crop=tiles.get("w_crop"),
+                                 h_stride=tiles.get("h_stride"), w_stride=tiles.get("w_stride"),
+                                 average_patches=tiles.get("average_patches", True), device=device)
+    index = logits.argmax(dim=1)[0].cpu().numpy()
+    ids = np.array([c["id"] for c in classes], dtype=np.int16)
+    prediction = ids[index]
+    prediction[~valid] = PRED_NODATA
+    counts = np.bincount(index[valid].ravel(), minlength=len(classes))
+    profile.update(count=1, dtype="int16", nodata=PRED_NODATA)
+    return prediction, profile, counts

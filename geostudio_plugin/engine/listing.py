@@ -1,0 +1,25 @@
+"""``list``: what the workspace holds (datasets, tunes, inference runs), newest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import protocol
+from .workspace import Workspace
+
+# the fields of each record worth listing; the full record stays in its JSON file
+FIELDS = {
+    "datasets": ("dataset.json", ["dataset_id", "dataset_name", "purpose", "status", "created", "modalities",
+                                  "n_samples", "size_bytes", "classes"]),
+    "tunes": ("tune.json", ["tune_id", "name", "status", "created", "dataset_id", "base_model_id",
+                            "tune_template_id", "seconds", "best_val_loss", "test_metrics", "classes"]),
+    "inferences": ("inference.json", ["inference_id", "status", "created", "tune_id", "model_display_name",
+                                      "description", "layers"]),
+}
+
+
+def run(spec: Any, workspace: Workspace) -> None:
+    summary = {}
+    for kind, (record, fields) in FIELDS.items():
+        summary[kind] = [{k: item.get(k) for k in fields} for item in workspace.list(kind, record)]
+    protocol.result(outputs={"workspace": str(workspace.root)}, summary=summary)

@@ -1,0 +1,136 @@
+"""Render a template into a TerraTorch config: defaults <- user parameters, then Jinja.
+
+Merge order follows the Studio (backbone params <- dataset training_params <-
+template defaults <- user ``model_parameters``). User values may arrive as
+strings (``"max_epochs": "5"``); they are coerced with the template's schema.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..catalog import template_text
+from ..protocol import SpecError
+
+LOSSES = {"CrossEntropyLoss": "ce", "DiceLoss": "dice", "FocalLoss": "focal", "LovaszLoss": "lovasz",
+          "MSELoss": "mse", "RMSELoss": "rmse", "MeanAbsoluteError": "mae"}
+OPTIMIZERS = {"Adam": "torch.optim.Adam", "AdamW": "torch.optim.AdamW", "SGD": "torch.optim.SGD",
+              "RMSProp": "torch.optim.RMSprop"}
+
+
+def schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, prop in schema.get("properties", {}).items():
+        if prop.get("type") == "object":
+            out[key] = schema_defaults(prop)
+        elif "default" in prop:
+            out[key] = copy.deepcopy(prop["default"])
+    return out
+
+
+def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
+    kind = prop.get("type")
+    try:
+        if kind == "integer":
+            if isinstance(value, str):
+                value = float(value.strip())
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            value = int(value)
+        elif kind == "number":
+            value = float(value)
+        elif kind == "boolean":
+            if isinstance(value, str):
+                if value.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                value = value.strip().lower() in ("true", "1")
+            value = bool(value)
+        elif kind == "string":
+            value = str(value)
+    except (TypeError, ValueError):
+        raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not a valid {kind}.",
+                        f"Give a {kind} value.") from None
+    if "enum" in prop and value not in prop["enum"]:
+        raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not allowed.",
+                        "Use one of: " + ", ".join(map(str, prop["enum"])))
+    for bound, test in (("minimum", lambda v, b: v >= b), ("exclusiveMinimum", lambda v, b: v > b)):
+        if bound in prop and not test(value, prop[bound]):
+            raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is below its minimum "
+                            f"{prop[bound]}.", f"Give a value of at least {prop[bound]}.")
+    return value
+
+
+def merge_parameters(schema: dict[str, Any], user: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Template defaults overlaid with the user's values, each checked against the schema."""
+    merged = schema_defaults(schema)
+    props = schema.get("properties", {})
+    for key, value in user.items():
+        where = f"{prefix}{key}"
+        if key not in props:
+            raise SpecError("unknown_parameter", f"model_parameters.{where} is not a parameter of this template.",
+                            "Known here: " + ", ".join(sorted(props)) if props else "This group takes no parameters.")
+        prop = props[key]
+        if prop.get("type") == "object":
+            if value in (None, {}):
+                continue
+            if not isinstance(value, dict):
+                raise SpecError("invalid_parameter", f"model_parameters.{where} must be an object.",
+                                "Give a JSON object of its parameters.")
+            merged[key] = merge_parameters(prop, value, where + ".")
+        else:
+            merged[key] = _coerce(value, prop, where)
+    return merged
+
+
+def render(template: dict[str, Any], context: dict[str, Any]) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)  # noqa: S701 - YAML, not HTML
+    try:
+        return env.from_string(template_text(template)).render(**context)
+    except jinja2.UndefinedError as exc:
+        raise SpecError("template_error", f"Template {template['id']} needs a value that is missing: {exc.message}.",
+                        "The template and the dataset do not fit together; check the template file.") from None
+
+
+def build_context(*, tune_id: str, params: dict[str, Any], dataset: dict[str, Any], dataset_dir: Path,
+                  backbone: dict[str, Any], run_dir: Path, trainer: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Jinja variables, named as in the Studio's templates where they exist there."""
+    tp = dataset["training_params"]
+    modality_tag = dataset["modalities"][0]
+    modality = dict(tp[modality_tag])
+    modality["train_data_dir"] = str(dataset_dir / modality["train_data_dir"])
+    classes = dataset["classes"]
+    loss_name = params["model"]["decode_head"]["loss_decode"]["type"]
+    return {
+        **params,
+        "tune_id": tune_id,
+        "seed": seed,
+        "dataset_id": dataset["dataset_id"],
+        "run_dir": str(run_dir),
+        "checkpoint_dir": str(run_dir / "checkpoints"),
+        "trainer": trainer,
+        "backbone": {"name": backbone["model_params"]["backbone"], "pretrained": False, **backbone["model_params"]},
+        "modality": modality,
+        "labels_dir": str(dataset_dir / modality["train_labels_dir"]),
+        "train_split_path": str(dataset_dir / tp["train_split_path"]),
+        "val_split_path": str(dataset_dir / tp["val_split_path"]),
+        "test_split_path": str(dataset_dir / tp["test_split_path"]),
+        "img_suffix": modality["file_suffix"],
+        "seg_map_suffix": tp["label_suffix"],
+        "dataset_bands": list(range(modality["band_count"])),
+        "output_bands": modality["bands"],
+        # only used to plot samples; bands without R/G/B roles fall back to the first ones
+        "rgb_band_indices": modality.get("rgb_indices") or [min(i, len(modality["bands"]) - 1) for i in range(3)],
+        "norm_means": modality["norm_means"],
+        "norm_stds": modality["norm_stds"],
+        "num_classes": len(classes),
+        "class_names": [c["name"] for c in classes],
+        "class_weights": tp.get("class_weights"),
+        "label_nodata": -1,
+        "loss": LOSSES.get(loss_name, loss_name),
+        "optimizer_class": OPTIMIZERS[params["optimizer"]["type"]],
+    }
