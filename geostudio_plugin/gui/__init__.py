@@ -1,0 +1,1 @@
+"""QGIS widgets: one module per dock, plus dialogs and message helpers."""

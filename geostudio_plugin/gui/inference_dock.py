@@ -1,0 +1,95 @@
+"""Inference dock: a tuned model, an input raster and an optional extent drawn on the canvas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerProxyModel, QgsRasterLayer
+from qgis.PyQt.QtWidgets import QMessageBox
+
+from .. import layers, settings, tasks, workspace_index
+from .base import UiDock
+from .messages import show_success
+
+WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+
+
+class InferenceDock(UiDock):
+    UI_FILE = "inference_dock.ui"
+    TITLE = "GeoStudio: Inference"
+    OBJECT_NAME = "GeoStudioInferenceDock"
+
+    def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
+        super().__init__(iface, parent)
+        self.task: Optional[tasks.EngineTask] = None
+        self.loaded_layers: list[QgsRasterLayer] = []
+        self.ui.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.ui.extentBox.setOutputCrs(WGS84)
+        self.ui.extentBox.setMapCanvas(iface.mapCanvas())
+        self.ui.layerCombo.layerChanged.connect(self._on_layer)
+        self.ui.runButton.clicked.connect(self.start_inference)
+        self.ui.cancelButton.clicked.connect(lambda: self.task and self.task.cancel())
+        self.visibilityChanged.connect(lambda visible: visible and self.refresh_tunes())
+        self._on_layer(self.ui.layerCombo.currentLayer())
+
+    def refresh_tunes(self) -> None:
+        current = self.ui.tuneCombo.currentData()
+        self.ui.tuneCombo.clear()
+        for record in workspace_index.tunes():
+            self.ui.tuneCombo.addItem(f"{record['name']} ({record['tune_id']})", record["tune_id"])
+        if current:
+            self.ui.tuneCombo.setCurrentIndex(max(self.ui.tuneCombo.findData(current), 0))
+
+    def _on_layer(self, layer: Optional[QgsRasterLayer]) -> None:
+        if layer is not None:
+            self.ui.extentBox.setOriginalExtent(layer.extent(), layer.crs())
+            self.ui.extentBox.setCurrentExtent(layer.extent(), layer.crs())
+
+    def build_payload(self) -> dict[str, Any]:
+        """Everything is read from the widgets here, on the main thread, before the task starts."""
+        layer = self.ui.layerCombo.currentLayer()
+        source = layer.dataProvider().dataSourceUri().split("|")[0] if layer else ""
+        bbox: list[list[float]] = []
+        if self.ui.extentBox.isChecked():
+            extent = self.ui.extentBox.outputExtent()  # in EPSG:4326, the Studio's bbox convention
+            bbox = [[extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]]
+        return {
+            "model_display_name": self.ui.tuneCombo.currentText(),
+            "fine_tuning_id": self.ui.tuneCombo.currentData() or "",
+            "description": layer.name() if layer else "",
+            "spatial_domain": {"bbox": bbox, "urls": [source] if source else []},
+            "temporal_domain": [],
+            "device": settings.device(),
+        }
+
+    def start_inference(self) -> Optional[tasks.EngineTask]:
+        if self.task is not None:
+            return None
+        payload = self.build_payload()
+        if not payload["spatial_domain"]["urls"] or not Path(payload["spatial_domain"]["urls"][0]).is_file():
+            QMessageBox.warning(self, "GeoStudio", "Pick an input raster stored in a local file (GeoTIFF).")
+            return None
+        self.task = tasks.EngineTask(f"GeoStudio: inference on {payload['description']}", "infer", payload,
+                                     on_success=self._done, on_failure=lambda _t: self._finish())
+        self.task.progressChanged.connect(lambda value: self.ui.progressBar.setValue(int(value)))
+        self.task.eventReceived.connect(lambda e: e.get("event") == "progress"
+                                        and self.ui.resultLabel.setText(str(e.get("message", ""))))
+        self.ui.runButton.setEnabled(False)
+        self.ui.cancelButton.setEnabled(True)
+        return tasks.start(self.task)
+
+    def _finish(self) -> None:
+        self.task = None
+        self.ui.runButton.setEnabled(True)
+        self.ui.cancelButton.setEnabled(False)
+
+    def _done(self, result: dict[str, Any]) -> None:
+        self._finish()
+        summary = result["summary"]
+        self.loaded_layers = layers.load_inference_layers(summary, f"GeoStudio inference: {summary['inference_id']}")
+        shares = summary["outputs"][0]["class_fraction"] if summary.get("outputs") else {}
+        names = {str(c["id"]): c["name"] for c in summary.get("classes", [])}
+        text = ", ".join(f"{names.get(k, k)} {v:.0%}" for k, v in shares.items())
+        self.ui.resultLabel.setText(f"{summary['inference_id']}: {text} ({summary['seconds']:.1f} s on {summary['device']})")
+        show_success("GeoStudio", f"Prediction loaded: {text}")

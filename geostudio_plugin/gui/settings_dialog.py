@@ -1,0 +1,67 @@
+"""Settings: engine interpreter, device, downloads, workspace; and "Set up engine" with streamed pip output."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from qgis.PyQt import uic
+from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QMessageBox
+
+from .. import engine_runtime, settings, tasks
+from ..paths import ui_file
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        uic.loadUi(str(ui_file("settings_dialog.ui")), self)
+        self.setup_task: Optional[tasks.SetupEngineTask] = None
+        self.pythonWidget.setFilePath(settings.engine_python_override())
+        self.workspaceWidget.setFilePath(str(settings.workspace()))
+        self.deviceCombo.setCurrentText(settings.device())
+        self.downloadsCheck.setChecked(settings.allow_downloads())
+        self.setupButton.clicked.connect(self.setup_engine)
+        self.buttonBox.button(QDialogButtonBox.StandardButton.Save).clicked.connect(self.save)
+        self.buttonBox.rejected.connect(self.reject)
+        self.refresh_status()
+
+    def refresh_status(self) -> None:
+        env_dir = engine_runtime.managed_env_dir()
+        python = settings.engine_python()
+        if python:
+            state = f"Ready: <code>{python}</code>"
+        elif settings.engine_python_override():
+            state = f"The chosen interpreter <code>{settings.engine_python_override()}</code> does not exist."
+        else:
+            state = (f"Not set up. 'Set up engine' builds a Python 3.12 environment in <code>{env_dir}</code> "
+                     f"and downloads {engine_runtime.ENV_SIZE_NOTE}.")
+        self.engineStatusLabel.setText(state)
+
+    def save(self) -> None:
+        settings.set_engine_python_override(self.pythonWidget.filePath())
+        settings.set_workspace(self.workspaceWidget.filePath())
+        settings.set_device(self.deviceCombo.currentText())
+        settings.set_allow_downloads(self.downloadsCheck.isChecked())
+        self.accept()
+
+    def setup_engine(self) -> None:
+        if self.setup_task is not None:
+            return
+        answer = QMessageBox.question(
+            self, "Set up the GeoStudio engine",
+            f"This creates the engine environment in\n{engine_runtime.managed_env_dir()}\nand downloads "
+            f"{engine_runtime.ENV_SIZE_NOTE}. It takes about 5-20 minutes. Continue?")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.setup_task = tasks.SetupEngineTask(on_success=lambda _p: self.refresh_status())
+        self.setup_task.lineReceived.connect(self.setupLog.appendPlainText)
+        self.setup_task.progressChanged.connect(lambda v: self.setupProgress.setValue(int(v)))
+        self.setup_task.taskCompleted.connect(self._setup_ended)
+        self.setup_task.taskTerminated.connect(self._setup_ended)
+        self.setupButton.setEnabled(False)
+        tasks.start(self.setup_task)
+
+    def _setup_ended(self) -> None:
+        self.setup_task = None
+        self.setupButton.setEnabled(True)
+        self.refresh_status()

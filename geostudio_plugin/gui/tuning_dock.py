@@ -1,0 +1,130 @@
+"""Fine-tuning dock: dataset, template and a compatible backbone, a few parameters, live metrics."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from qgis.PyQt.QtWidgets import QListWidgetItem, QTableWidgetItem
+
+from .. import tasks, workspace_index
+from .base import UiDock
+from .catalog_store import CatalogStore
+from .messages import show_success
+
+# Metrics worth a row in the dock; the full set is in the tune's metrics.csv.
+SHOWN_METRICS = ("train/loss", "val/loss", "val/mIoU", "val/Pixel_Accuracy", "test/mIoU")
+
+
+class TuningDock(UiDock):
+    UI_FILE = "tuning_dock.ui"
+    TITLE = "GeoStudio: Fine-tuning"
+    OBJECT_NAME = "GeoStudioTuningDock"
+
+    def __init__(self, iface, store: CatalogStore, parent=None) -> None:  # noqa: ANN001
+        super().__init__(iface, parent)
+        self.store = store
+        self.task: Optional[tasks.EngineTask] = None
+        self.ui.metricsTable.horizontalHeader().setStretchLastSection(True)
+        store.changed.connect(self.populate_catalog)
+        self.ui.templateCombo.currentIndexChanged.connect(self._filter_backbones)
+        self.ui.startButton.clicked.connect(self.start_tuning)
+        self.ui.cancelButton.clicked.connect(lambda: self.task and self.task.cancel())
+        self.visibilityChanged.connect(self._on_visible)
+
+    def _on_visible(self, visible: bool) -> None:
+        if visible:
+            self.refresh_workspace()
+            self.store.load()
+
+    # ------------------------------------------------------------ lists
+    def refresh_workspace(self) -> None:
+        current = self.ui.datasetCombo.currentData()
+        self.ui.datasetCombo.clear()
+        for record in workspace_index.datasets():
+            self.ui.datasetCombo.addItem(f"{record['dataset_name']} ({record['dataset_id']})", record["dataset_id"])
+        if current:
+            self.ui.datasetCombo.setCurrentIndex(max(self.ui.datasetCombo.findData(current), 0))
+        self.ui.tuneList.clear()
+        for record in workspace_index.tunes():
+            miou = record.get("test_metrics", {}).get("test/mIoU")
+            score = f", test mIoU {miou:.3f}" if miou is not None else ""
+            item = QListWidgetItem(f"{record['name']} — {record['base_model_id']} on {record['dataset_id']}"
+                                   f" ({record.get('seconds', 0):.0f} s{score})")
+            item.setToolTip(record["tune_id"])
+            self.ui.tuneList.addItem(item)
+
+    def populate_catalog(self, catalog: dict[str, Any]) -> None:
+        self.backbones = catalog.get("backbones", [])
+        self.ui.templateCombo.clear()
+        for template in catalog.get("templates", []):
+            self.ui.templateCombo.addItem(template["name"], template)
+        self._filter_backbones()
+
+    def _filter_backbones(self) -> None:
+        """The Studio's compatibility rule: same model category as the template."""
+        template = self.ui.templateCombo.currentData()
+        self.ui.backboneCombo.clear()
+        if not template:
+            return
+        category = template["extra_info"]["model_category"]
+        for backbone in getattr(self, "backbones", []):
+            if backbone["model_params"]["model_category"] == category:
+                self.ui.backboneCombo.addItem(f"{backbone['name']} ({backbone['params_m']:g} M)", backbone["name"])
+
+    # -------------------------------------------------------------- run
+    def build_payload(self) -> dict[str, Any]:
+        template = self.ui.templateCombo.currentData() or {}
+        data: dict[str, Any] = {"batch_size": self.ui.batchSpin.value()}
+        if self.ui.cropSpin.value():
+            data["crop_size"] = self.ui.cropSpin.value()
+        return {
+            "name": self.ui.nameEdit.text().strip() or "my-tune",
+            "description": "",
+            "dataset_id": self.ui.datasetCombo.currentData() or "",
+            "base_model_id": self.ui.backboneCombo.currentData() or "",
+            "tune_template_id": template.get("id", ""),
+            "model_parameters": {"runner": {"max_epochs": self.ui.epochsSpin.value()}, "data": data,
+                                 "optimizer": {"lr": self.ui.lrSpin.value()}},
+            "train_options": {"accelerator": self.ui.deviceCombo.currentText()},
+        }
+
+    def start_tuning(self) -> Optional[tasks.EngineTask]:
+        if self.task is not None:
+            return None
+        payload = self.build_payload()
+        self.ui.metricsTable.setRowCount(0)
+        self.task = tasks.EngineTask(f"GeoStudio: fine-tune {payload['name']}", "tune", payload,
+                                     on_success=self._done, on_failure=lambda _t: self._finish())
+        self.task.progressChanged.connect(lambda value: self.ui.progressBar.setValue(int(value)))
+        self.task.eventReceived.connect(self._on_event)
+        self.ui.startButton.setEnabled(False)
+        self.ui.cancelButton.setEnabled(True)
+        return tasks.start(self.task)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "progress":
+            self.ui.stageLabel.setText(str(event.get("message", "")))
+        elif event.get("event") == "metric" and event.get("name") in SHOWN_METRICS:
+            self._set_metric(event["name"], float(event["value"]), event.get("epoch"))
+
+    def _set_metric(self, name: str, value: float, epoch: Optional[int]) -> None:
+        table = self.ui.metricsTable
+        rows = [table.item(r, 0).text() for r in range(table.rowCount())]
+        row = rows.index(name) if name in rows else table.rowCount()
+        if row == table.rowCount():
+            table.insertRow(row)
+            table.setItem(row, 0, QTableWidgetItem(name))
+        table.setItem(row, 1, QTableWidgetItem(f"{value:.4f}"))
+        table.setItem(row, 2, QTableWidgetItem("" if epoch is None else str(epoch + 1)))
+
+    def _finish(self) -> None:
+        self.task = None
+        self.ui.startButton.setEnabled(True)
+        self.ui.cancelButton.setEnabled(False)
+
+    def _done(self, result: dict[str, Any]) -> None:
+        self._finish()
+        summary = result["summary"]
+        show_success("GeoStudio", f"Tune {summary['tune_id']} finished on {summary['device']} in "
+                     f"{summary['seconds']:.0f} s (best val/loss {summary['best_val_loss']:.3f}).")
+        self.refresh_workspace()

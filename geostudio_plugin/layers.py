@@ -1,0 +1,117 @@
+"""Turn engine outputs into styled QGIS layers (main thread only).
+
+Styles arrive in the Studio's ``geoserver_style`` shape: ``segmentation`` and
+``regression`` lists of {color, label, opacity, quantity}, ``rgb`` lists of
+{label, channel, minValue, maxValue}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from qgis.core import (
+    QgsColorRampShader,
+    QgsContrastEnhancement,
+    QgsLayerTreeGroup,
+    QgsMultiBandColorRenderer,
+    QgsPalettedRasterRenderer,
+    QgsProject,
+    QgsRasterBandStats,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsSingleBandGrayRenderer,
+    QgsSingleBandPseudoColorRenderer,
+)
+from qgis.PyQt.QtGui import QColor
+
+
+def _colour(hex_colour: str, opacity: Any = 1) -> QColor:
+    colour = QColor(hex_colour)
+    try:
+        alpha = float(opacity)
+    except (TypeError, ValueError):
+        alpha = 1.0
+    colour.setAlphaF(max(0.0, min(1.0, alpha)))
+    return colour
+
+
+def paletted_renderer(layer: QgsRasterLayer, entries: Iterable[dict[str, Any]]) -> QgsPalettedRasterRenderer:
+    classes = [QgsPalettedRasterRenderer.Class(int(float(e["quantity"])), _colour(e["color"], e.get("opacity", 1)),
+                                               str(e.get("label", e["quantity"])))
+               for e in entries]
+    return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
+
+
+def pseudocolor_renderer(layer: QgsRasterLayer, entries: list[dict[str, Any]]) -> QgsSingleBandPseudoColorRenderer:
+    stops = sorted(entries, key=lambda e: float(e["quantity"]))
+    ramp = QgsColorRampShader(float(stops[0]["quantity"]), float(stops[-1]["quantity"]))
+    ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
+    ramp.setColorRampItemList([QgsColorRampShader.ColorRampItem(float(e["quantity"]),
+                                                                 _colour(e["color"], e.get("opacity", 1)),
+                                                                 str(e.get("label", e["quantity"]))) for e in stops])
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    return QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+
+
+def apply_style(layer: QgsRasterLayer, style: Optional[dict[str, Any]]) -> None:
+    if not style:
+        return
+    if style.get("segmentation"):
+        layer.setRenderer(paletted_renderer(layer, style["segmentation"]))
+    elif style.get("regression"):
+        layer.setRenderer(pseudocolor_renderer(layer, style["regression"]))
+    elif style.get("rgb"):
+        channels = style["rgb"]
+        renderer = QgsMultiBandColorRenderer(layer.dataProvider(), *(int(c["channel"]) for c in channels[:3]))
+        setters = (renderer.setRedContrastEnhancement, renderer.setGreenContrastEnhancement,
+                   renderer.setBlueContrastEnhancement)
+        for setter, channel in zip(setters, channels[:3]):
+            enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(int(channel["channel"])))
+            enhancement.setMinimumValue(float(channel["minValue"]))
+            enhancement.setMaximumValue(float(channel["maxValue"]))
+            enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+            setter(enhancement)
+        layer.setRenderer(renderer)
+    layer.triggerRepaint()
+
+
+def grey_stretch(layer: QgsRasterLayer, band: int = 1) -> None:
+    """Min/max stretch of one band from its statistics: how a SAR or single-band input reads best."""
+    provider = layer.dataProvider()
+    stats = provider.bandStatistics(band, QgsRasterBandStats.Stats.Min | QgsRasterBandStats.Stats.Max)
+    renderer = QgsSingleBandGrayRenderer(provider, band)
+    enhancement = QgsContrastEnhancement(provider.dataType(band))
+    enhancement.setMinimumValue(stats.minimumValue)
+    enhancement.setMaximumValue(stats.maximumValue)
+    enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+    renderer.setContrastEnhancement(enhancement)
+    layer.setRenderer(renderer)
+
+
+def result_group(name: str, project: Optional[QgsProject] = None) -> QgsLayerTreeGroup:
+    root = (project or QgsProject.instance()).layerTreeRoot()
+    return root.findGroup(name) or root.insertGroup(0, name)
+
+
+def add_to_group(layer: QgsRasterLayer, group: QgsLayerTreeGroup, project: Optional[QgsProject] = None,
+                 visible: bool = True) -> QgsRasterLayer:
+    (project or QgsProject.instance()).addMapLayer(layer, False)
+    node = group.insertLayer(0, layer)
+    node.setItemVisibilityChecked(visible)
+    return layer
+
+
+def load_inference_layers(run_summary: dict[str, Any], group_name: Optional[str] = None,
+                          project: Optional[QgsProject] = None) -> list[QgsRasterLayer]:
+    """Load every layer of an ``infer`` result, styled, into one group (ordered by z_index)."""
+    group = result_group(group_name or f"GeoStudio: {run_summary.get('inference_id', 'inference')}", project)
+    layers = []
+    for spec in sorted(run_summary.get("layers", []), key=lambda l: l.get("z_index", 0)):
+        layer = QgsRasterLayer(spec["path"], spec.get("display_name", "Prediction"))
+        if not layer.isValid():
+            raise RuntimeError(f"QGIS cannot open the prediction {spec['path']}")
+        apply_style(layer, spec.get("geoserver_style"))
+        add_to_group(layer, group, project, bool(spec.get("visible_by_default", True)))
+        layers.append(layer)
+    return layers

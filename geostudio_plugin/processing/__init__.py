@@ -1,0 +1,1 @@
+"""The Processing provider ``geostudio``: one module per algorithm."""

@@ -1,0 +1,27 @@
+"""Processing provider: every GeoStudio workflow as an algorithm (Model Designer, qgis_process)."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from ..paths import icon_path
+
+
+class GeoStudioProvider(QgsProcessingProvider):
+    def id(self) -> str:  # noqa: A003 - QGIS API
+        return "geostudio"
+
+    def name(self) -> str:
+        return "GeoStudio"
+
+    def longName(self) -> str:  # noqa: N802
+        return "GeoStudio: geospatial foundation models (Terrakit, TerraTorch)"
+
+    def icon(self) -> QIcon:
+        return QIcon(icon_path("geostudio.svg"))
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        from .infer_raster import InferRasterAlgorithm
+
+        self.addAlgorithm(InferRasterAlgorithm())

@@ -1,0 +1,64 @@
+"""Plugin settings in QgsSettings under one prefix. Secrets never go here: they live in QgsAuthManager."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from qgis.core import QgsSettings
+
+from . import engine_runtime
+
+PREFIX = "GeoStudio"
+
+
+def _settings() -> QgsSettings:
+    return QgsSettings()
+
+
+def _get(key: str, default: str = "") -> str:
+    value = _settings().value(f"{PREFIX}/{key}", default)
+    return "" if value is None else str(value)
+
+
+def _set(key: str, value: object) -> None:
+    _settings().setValue(f"{PREFIX}/{key}", value)
+
+
+def engine_python_override() -> str:
+    """An existing interpreter chosen by the user; empty means the managed engine environment."""
+    return _get("engine/python")
+
+
+def set_engine_python_override(path: str) -> None:
+    _set("engine/python", path.strip())
+
+
+def engine_python() -> Optional[Path]:
+    return engine_runtime.resolve_engine_python(engine_python_override())
+
+
+def workspace() -> Path:
+    chosen = _get("workspace")
+    return Path(chosen).expanduser() if chosen else engine_runtime.default_workspace()
+
+
+def set_workspace(path: str) -> None:
+    _set("workspace", path.strip())
+
+
+def allow_downloads() -> bool:
+    """Whether the engine may download model weights (Hugging Face); off by default."""
+    return _get("engine/allow_downloads", "false").lower() in ("true", "1")
+
+
+def set_allow_downloads(value: bool) -> None:
+    _set("engine/allow_downloads", bool(value))
+
+
+def device() -> str:
+    return _get("engine/device", "auto") or "auto"
+
+
+def set_device(value: str) -> None:
+    _set("engine/device", value)

@@ -1,0 +1,120 @@
+"""QGIS-side fixtures (pytest-qgis, headless). The plugin is imported inside fixtures, never at module
+level: pytest-qgis 2.1 starts QGIS in pytest_configure, after this file is imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "resources" / "sample_data" / "sen1floods11"
+sys.path.insert(0, str(REPO))
+
+# Keep the developer's own QGIS profile and GeoStudio data out of the tests.
+os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", tempfile.mkdtemp(prefix="geostudio-qgis-profile-"))
+
+
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.05) -> None:
+    """Spin the Qt event loop until predicate() is true (task signals and finished() need it)."""
+    from qgis.core import QgsApplication
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        QgsApplication.processEvents()
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def engine_python() -> Path:
+    from geostudio_plugin import engine_runtime
+
+    python = engine_runtime.resolve_engine_python(os.environ.get("GEOSTUDIO_ENGINE_PYTHON", ""))
+    if python is None:
+        pytest.fail("The engine environment is not built: run `make engine` (make test does it first).")
+    return python
+
+
+@pytest.fixture(scope="session")
+def session_workspace(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("workspace")
+
+
+@pytest.fixture()
+def workspace(session_workspace: Path, engine_python: Path):
+    """Point the plugin's settings at the test workspace and the built engine."""
+    from geostudio_plugin import settings
+
+    settings.set_workspace(str(session_workspace))
+    settings.set_engine_python_override(str(engine_python))
+    yield session_workspace
+
+
+@pytest.fixture()
+def extended_iface(qgis_iface):
+    """pytest-qgis's iface stub lacks a few calls real QGIS has; add them, recording what they get."""
+    from qgis.core import Qgis
+    from qgis.gui import QgsMessageBarItem
+
+    bar = qgis_iface.messageBar()
+    bar.widgets = []
+
+    def push_widget(widget, level=Qgis.MessageLevel.Info, duration=0):
+        bar.widgets.append((widget, level))
+        bar.messages[level].append(f"{widget.title()}:{widget.text()}")
+
+    bar.createMessage = lambda title, text="": QgsMessageBarItem(title, text)
+    bar.pushWidget = push_widget
+    window = qgis_iface.mainWindow()
+    qgis_iface.addDockWidget = window.addDockWidget
+    qgis_iface.removeDockWidget = window.removeDockWidget
+    window.show()
+    return qgis_iface
+
+
+@pytest.fixture()
+def plugin(extended_iface, workspace):
+    import geostudio_plugin
+
+    instance = geostudio_plugin.classFactory(extended_iface)
+    instance.initGui()
+    yield instance
+    instance.unload()
+
+
+@pytest.fixture(scope="session")
+def trained_tune(session_workspace: Path, engine_python: Path) -> dict:
+    """One tiny real model per session: onboard the sample chips, fine-tune ResNet-18 for one epoch."""
+    from geostudio_plugin.engine_client import EngineJob
+
+    onboard = EngineJob("onboard", sample_onboarding_payload(chip_size=128), python=engine_python,
+                        workspace=session_workspace).run()
+    assert onboard.ok, onboard.error_text()
+    tune = EngineJob("tune", tiny_tune_payload(onboard.result["summary"]["dataset_id"]), python=engine_python,
+                     workspace=session_workspace).run()
+    assert tune.ok, tune.error_text()
+    return json.loads((Path(tune.result["outputs"]["tune_dir"]) / "tune.json").read_text())
+
+
+def sample_onboarding_payload(chip_size: int | None = None, name: str = "Sen1Floods11 water") -> dict:
+    payload = json.loads((REPO / "scripts" / "demo_payloads" / "onboard_sen1floods11.json").read_text())
+    payload["dataset_name"] = name
+    payload["dataset_url"] = str(SAMPLES / "train")
+    if chip_size:
+        payload["onboarding_options"]["chip_size"] = chip_size
+    return payload
+
+
+def tiny_tune_payload(dataset_id: str, epochs: int = 1, name: str = "tiny-test") -> dict:
+    return {"name": name, "dataset_id": dataset_id, "base_model_id": "timm_resnet18",
+            "tune_template_id": "timm_resnet_seg",
+            "model_parameters": {"runner": {"max_epochs": epochs}, "data": {"batch_size": 4, "crop_size": 64},
+                                 "model": {"decode_head": {"channels": 32}}, "optimizer": {"lr": 0.001}},
+            "train_options": {"accelerator": "cpu"}}

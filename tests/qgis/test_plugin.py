@@ -1,0 +1,87 @@
+"""Loading the plugin: menu, toolbar, docks, provider, start-up cost, and nothing heavy in the QGIS process."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from conftest import wait_for
+
+HEAVY = ("torch", "terratorch", "terrakit", "rasterio", "lightning", "torchgeo", "pydantic", "timm")
+
+
+def heavy_modules() -> list[str]:
+    found = [m for m in sys.modules if m.split(".")[0] in HEAVY]
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and int(numpy.__version__.split(".")[0]) >= 2:
+        found.append(f"numpy {numpy.__version__}")
+    return found
+
+
+def test_plugin_adds_menu_toolbar_and_provider(plugin, qgis_iface):
+    from qgis.core import QgsApplication
+
+    menu_titles = [a.text() for a in qgis_iface.mainWindow().menuBar().actions()]
+    assert "&GeoStudio" in menu_titles
+    assert [a.text() for a in plugin.toolbar.actions()] == [
+        "Connectors && collections", "Dataset onboarding", "Fine-tuning", "Inference"]
+    provider = QgsApplication.processingRegistry().providerById("geostudio")
+    assert provider is not None
+    assert [a.id() for a in provider.algorithms()] == ["geostudio:infer_raster"]
+
+
+def test_every_dock_opens_and_closes(plugin):
+    for key in ("connectors", "onboarding", "tuning", "inference"):
+        plugin.actions[key].trigger()
+        dock = plugin.docks[key]
+        assert dock.isVisible(), key
+        assert plugin.actions[key].isChecked()
+        assert dock.windowTitle().startswith("GeoStudio: ")
+        plugin.actions[key].trigger()
+        assert not dock.isVisible()
+
+
+def test_unload_removes_provider_and_menu(extended_iface, workspace):
+    import geostudio_plugin
+    from qgis.core import QgsApplication
+
+    instance = geostudio_plugin.classFactory(extended_iface)
+    instance.initGui()
+    instance.toggle_dock("connectors")
+    instance.unload()
+    assert QgsApplication.processingRegistry().providerById("geostudio") is None
+    assert "&GeoStudio" not in [a.text() for a in extended_iface.mainWindow().menuBar().actions()
+                                if a.isVisible()]
+
+
+def test_plugin_load_is_cheap(extended_iface, workspace):
+    import geostudio_plugin
+
+    started = time.perf_counter()
+    instance = geostudio_plugin.classFactory(extended_iface)
+    instance.initGui()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    instance.unload()
+    assert elapsed_ms < 200, f"plugin load took {elapsed_ms:.0f} ms"
+
+
+def test_no_heavy_library_enters_the_qgis_process(plugin, trained_tune):
+    """Open every dock, load the catalog and run an inference: the engine's libraries stay out."""
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    from conftest import SAMPLES
+
+    for key in ("connectors", "onboarding", "tuning", "inference"):
+        plugin.toggle_dock(key, True)
+    wait_for(lambda: plugin.store.catalog is not None, timeout=60)
+    layer = QgsRasterLayer(str(SAMPLES / "holdout" / "USA_905409_S1Hand.tif"), "holdout")
+    QgsProject.instance().addMapLayer(layer)
+    dock = plugin.docks["inference"]
+    dock.refresh_tunes()
+    dock.ui.tuneCombo.setCurrentIndex(dock.ui.tuneCombo.findData(trained_tune["tune_id"]))
+    dock.ui.layerCombo.setLayer(layer)
+    task = dock.start_inference()
+    wait_for(lambda: dock.task is None, timeout=180)
+    assert dock.loaded_layers, "the prediction layer was not loaded"
+    assert heavy_modules() == []
+    QgsProject.instance().removeAllMapLayers()
