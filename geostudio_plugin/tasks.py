@@ -113,7 +113,7 @@ class EngineTask(QgsTask):
         assert self.outcome is not None
         message, hint, details = self.outcome.error_text()
         tail = self.outcome.stderr_tail(4000)
-        full = "\n\n".join(p for p in (details, f"Engine log ({self.outcome.log_path}):\n{tail}" if tail else "") if p)
+        full = "\n\n".join(p for p in (details, f"Engine log: {self.outcome.log_path}\n{tail}".rstrip()) if p)
         show_error(self.description(), message, hint=hint, details=full)
 
 

@@ -106,7 +106,8 @@ def format_validation_error(exc: ValidationError) -> list[dict[str, str]]:
     problems = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
-        problems.append({"field": where, "message": err.get("msg", "invalid")})
+        message = err.get("msg", "invalid").removeprefix("Value error, ")
+        problems.append({"field": where, "message": message})
     return problems
 
 

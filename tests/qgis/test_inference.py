@@ -1,0 +1,92 @@
+"""Inference from the dock and from Processing: real engine, real layers, styles from the label categories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, wait_for
+
+HOLDOUT = SAMPLES / "holdout" / "USA_905409_S1Hand.tif"
+
+
+@pytest.fixture()
+def holdout_layer(qgis_new_project):
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    layer = QgsRasterLayer(str(HOLDOUT), "USA_905409")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    yield layer
+    QgsProject.instance().removeAllMapLayers()
+
+
+def _classes(renderer) -> list[tuple[int, str, str, int]]:
+    return [(c.value, c.label, c.color.name(), c.color.alpha()) for c in renderer.classes()]
+
+
+def test_inference_dock_loads_a_styled_prediction_in_a_group(plugin, trained_tune, holdout_layer):
+    from qgis.core import QgsPalettedRasterRenderer, QgsProject
+
+    plugin.toggle_dock("inference")
+    dock = plugin.docks["inference"]
+    dock.ui.tuneCombo.setCurrentIndex(dock.ui.tuneCombo.findData(trained_tune["tune_id"]))
+    dock.ui.layerCombo.setLayer(holdout_layer)
+    assert dock.start_inference() is not None
+    wait_for(lambda: dock.task is None, timeout=180)
+    prediction, = dock.loaded_layers
+    assert isinstance(prediction.renderer(), QgsPalettedRasterRenderer)
+    assert _classes(prediction.renderer()) == [(0, "Not water", "#d9d9d9", 0), (1, "Water", "#1f78b4", 255)]
+    assert prediction.crs() == holdout_layer.crs()
+    assert prediction.extent() == holdout_layer.extent()
+    assert (prediction.width(), prediction.height()) == (512, 512)
+    group = QgsProject.instance().layerTreeRoot().findLayer(prediction.id()).parent()
+    assert group.name().startswith("GeoStudio inference: ")
+    assert "Water" in dock.ui.resultLabel.text()
+
+
+def test_inference_dock_with_a_drawn_extent_predicts_only_that_area(plugin, trained_tune, holdout_layer):
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+
+    plugin.toggle_dock("inference")
+    dock = plugin.docks["inference"]
+    dock.ui.tuneCombo.setCurrentIndex(dock.ui.tuneCombo.findData(trained_tune["tune_id"]))
+    dock.ui.layerCombo.setLayer(holdout_layer)
+    full = holdout_layer.extent()
+    quarter = QgsRectangle(full.xMinimum(), full.center().y(), full.center().x(), full.yMaximum())
+    dock.ui.extentBox.setChecked(True)
+    dock.ui.extentBox.setOutputExtentFromUser(quarter, QgsCoordinateReferenceSystem("EPSG:4326"))
+    dock.start_inference()
+    wait_for(lambda: dock.task is None, timeout=180)
+    prediction, = dock.loaded_layers
+    assert abs(prediction.width() - 256) <= 1 and abs(prediction.height() - 256) <= 1
+    assert abs(prediction.extent().xMinimum() - full.xMinimum()) < 1e-9
+    assert abs(prediction.extent().yMaximum() - full.yMaximum()) < 1e-9
+
+
+def test_processing_algorithm_writes_a_georeferenced_prediction(plugin, trained_tune, holdout_layer, tmp_path,
+                                                                 qgis_processing):
+    import processing
+    from qgis.core import QgsRasterLayer
+
+    output = tmp_path / "pred.tif"
+    result = processing.run("geostudio:infer_raster", {
+        "INPUT": holdout_layer, "MODEL": trained_tune["tune_id"], "OUTPUT": str(output)})
+    assert Path(result["OUTPUT"]) == output
+    written = QgsRasterLayer(str(output), "pred")
+    assert written.isValid()
+    assert written.crs() == holdout_layer.crs() and written.extent() == holdout_layer.extent()
+    provider = written.dataProvider()
+    block = provider.block(1, written.extent(), written.width(), written.height())
+    values = {block.value(r, c) for r in range(0, 512, 8) for c in range(0, 512, 8)}
+    assert values <= {0.0, 1.0} and len(values) == 2
+
+
+def test_processing_reports_an_unknown_model_clearly(plugin, holdout_layer, tmp_path, qgis_processing):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="No tuned model 'nope' in the workspace"):
+        processing.run("geostudio:infer_raster", {"INPUT": holdout_layer, "MODEL": "nope",
+                                                   "OUTPUT": str(tmp_path / "x.tif")})
+    assert not (tmp_path / "x.tif").exists()
