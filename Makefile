@@ -1,0 +1,52 @@
+# GeoStudio for QGIS. The two commands of the README: `make demo` and `make test`.
+# Both install what is missing first: QGIS from apt, the test venv, the engine environment.
+SHELL := /bin/bash
+QGIS_PY ?= /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNTIME := PYTHONPATH=$(CURDIR) $(QGIS_PY) -m geostudio_plugin.engine_runtime
+
+.PHONY: demo test test-qgis test-engine deps engine package run screenshot bench lock clean
+
+demo: deps engine
+	$(PY) scripts/demo.py
+
+test: deps engine
+	$(MAKE) --no-print-directory test-engine test-qgis
+
+test-engine: engine
+	ENGINE_PY=$$($(RUNTIME) python) && PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 \
+		$$ENGINE_PY -m pytest tests/engine -q -p no:cacheprovider
+
+test-qgis: deps engine
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest tests/qgis -q -p no:cacheprovider --qgis_disable_gui
+
+deps: $(VENV)/.ready
+
+$(VENV)/.ready: tests/requirements-qgis.txt scripts/bootstrap-qgis
+	scripts/bootstrap-qgis
+	rm -rf $(VENV)
+	$(QGIS_PY) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r tests/requirements-qgis.txt
+	touch $@
+
+engine:
+	@$(RUNTIME) ensure >/dev/null
+
+package:
+	$(QGIS_PY) scripts/package.py
+
+run: deps package
+	$(PY) scripts/run_qgis.py
+
+screenshot: deps engine package
+	$(PY) scripts/screenshot.py
+
+bench: deps engine
+	ENGINE_PY=$$($(RUNTIME) python) && PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 $$ENGINE_PY bench/run_all.py
+
+lock:
+	scripts/lock-engine
+
+clean:
+	rm -rf $(VENV) dist build demo-output
