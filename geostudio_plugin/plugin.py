@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 DOCKS = (
     # key, action text, icon, dock area
-    ("connectors", "Connectors && collections", "connectors.svg", Qt.DockWidgetArea.LeftDockWidgetArea),
+    ("connectors", "Connectors && collections", "connectors.svg", Qt.DockWidgetArea.RightDockWidgetArea),
     ("onboarding", "Dataset onboarding", "dataset.svg", Qt.DockWidgetArea.RightDockWidgetArea),
     ("tuning", "Fine-tuning", "tuning.svg", Qt.DockWidgetArea.RightDockWidgetArea),
     ("inference", "Inference", "inference.svg", Qt.DockWidgetArea.RightDockWidgetArea),
@@ -92,9 +92,15 @@ class GeoStudioPlugin:
     # ------------------------------------------------------------------ docks
     def dock(self, key: str):  # noqa: ANN201 - one of the dock classes
         if key not in self.docks:
+            others = list(self.docks.values())
             self.docks[key] = self._build_dock(key)
             area = next(d[3] for d in DOCKS if d[0] == key)
             self.iface.addDockWidget(area, self.docks[key])
+            window = self.iface.mainWindow()
+            if others:  # one GeoStudio panel with a tab per dock
+                window.tabifyDockWidget(others[0], self.docks[key])
+            else:
+                window.resizeDocks([self.docks[key]], [self.docks[key].WIDTH], Qt.Orientation.Horizontal)
             self.docks[key].visibilityChanged.connect(lambda visible, k=key: self.actions[k].setChecked(visible))
             self._wire()
         return self.docks[key]

@@ -15,7 +15,7 @@ ROLE = Qt.ItemDataRole.UserRole
 
 class ConnectorsDock(UiDock):
     UI_FILE = "connectors_dock.ui"
-    TITLE = "GeoStudio: Connectors & collections"
+    TITLE = "Connectors"
     OBJECT_NAME = "GeoStudioConnectorsDock"
 
     collectionSelected = pyqtSignal(dict)  # {"connector", "collection", "modality_tag", "bands": [...]}
@@ -23,7 +23,8 @@ class ConnectorsDock(UiDock):
     def __init__(self, iface, store: CatalogStore, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
         self.store = store
-        self.ui.tree.setColumnWidth(0, 170)
+        for column, width in enumerate((170, 70, 70)):
+            self.ui.tree.setColumnWidth(column, width)
         self.ui.searchEdit.textChanged.connect(self.apply_filter)
         self.ui.refreshButton.clicked.connect(lambda: self._load(force=True))
         self.ui.tree.currentItemChanged.connect(self._on_current)
@@ -42,8 +43,9 @@ class ConnectorsDock(UiDock):
         n_collections = 0
         for connector in catalog.get("connectors", []):
             creds = connector.get("credentials") or []
-            access = "no credentials needed" if not creds else "needs " + ", ".join(creds)
+            access = "open" if not creds else "needs credentials"
             top = QTreeWidgetItem([connector["name"], "", "", access])
+            top.setToolTip(3, "No credentials needed" if not creds else "Credentials: " + ", ".join(creds))
             top.setData(0, ROLE, {"kind": "connector", **{k: v for k, v in connector.items() if k != "collections"}})
             top.setToolTip(0, connector["id"])
             for collection in connector.get("collections", []):

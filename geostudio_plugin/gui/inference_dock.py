@@ -17,7 +17,7 @@ WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
 class InferenceDock(UiDock):
     UI_FILE = "inference_dock.ui"
-    TITLE = "GeoStudio: Inference"
+    TITLE = "Inference"
     OBJECT_NAME = "GeoStudioInferenceDock"
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
@@ -25,8 +25,10 @@ class InferenceDock(UiDock):
         self.task: Optional[tasks.EngineTask] = None
         self.loaded_layers: list[QgsRasterLayer] = []
         self.ui.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.ui.extentBox.setOutputCrs(WGS84)
-        self.ui.extentBox.setMapCanvas(iface.mapCanvas())
+        self.ui.extentWidget.setOutputCrs(WGS84)
+        self.ui.extentWidget.setMapCanvas(iface.mapCanvas())
+        self.ui.extentWidget.setNullValueAllowed(True, "Whole raster")
+        self.ui.extentWidget.clear()
         self.ui.layerCombo.layerChanged.connect(self._on_layer)
         self.ui.runButton.clicked.connect(self.start_inference)
         self.ui.cancelButton.clicked.connect(lambda: self.task and self.task.cancel())
@@ -43,16 +45,17 @@ class InferenceDock(UiDock):
 
     def _on_layer(self, layer: Optional[QgsRasterLayer]) -> None:
         if layer is not None:
-            self.ui.extentBox.setOriginalExtent(layer.extent(), layer.crs())
-            self.ui.extentBox.setCurrentExtent(layer.extent(), layer.crs())
+            canvas = self.iface.mapCanvas()
+            self.ui.extentWidget.setOriginalExtent(layer.extent(), layer.crs())
+            self.ui.extentWidget.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
 
     def build_payload(self) -> dict[str, Any]:
         """Everything is read from the widgets here, on the main thread, before the task starts."""
         layer = self.ui.layerCombo.currentLayer()
         source = layer.dataProvider().dataSourceUri().split("|")[0] if layer else ""
         bbox: list[list[float]] = []
-        if self.ui.extentBox.isChecked():
-            extent = self.ui.extentBox.outputExtent()  # in EPSG:4326, the Studio's bbox convention
+        if self.ui.extentWidget.isValid() and not self.ui.extentWidget.outputExtent().isNull():
+            extent = self.ui.extentWidget.outputExtent()  # in EPSG:4326, the Studio's bbox convention
             bbox = [[extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]]
         return {
             "model_display_name": self.ui.tuneCombo.currentText(),

@@ -17,7 +17,7 @@ DEFAULT_CATEGORIES = [(0, "Background", "#d9d9d9"), (1, "Target", "#1f78b4")]
 
 class OnboardingDock(UiDock):
     UI_FILE = "onboarding_dock.ui"
-    TITLE = "GeoStudio: Dataset onboarding"
+    TITLE = "Datasets"
     OBJECT_NAME = "GeoStudioOnboardingDock"
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001

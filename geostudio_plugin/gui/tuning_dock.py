@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QListWidgetItem, QTableWidgetItem
 
 from .. import tasks, workspace_index
@@ -17,7 +18,7 @@ SHOWN_METRICS = ("train/loss", "val/loss", "val/mIoU", "val/Pixel_Accuracy", "te
 
 class TuningDock(UiDock):
     UI_FILE = "tuning_dock.ui"
-    TITLE = "GeoStudio: Fine-tuning"
+    TITLE = "Fine-tuning"
     OBJECT_NAME = "GeoStudioTuningDock"
 
     def __init__(self, iface, store: CatalogStore, parent=None) -> None:  # noqa: ANN001
@@ -25,9 +26,12 @@ class TuningDock(UiDock):
         self.store = store
         self.task: Optional[tasks.EngineTask] = None
         self.ui.metricsTable.horizontalHeader().setStretchLastSection(True)
+        self.ui.metricsTable.verticalHeader().setVisible(False)
+        self.ui.metricsTable.setColumnWidth(0, 150)
         store.changed.connect(self.populate_catalog)
         self.ui.templateCombo.currentIndexChanged.connect(self._filter_backbones)
         self.ui.startButton.clicked.connect(self.start_tuning)
+        self.ui.tuneList.currentItemChanged.connect(lambda current, _previous: self.show_tune(current))
         self.ui.cancelButton.clicked.connect(lambda: self.task and self.task.cancel())
         self.visibilityChanged.connect(self._on_visible)
 
@@ -51,7 +55,25 @@ class TuningDock(UiDock):
             item = QListWidgetItem(f"{record['name']} — {record['base_model_id']} on {record['dataset_id']}"
                                    f" ({record.get('seconds', 0):.0f} s{score})")
             item.setToolTip(record["tune_id"])
+            item.setData(Qt.ItemDataRole.UserRole, record)
             self.ui.tuneList.addItem(item)
+        if self.task is None and self.ui.tuneList.count():
+            self.ui.tuneList.setCurrentRow(0)
+
+    def show_tune(self, item: Optional[QListWidgetItem]) -> None:
+        """The final metrics of a finished tune (its last epoch and its test split)."""
+        record = item.data(Qt.ItemDataRole.UserRole) if item else None
+        if not record or self.task is not None:
+            return
+        self.ui.metricsTable.setRowCount(0)
+        last = (record.get("history") or [{}])[-1]
+        for name in SHOWN_METRICS:
+            value = record.get("test_metrics", {}).get(name, last.get(name))
+            if value is not None:
+                epoch = None if name.startswith("test/") else int(last.get("epoch", 0))
+                self._set_metric(name, float(value), epoch)
+        self.ui.stageLabel.setText(f"{record['tune_id']}: {record.get('epochs_run', '?')} epochs on "
+                                   f"{record.get('device', '?')} in {record.get('seconds', 0):.0f} s")
 
     def populate_catalog(self, catalog: dict[str, Any]) -> None:
         self.backbones = catalog.get("backbones", [])

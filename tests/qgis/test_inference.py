@@ -54,8 +54,7 @@ def test_inference_dock_with_a_drawn_extent_predicts_only_that_area(plugin, trai
     dock.ui.layerCombo.setLayer(holdout_layer)
     full = holdout_layer.extent()
     quarter = QgsRectangle(full.xMinimum(), full.center().y(), full.center().x(), full.yMaximum())
-    dock.ui.extentBox.setChecked(True)
-    dock.ui.extentBox.setOutputExtentFromUser(quarter, QgsCoordinateReferenceSystem("EPSG:4326"))
+    dock.ui.extentWidget.setOutputExtentFromUser(quarter, QgsCoordinateReferenceSystem("EPSG:4326"))
     dock.start_inference()
     wait_for(lambda: dock.task is None, timeout=180)
     prediction, = dock.loaded_layers

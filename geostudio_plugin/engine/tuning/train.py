@@ -90,9 +90,9 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
         for row in csv.DictReader(handle):
             if not row.get("epoch"):
                 continue
-            epoch = int(float(row["epoch"]))
-            slot = per_epoch.setdefault(epoch, {"epoch": epoch})
-            for key, value in row.items():
-                if value not in ("", None) and key not in ("epoch", "step"):
-                    slot[key] = float(value)
+            values = {k: float(v) for k, v in row.items()
+                      if v not in ("", None) and k not in ("epoch", "step") and not k.startswith("test/")}
+            if values:  # the test run logs its own row; its metrics are kept apart (test_metrics)
+                epoch = int(float(row["epoch"]))
+                per_epoch.setdefault(epoch, {"epoch": epoch}).update(values)
     return [per_epoch[e] for e in sorted(per_epoch)]

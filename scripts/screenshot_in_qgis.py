@@ -1,0 +1,73 @@
+"""Runs inside QGIS desktop (`qgis --code`), started by screenshot.py: open the demo project, show each
+GeoStudio dock in turn and save the main window; then quit."""
+
+import os
+import time
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsProject
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.utils import iface, plugins
+
+OUT = Path(os.environ["SHOT_DIR"])
+
+
+def settle(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline or QgsApplication.taskManager().countActiveTasks():
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+        if time.monotonic() > deadline + 120:
+            break
+
+
+def shoot() -> None:
+    window = iface.mainWindow()
+    window.setGeometry(0, 0, 1600, 1000)
+    project = os.environ.get("SHOT_PROJECT", "")
+    if project and Path(project).exists():
+        QgsProject.instance().read(project)
+        iface.mapCanvas().zoomToFullExtent()
+    plugin = plugins["geostudio_plugin"]
+    plugin.toggle_dock("connectors")
+    tree = plugin.docks["connectors"].ui.tree
+    deadline = time.monotonic() + 90
+    while not tree.topLevelItemCount() and time.monotonic() < deadline:
+        settle(0.2)
+    sentinel = tree.findItems("Sentinel Hub", Qt.MatchFlag.MatchExactly)
+    if sentinel:
+        collection = sentinel[0].child(4)  # s2_l2a
+        collection.setExpanded(True)
+        tree.setCurrentItem(collection)
+    for key in ("onboarding", "tuning", "inference"):
+        plugin.toggle_dock(key)
+    onboarding = plugin.docks["onboarding"]
+    onboarding.ui.nameEdit.setText("Sen1Floods11 water")
+    onboarding.ui.folderWidget.setFilePath(str(Path(os.environ["SHOT_HOLDOUT"]).parents[1] / "train"))
+    onboarding.ui.labelSuffixEdit.setText("_LabelHand.tif")
+    onboarding.ui.dataSuffixEdit.setText("_S1Hand.tif")
+    onboarding.ui.collectionEdit.setText("sentinelhub / s1_grd")
+    onboarding.ui.modalityEdit.setText("S1GRD")
+    onboarding.ui.bandsEdit.setText("VV, VH")
+    for row, (cat_id, name, colour) in enumerate([(0, "Not water", "#d9d9d9"), (1, "Water", "#1f78b4")]):
+        onboarding.ui.categoriesTable.item(row, 0).setText(str(cat_id))
+        onboarding.ui.categoriesTable.item(row, 1).setText(name)
+        onboarding.ui.categoriesTable.item(row, 2).setText(colour)
+    onboarding.ui.chipSpin.setValue(256)
+    tuning = plugin.docks["tuning"]
+    tuning.ui.nameEdit.setText("water-resnet18")
+    tuning.ui.epochsSpin.setValue(8)
+    inference = plugin.docks["inference"]
+    holdout = next((l for l in QgsProject.instance().mapLayers().values()
+                    if l.source() == os.environ.get("SHOT_HOLDOUT")), None)
+    if holdout is not None:
+        inference.ui.layerCombo.setLayer(holdout)
+    inference.ui.resultLabel.setText("Leave Area empty for the whole raster, or draw an extent on the map with the … button beside it.")
+    for key in ("connectors", "onboarding", "tuning", "inference"):
+        plugin.docks[key].raise_()
+        settle(1.5)
+        window.grab().save(str(OUT / f"{key}.png"))
+    iface.actionExit().trigger()
+
+
+QTimer.singleShot(2500, shoot)
