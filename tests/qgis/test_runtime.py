@@ -1,0 +1,73 @@
+"""The engine environment manager (standard library code shared by the plugin, scripts/ and the Makefile)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+from geostudio_plugin import engine_runtime
+
+
+def test_engine_environment_is_cleaned_of_qgis_python_proj_and_gdal_variables():
+    inherited = {"PATH": "/usr/bin", "HOME": "/home/u", "PYTHONPATH": "/usr/share/qgis/python",
+                 "PYTHONHOME": "/x", "PROJ_LIB": "/usr/share/proj", "PROJ_DATA": "/usr/share/proj",
+                 "GDAL_DATA": "/usr/share/gdal", "GDAL_DRIVER_PATH": "/x", "QGIS_PREFIX_PATH": "/usr",
+                 "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": "TIF", "VIRTUAL_ENV": "/venv", "LANG": "C.UTF-8"}
+    env = engine_runtime.engine_environ(inherited, extra={"SH_CLIENT_ID": "id"})
+    assert env["PYTHONPATH"] == str(Path(engine_runtime.__file__).resolve().parents[1])
+    assert env["HF_HUB_OFFLINE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert env["SH_CLIENT_ID"] == "id"
+    for dropped in ("PYTHONHOME", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH", "QGIS_PREFIX_PATH",
+                    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS", "VIRTUAL_ENV"):
+        assert dropped not in env
+    assert {k: env[k] for k in ("PATH", "HOME", "LANG")} == {"PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8"}
+    assert engine_runtime.engine_environ(inherited, allow_downloads=True)["HF_HUB_OFFLINE"] == "0"
+
+
+def test_managed_env_is_keyed_by_the_lock_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOSTUDIO_ENGINES_DIR", str(tmp_path))
+    lock_a, lock_b = tmp_path / "a.lock", tmp_path / "b.lock"
+    lock_a.write_text("six==1.16.0\n")
+    lock_b.write_text("six==1.17.0\n")
+    assert engine_runtime.managed_env_dir(lock_a) != engine_runtime.managed_env_dir(lock_b)
+    assert engine_runtime.managed_env_dir(lock_a).parent == tmp_path
+    assert engine_runtime.lock_hash(engine_runtime.lock_file()) == engine_runtime.lock_hash(
+        Path(engine_runtime.__file__).resolve().parents[1] / "engine-requirements.lock")
+
+
+def test_no_suitable_python_gives_a_clear_way_out(monkeypatch, tmp_path):
+    monkeypatch.setattr(engine_runtime, "base_python_candidates", lambda: [Path(sys.executable)])
+    with pytest.raises(engine_runtime.EngineSetupError) as error:
+        engine_runtime.find_base_python()  # the QGIS Python is 3.11: too old for TerraTorch 1.2.13
+    assert "No Python 3.12 or 3.13" in error.value.message
+    assert "GEOSTUDIO_BASE_PYTHON" in error.value.hint and "settings" in error.value.hint
+
+
+def test_setup_task_builds_an_env_from_a_lock_and_streams_pip_output(qgis_iface, tmp_path, monkeypatch):
+    """The real build path (venv, pip upgrade, pip install -r lock, ready marker) on a one-package lock."""
+    from geostudio_plugin import tasks
+
+    base = engine_runtime.find_base_python()
+    lock = tmp_path / "engine-requirements.lock"
+    lock.write_text("six==1.16.0\n")
+    monkeypatch.setenv("GEOSTUDIO_ENGINES_DIR", str(tmp_path / "engines"))
+    monkeypatch.setattr(engine_runtime, "lock_file", lambda: lock)
+    pythons, lines = [], []
+    task = tasks.SetupEngineTask(on_success=pythons.append)
+    task.lineReceived.connect(lines.append)
+    tasks.start(task)
+    wait_for(lambda: task not in tasks._alive, timeout=300)
+    assert task.exception is None, task.exception
+    env_dir = engine_runtime.managed_env_dir(lock)
+    assert pythons == [engine_runtime.venv_python(env_dir)]
+    marker = json.loads((env_dir / engine_runtime.READY_MARKER).read_text())
+    assert marker["lock_hash"] == engine_runtime.lock_hash(lock)
+    assert marker["python"] == ".".join(map(str, engine_runtime.python_version(base)))
+    assert any("-m venv" in line for line in lines) and any("six" in line for line in lines)
+    assert task.status() == task.TaskStatus.Complete
+    assert os.access(engine_runtime.venv_python(env_dir), os.X_OK)
