@@ -37,13 +37,13 @@ def engine(workspace: Path, command: str, spec: dict) -> dict:
     return result
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child process."""
     launcher = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                 "rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
                 "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, rc)")
     out = subprocess.run([sys.executable, "-c", launcher, *cmd], capture_output=True, text=True, env=ENV,
-                         check=True).stdout.split()
+                         check=True, cwd=cwd).stdout.split()  # terratorch predict writes its config to cwd
     seconds, peak_mb, rc = float(out[0]), float(out[1]), int(out[2])
     if rc:
         sys.exit(f"benchmark command failed ({rc}): {' '.join(cmd)}")
@@ -75,7 +75,7 @@ def main() -> None:
         spec_file.write_text(json.dumps({"fine_tuning_id": record["tune_id"], "device": "cpu",
                                          "spatial_domain": {"urls": [str(p) for p in inputs]}}))
         ours_s, ours_mb = timed([sys.executable, "-m", "geostudio_plugin.engine", "--workspace", str(workspace),
-                                 "infer", str(spec_file)])
+                                 "infer", str(spec_file)], tmp)
         run = max((workspace / "inferences").iterdir(), key=lambda p: p.stat().st_mtime)
 
         plain_out = tmp / "terratorch_out"
@@ -84,7 +84,7 @@ def main() -> None:
                                    "--ckpt_path", str(tune_dir / record["checkpoint"]),
                                    "--trainer.accelerator", "cpu", "--trainer.precision", "32",
                                    "--data.init_args.predict_data_root", str(scenes),
-                                   "--predict_output_dir", str(plain_out)])
+                                   "--predict_output_dir", str(plain_out)], tmp)
 
         agree = total = 0
         ids = np.array([c["id"] for c in record["classes"]])

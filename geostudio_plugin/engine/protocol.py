@@ -44,22 +44,23 @@ def claim_stdout() -> None:
     sys.stdout = sys.stderr
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """Plain JSON values: NaN and infinity become null, numpy scalars and paths become Python values."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _clean(value.item())
+        return json_safe(value.item())
     if hasattr(value, "__fspath__"):
         return os.fspath(value)
     return value
 
 
 def emit(event: str, **fields: Any) -> None:
-    line = json.dumps({"event": event, **_clean(fields)}, ensure_ascii=False)
+    line = json.dumps({"event": event, **json_safe(fields)}, ensure_ascii=False)
     with _lock:
         _stream.write(line + "\n")
         _stream.flush()

@@ -43,8 +43,8 @@ def open_raster(path: Path, code: str = "unreadable_raster"):
                           "Replace it with a valid GeoTIFF (check it opens in QGIS) or remove it.") from None
 
 
-def raster_info(path: Path) -> RasterInfo:
-    with open_raster(path) as src:
+def raster_info(path: Path, code: str = "unreadable_raster") -> RasterInfo:
+    with open_raster(path, code) as src:
         return RasterInfo(
             path=path, width=src.width, height=src.height, count=src.count, dtype=src.dtypes[0],
             crs=src.crs.to_string() if src.crs else None, transform=tuple(src.transform)[:6],

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .protocol import json_safe
+
 KINDS = ("datasets", "tunes", "inferences")
 
 
@@ -110,5 +112,5 @@ def now_iso() -> str:
 
 def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    tmp.write_text(json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False))
     os.replace(tmp, path)

@@ -107,10 +107,10 @@ def run_engine(command: str, spec: Union[dict, str, Path, None] = None, workspac
     With ``strict`` every stdout line must be a JSON object with an "event" key (the protocol's promise).
     """
     args = [command]
+    # the engine runs in the workspace's parent folder (or a fresh temporary one), never in the repository
+    folder = workspace.parent if workspace is not None else Path(tempfile.mkdtemp(prefix="engine-cwd-"))
+    folder.mkdir(parents=True, exist_ok=True)
     if isinstance(spec, dict):
-        folder = workspace.parent if workspace is not None else None
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
         fd, spec_path = tempfile.mkstemp(prefix=f"spec-{command}-", suffix=".json", dir=folder)
         with os.fdopen(fd, "w") as handle:
             json.dump(spec, handle)
@@ -118,7 +118,7 @@ def run_engine(command: str, spec: Union[dict, str, Path, None] = None, workspac
     elif spec is not None:
         args.append(str(spec))
     proc = subprocess.run(engine_command(workspace, *args), input=stdin, capture_output=True, text=True,
-                          env=engine_env(), cwd=str(REPO), timeout=timeout)
+                          env=engine_env(), cwd=str(folder), timeout=timeout)
     events, bad = parse_stdout(proc.stdout)
     run = EngineRun(proc.returncode, events, proc.stdout, proc.stderr, bad)
     if strict:
@@ -178,7 +178,8 @@ def workspace(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The session's one tiny model: onboard the sample chips (128 px), fine-tune ResNet-18 for one epoch."""
-    workspace = tmp_path_factory.mktemp("session") / "workspace"
+    session_dir = tmp_path_factory.mktemp("session")
+    workspace = session_dir / "workspace"
     onboard = run_ok("onboard", onboarding_payload(chip_size=128), workspace)
     dataset_dir = Path(onboard.result["outputs"]["dataset_dir"])
     tune = run_engine("tune", tune_payload(onboard.result["summary"]["dataset_id"]), workspace,
@@ -186,6 +187,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert tune.returncode == EXIT_OK, tune.describe()
     tune_dir = Path(tune.result["outputs"]["tune_dir"])
     return {
+        "session_dir": session_dir,
         "workspace": workspace,
         "dataset_dir": dataset_dir,
         "dataset": json.loads((dataset_dir / "dataset.json").read_text()),

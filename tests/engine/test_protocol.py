@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (EVENT_KINDS, EXIT_INVALID_SPEC, EXIT_OK, EXIT_USAGE, engine_command, engine_env, leftovers,
-                      onboarding_payload, parse_stdout, run_engine)
+from conftest import (EVENT_KINDS, EXIT_CANCELLED, EXIT_EXTERNAL, EXIT_INPUT, EXIT_INTERNAL, EXIT_INVALID_SPEC,
+                      EXIT_OK, EXIT_USAGE, engine_command, engine_env, leftovers, onboarding_payload, parse_stdout,
+                      run_engine)
 
 
 def test_tune_stdout_holds_only_events_although_lightning_prints(trained):
@@ -141,3 +142,11 @@ def test_spec_on_stdin_works(tmp_path: Path):
     record = json.loads((dataset_dir / "dataset.json").read_text())
     assert record["dataset_name"] == "from stdin"
     assert leftovers(workspace) == []
+
+
+def test_exit_codes_are_the_documented_ones():
+    from geostudio_plugin.engine import protocol
+
+    assert (protocol.EXIT_OK, protocol.EXIT_INTERNAL, protocol.EXIT_USAGE, protocol.EXIT_INVALID_SPEC,
+            protocol.EXIT_INPUT, protocol.EXIT_EXTERNAL, protocol.EXIT_CANCELLED) == (
+        EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INVALID_SPEC, EXIT_INPUT, EXIT_EXTERNAL, EXIT_CANCELLED)

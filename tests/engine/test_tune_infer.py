@@ -59,6 +59,18 @@ def test_tune_package(trained):
     assert any(r["val/loss"] for r in rows)
     assert record["best_val_loss"] is not None and np.isfinite(record["best_val_loss"])
     assert leftovers(trained["workspace"]) == []
+    # the engine ran with the session folder as its working directory and wrote nothing there
+    strays = [p.name for p in trained["session_dir"].iterdir()
+              if p.name != "workspace" and not (p.name.startswith("spec-") and p.suffix == ".json")]
+    assert strays == []
+
+
+def test_tune_unknown_dataset(tmp_path: Path):
+    workspace = tmp_path / "ws"
+    run = run_engine("tune", tune_payload("no-such-dataset"), workspace)
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
+    assert run.error["code"] == "unknown_dataset" and "no-such-dataset" in run.error["message"]
+    assert leftovers(workspace, "tunes") == []
 
 
 def test_tune_reports_metrics(trained):
@@ -137,30 +149,43 @@ def test_infer_output_path(full_inference):
         np.testing.assert_array_equal(copy.read(), pred.read())
 
 
-def test_infer_bbox_top_left_quarter(trained):
+def test_infer_bbox_top_left_quarter_with_nodata(trained, tmp_path: Path):
+    """A copy of the holdout with a NaN block in its top-left quarter, predicted inside a bbox of that quarter."""
+    scene = tmp_path / HOLDOUT_IMAGE.name
     with rasterio.open(HOLDOUT_IMAGE) as src:
+        data, profile = src.read(), src.profile.copy()
         left, bottom, right, top = src.bounds
         transform, crs = src.transform, src.crs
+    assert np.isnan(profile["nodata"])
+    data[:, 20:60, 30:90] = np.nan
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(data)
     bbox = [left, (bottom + top) / 2, (left + right) / 2, top]
-    run = run_ok("infer", _infer_spec(trained["tune"]["tune_id"], spatial_domain={"bbox": [bbox]}),
-                 trained["workspace"])
+    run = run_ok("infer", {"fine_tuning_id": trained["tune"]["tune_id"], "device": "cpu",
+                           "spatial_domain": {"urls": [str(scene)], "bbox": [bbox]}}, trained["workspace"])
     (pred,) = run.result["outputs"]["predictions"]
+    assert Path(pred).name == f"{scene.stem}_pred.tif"
     with rasterio.open(pred) as out:
         assert out.crs == crs
         assert abs(out.width - 256) <= 1 and abs(out.height - 256) <= 1, (out.width, out.height)
         assert out.transform.c == pytest.approx(transform.c, abs=1e-9)
         assert out.transform.f == pytest.approx(transform.f, abs=1e-9)
         assert out.transform.a == pytest.approx(transform.a) and out.transform.e == pytest.approx(transform.e)
+        assert out.dtypes[0] == "int16" and out.nodata == PRED_NODATA
         values = out.read(1)
-    assert set(np.unique(values).tolist()) <= {0, 1, PRED_NODATA}
-    assert (values != PRED_NODATA).any()
+    hole = np.zeros(values.shape, dtype=bool)
+    hole[20:60, 30:90] = True
+    assert (values[hole] == PRED_NODATA).all()
+    assert set(np.unique(values[~hole]).tolist()) <= {0, 1}
+    counts = run.result["summary"]["outputs"][0]["class_pixels"]
+    assert sum(counts.values()) == int((~hole).sum())
 
 
 def test_infer_bbox_outside_raster(trained):
     workspace = trained["workspace"]
     before = sorted(p.name for p in (workspace / "inferences").iterdir())
-    run = run_engine("infer", _infer_spec(trained["tune"]["tune_id"], spatial_domain={"bbox": [[10.0, 10.0, 10.5, 10.5]]}),
-                     workspace)
+    outside = [10.0, 10.0, 10.5, 10.5]  # the Gulf of Guinea; the holdout is in Kansas
+    run = run_engine("infer", _infer_spec(trained["tune"]["tune_id"], spatial_domain={"bbox": [outside]}), workspace)
     assert run.returncode == EXIT_INPUT, run.describe()
     assert run.error["code"] == "bbox_outside"
     assert str(HOLDOUT_IMAGE) in run.error["message"]
@@ -181,9 +206,14 @@ def test_infer_unknown_model(trained):
     assert leftovers(workspace) == []
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: tune.json is written with json.dumps' default allow_nan=True, so "
-                   "data_spec.nodata of a NaN-nodata dataset (Sen1Floods11) is a bare NaN token, which is not JSON "
-                   "(RFC 8259); strict readers reject the file")
+def test_infer_inverted_bbox_is_an_invalid_spec(trained):
+    run = run_engine("infer", _infer_spec(trained["tune"]["tune_id"], spatial_domain={"bbox": [[10, 10, 9, 11]]}),
+                     trained["workspace"])
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
+    assert run.error["code"] == "invalid_spec"
+    assert [d["field"] for d in run.error["details"]] == ["spatial_domain.bbox"]
+
+
 def test_tune_json_is_strict_json(trained):
     def refuse(token: str):
         raise ValueError(f"{token} is not JSON")

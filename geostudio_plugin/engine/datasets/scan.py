@@ -97,9 +97,9 @@ def check_headers(samples: list[Sample], spec: OnboardSpec) -> dict[str, RasterI
     need = {s.modality_tag: max(b.index for b in s.bands) + 1 for s in spec.data_sources}
     problems: list[str] = []
     for sample in samples:
-        label = infos.setdefault(str(sample.label), raster_info(sample.label))
+        label = infos.setdefault(str(sample.label), raster_info(sample.label, E_FILES))
         for tag, path in sample.images.items():
-            info = infos.setdefault(str(path), raster_info(path))
+            info = infos.setdefault(str(path), raster_info(path, E_FILES))
             if (info.width, info.height) != (label.width, label.height):
                 problems.append(f"{path.name} is {info.width}x{info.height} but its label {sample.label.name} is "
                                 f"{label.width}x{label.height}")
