@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional
+
 from qgis.gui import QgsDockWidget
 from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QFrame, QScrollArea, QWidget
 
+from .. import tasks
 from ..paths import ui_file
 
 
@@ -14,6 +17,8 @@ class UiDock(QgsDockWidget):
     TITLE = ""  # short: docks share one tabbed panel
     WIDTH = 420
     OBJECT_NAME = ""
+    RUN_BUTTON = ""  # the widgets that start and cancel this dock's engine job (each .ui has a progressBar)
+    CANCEL_BUTTON = ""
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001 - QgisInterface
         super().__init__(self.TITLE, parent or iface.mainWindow())
@@ -29,3 +34,40 @@ class UiDock(QgsDockWidget):
         scroll.setWidget(self.content)
         self.setWidget(scroll)
         self.ui = self.content
+        self.task: Optional[tasks.EngineTask] = None
+        if self.CANCEL_BUTTON:
+            getattr(self.ui, self.CANCEL_BUTTON).clicked.connect(self.cancel_task)
+
+    def start_engine_task(self, description: str, command: str, spec: dict[str, Any],
+                          on_success: Callable[[dict[str, Any]], None],
+                          on_event: Optional[Callable[[dict[str, Any]], None]] = None) -> Optional[tasks.EngineTask]:
+        """One engine job at a time per dock; the progress bar and the buttons follow it."""
+        if self.task is not None:
+            return None
+
+        def succeeded(result: dict[str, Any]) -> None:
+            self._task_ended(100)
+            on_success(result)
+
+        self.task = tasks.EngineTask(description, command, spec, on_success=succeeded,
+                                     on_failure=lambda _task: self._task_ended(0))
+        self.task.progressChanged.connect(lambda value: self.ui.progressBar.setValue(int(value)))
+        if on_event is not None:
+            self.task.eventReceived.connect(on_event)
+        self.ui.progressBar.setValue(0)
+        self._set_running(True)
+        return tasks.start(self.task)
+
+    def cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _task_ended(self, progress: int) -> None:
+        self.task = None
+        self.ui.progressBar.setValue(progress)
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        getattr(self.ui, self.RUN_BUTTON).setEnabled(not running)
+        if self.CANCEL_BUTTON:
+            getattr(self.ui, self.CANCEL_BUTTON).setEnabled(running)

@@ -19,10 +19,11 @@ class InferenceDock(UiDock):
     UI_FILE = "inference_dock.ui"
     TITLE = "Inference"
     OBJECT_NAME = "GeoStudioInferenceDock"
+    RUN_BUTTON = "runButton"
+    CANCEL_BUTTON = "cancelButton"
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
-        self.task: Optional[tasks.EngineTask] = None
         self.loaded_layers: list[QgsRasterLayer] = []
         self.ui.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.ui.extentWidget.setOutputCrs(WGS84)
@@ -31,7 +32,6 @@ class InferenceDock(UiDock):
         self.ui.extentWidget.clear()
         self.ui.layerCombo.layerChanged.connect(self._on_layer)
         self.ui.runButton.clicked.connect(self.start_inference)
-        self.ui.cancelButton.clicked.connect(lambda: self.task and self.task.cancel())
         self.visibilityChanged.connect(lambda visible: visible and self.refresh_tunes())
         self._on_layer(self.ui.layerCombo.currentLayer())
 
@@ -73,22 +73,14 @@ class InferenceDock(UiDock):
         if not payload["spatial_domain"]["urls"] or not Path(payload["spatial_domain"]["urls"][0]).is_file():
             QMessageBox.warning(self, "GeoStudio", "Pick an input raster stored in a local file (GeoTIFF).")
             return None
-        self.task = tasks.EngineTask(f"GeoStudio: inference on {payload['description']}", "infer", payload,
-                                     on_success=self._done, on_failure=lambda _t: self._finish())
-        self.task.progressChanged.connect(lambda value: self.ui.progressBar.setValue(int(value)))
-        self.task.eventReceived.connect(lambda e: e.get("event") == "progress"
-                                        and self.ui.resultLabel.setText(str(e.get("message", ""))))
-        self.ui.runButton.setEnabled(False)
-        self.ui.cancelButton.setEnabled(True)
-        return tasks.start(self.task)
+        return self.start_engine_task(f"GeoStudio: inference on {payload['description']}", "infer", payload,
+                                      self._done, on_event=self._show_stage)
 
-    def _finish(self) -> None:
-        self.task = None
-        self.ui.runButton.setEnabled(True)
-        self.ui.cancelButton.setEnabled(False)
+    def _show_stage(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "progress":
+            self.ui.resultLabel.setText(str(event.get("message", "")))
 
     def _done(self, result: dict[str, Any]) -> None:
-        self._finish()
         summary = result["summary"]
         self.loaded_layers = layers.load_inference_layers(summary, f"GeoStudio inference: {summary['inference_id']}")
         shares = summary["outputs"][0]["class_fraction"] if summary.get("outputs") else {}

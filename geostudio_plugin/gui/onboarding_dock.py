@@ -19,10 +19,11 @@ class OnboardingDock(UiDock):
     UI_FILE = "onboarding_dock.ui"
     TITLE = "Datasets"
     OBJECT_NAME = "GeoStudioOnboardingDock"
+    RUN_BUTTON = "onboardButton"
+    CANCEL_BUTTON = "cancelButton"
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
-        self.task: Optional[tasks.EngineTask] = None
         self.collection: dict[str, Any] = {}
         table = self.ui.categoriesTable
         table.horizontalHeader().setStretchLastSection(True)
@@ -89,29 +90,15 @@ class OnboardingDock(UiDock):
 
     # ------------------------------------------------------------- run
     def start_onboarding(self) -> Optional[tasks.EngineTask]:
-        if self.task is not None:
-            return None
         payload = self.build_payload()
-        self.task = tasks.EngineTask(f"GeoStudio: onboard {payload['dataset_name'] or 'dataset'}", "onboard", payload,
-                                     on_success=self._done, on_failure=self._failed)
-        self.task.progressChanged.connect(lambda value: self.ui.progressBar.setValue(int(value)))
-        self.ui.onboardButton.setEnabled(False)
-        self.ui.progressBar.setValue(0)
-        return tasks.start(self.task)
+        return self.start_engine_task(f"GeoStudio: onboard {payload['dataset_name'] or 'dataset'}", "onboard",
+                                      payload, self._done)
 
     def _done(self, result: dict[str, Any]) -> None:
-        self.task = None
-        self.ui.onboardButton.setEnabled(True)
-        self.ui.progressBar.setValue(100)
         summary = result["summary"]
         splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
         show_success("GeoStudio", f"Dataset {summary['dataset_id']} onboarded ({summary['n_samples']} samples: {splits}).")
         self.refresh_datasets()
-
-    def _failed(self, _task: tasks.EngineTask) -> None:
-        self.task = None
-        self.ui.onboardButton.setEnabled(True)
-        self.ui.progressBar.setValue(0)
 
     def refresh_datasets(self) -> None:
         self.ui.datasetList.clear()

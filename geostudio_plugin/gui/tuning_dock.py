@@ -20,11 +20,12 @@ class TuningDock(UiDock):
     UI_FILE = "tuning_dock.ui"
     TITLE = "Fine-tuning"
     OBJECT_NAME = "GeoStudioTuningDock"
+    RUN_BUTTON = "startButton"
+    CANCEL_BUTTON = "cancelButton"
 
     def __init__(self, iface, store: CatalogStore, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
         self.store = store
-        self.task: Optional[tasks.EngineTask] = None
         self.ui.metricsTable.horizontalHeader().setStretchLastSection(True)
         self.ui.metricsTable.verticalHeader().setVisible(False)
         self.ui.metricsTable.setColumnWidth(0, 150)
@@ -32,7 +33,6 @@ class TuningDock(UiDock):
         self.ui.templateCombo.currentIndexChanged.connect(self._filter_backbones)
         self.ui.startButton.clicked.connect(self.start_tuning)
         self.ui.tuneList.currentItemChanged.connect(lambda current, _previous: self.show_tune(current))
-        self.ui.cancelButton.clicked.connect(lambda: self.task and self.task.cancel())
         self.visibilityChanged.connect(self._on_visible)
 
     def _on_visible(self, visible: bool) -> None:
@@ -111,17 +111,12 @@ class TuningDock(UiDock):
         }
 
     def start_tuning(self) -> Optional[tasks.EngineTask]:
-        if self.task is not None:
-            return None
         payload = self.build_payload()
-        self.ui.metricsTable.setRowCount(0)
-        self.task = tasks.EngineTask(f"GeoStudio: fine-tune {payload['name']}", "tune", payload,
-                                     on_success=self._done, on_failure=lambda _t: self._finish())
-        self.task.progressChanged.connect(lambda value: self.ui.progressBar.setValue(int(value)))
-        self.task.eventReceived.connect(self._on_event)
-        self.ui.startButton.setEnabled(False)
-        self.ui.cancelButton.setEnabled(True)
-        return tasks.start(self.task)
+        task = self.start_engine_task(f"GeoStudio: fine-tune {payload['name']}", "tune", payload, self._done,
+                                      on_event=self._on_event)
+        if task is not None:
+            self.ui.metricsTable.setRowCount(0)
+        return task
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("event") == "progress":
@@ -139,13 +134,7 @@ class TuningDock(UiDock):
         table.setItem(row, 1, QTableWidgetItem(f"{value:.4f}"))
         table.setItem(row, 2, QTableWidgetItem("" if epoch is None else str(epoch + 1)))
 
-    def _finish(self) -> None:
-        self.task = None
-        self.ui.startButton.setEnabled(True)
-        self.ui.cancelButton.setEnabled(False)
-
     def _done(self, result: dict[str, Any]) -> None:
-        self._finish()
         summary = result["summary"]
         show_success("GeoStudio", f"Tune {summary['tune_id']} finished on {summary['device']} in "
                      f"{summary['seconds']:.0f} s (best val/loss {summary['best_val_loss']:.3f}).")

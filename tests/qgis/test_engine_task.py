@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from conftest import sample_onboarding_payload, tiny_tune_payload, wait_for
 
@@ -68,17 +67,13 @@ def test_missing_engine_gives_setup_hint(extended_iface, workspace, tmp_path):
     assert any("Set up engine" in m for m in messages), messages
 
 
-def _engine_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"geostudio_plugin.engine" in cmdline:
-                pids.append(int(entry.name))
-    return pids
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the engine's process group (the engine and its children) still exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_cancel_mid_training_stops_engine_and_keeps_nothing(extended_iface, workspace, trained_tune):
@@ -92,12 +87,13 @@ def test_cancel_mid_training_stops_engine_and_keeps_nothing(extended_iface, work
     task.eventReceived.connect(lambda e: e.get("event") == "progress" and stages.append(e.get("stage")))
     tasks.start(task)
     wait_for(lambda: "train" in stages, timeout=120)
-    assert _engine_pids(), "the engine should be training now"
+    pgid = task.job.process.pid  # started with start_new_session: its pid is the group id
+    assert _group_alive(pgid), "the engine should be training now"
     started = time.monotonic()
     task.cancel()
     wait_for(lambda: task not in tasks._alive, timeout=30)
     assert time.monotonic() - started < 5.0
     assert task.outcome.cancelled
-    wait_for(lambda: not _engine_pids(), timeout=2)
+    wait_for(lambda: not _group_alive(pgid), timeout=2)
     assert set(os.listdir(workspace / "tunes")) == tunes_before
     assert not [p for p in (workspace / ".tmp").iterdir() if "to-cancel" in p.name]

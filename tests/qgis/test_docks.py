@@ -1,0 +1,55 @@
+"""The Datasets and Fine-tuning docks driven like a user would, against the real engine."""
+
+from __future__ import annotations
+
+from conftest import SAMPLES, wait_for
+
+
+def test_connectors_pick_fills_onboarding_and_onboard_from_the_dock(plugin):
+    plugin.toggle_dock("connectors")
+    connectors = plugin.docks["connectors"]
+    wait_for(lambda: connectors.ui.tree.topLevelItemCount() > 0, timeout=60)
+    connectors.ui.searchEdit.setText("s1_grd")
+    visible = [connectors.ui.tree.topLevelItem(i) for i in range(connectors.ui.tree.topLevelItemCount())
+               if not connectors.ui.tree.topLevelItem(i).isHidden()]
+    assert [item.text(0) for item in visible] == ["Sentinel Hub"]
+    s1 = next(visible[0].child(i) for i in range(visible[0].childCount()) if visible[0].child(i).text(0) == "s1_grd")
+    plugin.toggle_dock("onboarding")
+    onboarding = plugin.docks["onboarding"]
+    connectors.ui.tree.setCurrentItem(s1)  # pre-fills the Datasets dock
+    assert onboarding.ui.collectionEdit.text() == "sentinelhub / s1_grd"
+    assert onboarding.ui.modalityEdit.text() == "S1GRD"
+    assert onboarding.ui.bandsEdit.text() == "VV, VH, HV, HH"
+
+    onboarding.ui.bandsEdit.setText("VV, VH")
+    onboarding.ui.nameEdit.setText("dock water")
+    onboarding.ui.folderWidget.setFilePath(str(SAMPLES / "train"))
+    onboarding.ui.labelSuffixEdit.setText("_LabelHand.tif")
+    onboarding.ui.dataSuffixEdit.setText("_S1Hand.tif")
+    onboarding.ui.chipSpin.setValue(256)
+    onboarding.ui.onboardButton.click()
+    assert not onboarding.ui.onboardButton.isEnabled() and onboarding.ui.cancelButton.isEnabled()
+    wait_for(lambda: onboarding.task is None, timeout=120)
+    assert onboarding.ui.progressBar.value() == 100
+    names = [onboarding.ui.datasetList.item(i).text() for i in range(onboarding.ui.datasetList.count())]
+    assert any(n.startswith("dock water — Segmentation, S1GRD, 24 samples") for n in names), names
+
+
+def test_fine_tune_from_the_dock_shows_live_metrics(plugin, trained_tune):
+    plugin.toggle_dock("tuning")
+    tuning = plugin.docks["tuning"]
+    wait_for(lambda: tuning.ui.templateCombo.count() > 0, timeout=60)
+    tuning.ui.datasetCombo.setCurrentIndex(tuning.ui.datasetCombo.findData(trained_tune["dataset_id"]))
+    assert tuning.ui.templateCombo.currentText() == "timm_resnet : Segmentation"
+    backbones = [tuning.ui.backboneCombo.itemData(i) for i in range(tuning.ui.backboneCombo.count())]
+    assert backbones[0] == "timm_resnet18" and all(b.startswith("timm_resnet") for b in backbones)
+    tuning.ui.nameEdit.setText("dock tune")
+    tuning.ui.epochsSpin.setValue(1)
+    tuning.ui.cropSpin.setValue(64)
+    tuning.ui.deviceCombo.setCurrentText("cpu")
+    tuning.ui.startButton.click()
+    wait_for(lambda: tuning.task is None, timeout=240)
+    shown = {tuning.ui.metricsTable.item(r, 0).text() for r in range(tuning.ui.metricsTable.rowCount())}
+    assert {"train/loss", "val/loss", "val/mIoU"} <= shown
+    tunes = [tuning.ui.tuneList.item(i).text() for i in range(tuning.ui.tuneList.count())]
+    assert any(t.startswith("dock-tune — timm_resnet18") for t in tunes), tunes
