@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "tune": ("tuning", True, "fine-tune a model from a Studio tune payload"),
     "infer": ("inference", True, "run a tuned model on GeoTIFFs"),
     "list": ("listing", False, "list datasets, tunes and inference runs in the workspace"),
+    "search": ("connectors.search", True, "find scenes and dates for an area, dates and collection"),
+    "fetch": ("connectors.fetch", True, "download bands for an area and dates as Cloud-Optimized GeoTIFFs"),
+    "check": ("connectors.check", True, "test the connection and credentials of a connector"),
 }
 
 log = logging.getLogger("geostudio_plugin.engine")
@@ -87,8 +90,18 @@ def _setup_logging() -> None:
     ours.addHandler(stderr)
 
 
+def _credential_values() -> list[str]:
+    """Values of every connector credential in the environment, to keep them out of events and logs."""
+    from .catalog import connector_facts
+
+    names = {c["env"] for info in connector_facts() for c in info.get("credentials", [])}
+    return [os.environ[n] for n in names if os.environ.get(n)]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     protocol.claim_stdout()
+    protocol.set_secrets(_credential_values())
+    sys.stderr = sys.stdout = protocol.RedactingStream(sys.stderr)
     _setup_logging()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -101,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         workspace = Workspace(args.workspace or _default_workspace()).prepare()
         spec = read_spec(args.spec)
-        module = importlib.import_module(f".{COMMANDS[args.command][0]}", __package__)
+        module = importlib.import_module(f".{COMMANDS[args.command][0]}", __package__)  # lazy: per command
         module.run(spec, workspace)
     except protocol.Cancelled as exc:
         protocol.EngineError("cancelled", f"{args.command} was cancelled ({exc}); nothing was kept.").emit()

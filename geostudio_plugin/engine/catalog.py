@@ -41,7 +41,8 @@ def terrakit_collections() -> list[dict[str, Any]]:
     return collections
 
 
-def _collection_entry(raw: dict[str, Any]) -> dict[str, Any]:
+def _collection_entry(raw: dict[str, Any], facts: Optional[dict[str, Any]] = None, source: str = "terrakit") -> dict[str, Any]:
+    raw = {**raw, **{k: v for k, v in (facts or {}).items() if k != "description_prefix"}}
     rgb = [b.lower() for b in raw.get("rgb_bands") or []]
     bands = []
     for band in raw.get("bands") or []:
@@ -50,26 +51,62 @@ def _collection_entry(raw: dict[str, Any]) -> dict[str, Any]:
         bands.append({
             "band_name": name, "resolution": band.get("resolution"), "description": band.get("description", ""),
             "RGB_band": role, "alt_names": band.get("alt_names", []),
+            **({"scale_factor": band["scale_factor"]} if band.get("scale_factor") is not None else {}),
         })
+    cloud = raw.get("cloud_masking") or {}
     return {
         "collection": raw["collection_name"],
         "long_name": raw.get("collection_long_name", ""),
-        "description": raw.get("description", ""),
+        "description": (facts or {}).get("description_prefix", "") + raw.get("description", ""),
         "modality_tag": raw.get("modality_tag"),
         "resolution_m": raw.get("resolution_m"),
-        "cloud_masking": raw.get("cloud_masking"),
+        "cloud_mask_band": cloud.get("band"),
+        "cloud_masking": cloud or None,
         "bands": bands,
+        "source": source,
     }
 
 
-def connectors() -> list[dict[str, Any]]:
-    extras = _read_json(DATA_DIR / "connectors.json")["connectors"]
+def connector_facts() -> list[dict[str, Any]]:
+    return _read_json(DATA_DIR / "connectors.json")["connectors"]
+
+
+def user_collections(workspace: Optional[Workspace]) -> list[dict[str, Any]]:
+    """Collections a user added in <workspace>/catalog/collections.json (Terrakit's collections.json shape)."""
+    if workspace is None:
+        return []
+    path = workspace.catalog_dir / "collections.json"
+    if not path.is_file():
+        return []
+    try:
+        data = _read_json(path)
+    except ValueError as exc:
+        raise EngineError("catalog_file_invalid", f"{path} is not valid JSON: {exc}.",
+                          "Fix the file or remove it; it lists extra collections for the catalog.") from None
+    entries = data.get("collections", data) if isinstance(data, dict) else data
+    problems = [i for i, e in enumerate(entries) if not isinstance(e, dict) or not e.get("connector")
+                or not e.get("collection_name")]
+    if problems:
+        raise EngineError("catalog_file_invalid", f"{path}: entries {problems} lack 'connector' or 'collection_name'.",
+                          "Each added collection needs at least connector, collection_name and bands.")
+    return entries
+
+
+def connectors(workspace: Optional[Workspace] = None,
+               discovered: Optional[dict[str, list[dict[str, Any]]]] = None) -> list[dict[str, Any]]:
     by_connector: dict[str, list[dict[str, Any]]] = {}
+    facts = {c["id"]: c.get("collection_facts", {}) for c in connector_facts()}
     for raw in terrakit_collections():
-        by_connector.setdefault(raw["connector"], []).append(_collection_entry(raw))
+        connector = raw["connector"]
+        by_connector.setdefault(connector, []).append(
+            _collection_entry(raw, facts.get(connector, {}).get(raw["collection_name"])))
+    for raw in user_collections(workspace):
+        by_connector.setdefault(raw["connector"], []).append(_collection_entry(raw, source="workspace"))
+    for connector, entries in (discovered or {}).items():
+        by_connector.setdefault(connector, []).extend(entries)
     result = []
-    for extra in extras:
-        entry = {k: v for k, v in extra.items() if not k.startswith("_")}
+    for extra in connector_facts():
+        entry = {k: v for k, v in extra.items() if not k.startswith("_") and k != "collection_facts"}
         entry["collections"] = by_connector.pop(extra["id"], [])
         result.append(entry)
     for name, collections in sorted(by_connector.items()):  # connectors Terrakit added after our data file
@@ -116,17 +153,35 @@ def compatible(template: dict[str, Any], backbone: dict[str, Any]) -> bool:
     return template["extra_info"]["model_category"] == backbone["model_params"]["model_category"]
 
 
-def build_catalog(workspace: Optional[Workspace] = None) -> dict[str, Any]:
-    return {
-        "connectors": connectors(),
+def build_catalog(workspace: Optional[Workspace] = None, access: Optional[dict[str, Any]] = None,
+                  discovered: Optional[dict[str, list[dict[str, Any]]]] = None) -> dict[str, Any]:
+    catalog = {
+        "connectors": connectors(workspace, discovered),
         "templates": [{k: v for k, v in t.items() if k != "content_file"} for t in templates()],
         "backbones": backbones(),
     }
+    for connector in catalog["connectors"]:
+        if access and connector["id"] in access:
+            connector["access"] = access[connector["id"]]
+    return catalog
 
 
 def run(spec: Any, workspace: Workspace) -> None:
+    from .connectors.spec import CatalogSpec
+    from .specs import parse_spec
+
+    options = parse_spec(CatalogSpec, spec or {}, "catalog")
     protocol.progress("catalog", 0.1, "reading connectors and collections")
-    catalog = build_catalog(workspace)
+    access, discovered = None, None
+    if options.check_access or options.discover:
+        from .connectors.access import check_access, discover_collections
+
+        protocol.progress("catalog", 0.3, "checking connector access")
+        if options.discover:
+            discovered = discover_collections(options)
+        if options.check_access:
+            access = check_access(options)
+    catalog = build_catalog(workspace, access, discovered)
     n_collections = sum(len(c["collections"]) for c in catalog["connectors"])
     protocol.progress("catalog", 1.0, f"{len(catalog['connectors'])} connectors, {n_collections} collections")
     protocol.result(outputs={}, summary=catalog)

@@ -18,9 +18,10 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
-from typing import Any, Optional, TextIO
+from typing import Any, Iterable, Optional, TextIO
 
 # Documented exit codes (README "Engine protocol").
 EXIT_OK = 0
@@ -33,6 +34,37 @@ EXIT_CANCELLED = 130  # stopped by SIGTERM/SIGINT; outputs were rolled back
 
 _lock = threading.Lock()
 _stream: TextIO = sys.stdout
+_secrets: list[str] = []
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def set_secrets(values: Iterable[str]) -> None:
+    """Credential values of this job: replaced by *** in every event and in the log."""
+    global _secrets
+    forms = set()
+    for value in values:
+        if value and len(value) >= 4:
+            forms.update({value, json.dumps(value)[1:-1]})
+    _secrets = sorted(forms, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    return _BEARER.sub(r"\1***", text)
+
+
+class RedactingStream:
+    """A text stream wrapper that redacts secrets before writing (stderr: the job's log)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(redact(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def claim_stdout() -> None:
@@ -60,7 +92,7 @@ def json_safe(value: Any) -> Any:
 
 
 def emit(event: str, **fields: Any) -> None:
-    line = json.dumps({"event": event, **json_safe(fields)}, ensure_ascii=False)
+    line = redact(json.dumps({"event": event, **json_safe(fields)}, ensure_ascii=False))
     with _lock:
         _stream.write(line + "\n")
         _stream.flush()

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from .protocol import json_safe
 
-KINDS = ("datasets", "tunes", "inferences")
+KINDS = ("datasets", "tunes", "inferences", "fetched")
 
 
 def slugify(text: str, max_len: int = 30) -> str:
