@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
+import json
+
 from qgis.core import (
     QgsColorRampShader,
     QgsContrastEnhancement,
+    QgsFeature,
+    QgsFields,
+    QgsFillSymbol,
+    QgsJsonUtils,
+    QgsPalLayerSettings,
+    QgsRasterMinMaxOrigin,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
     QgsLayerTreeGroup,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
@@ -115,3 +125,40 @@ def load_inference_layers(run_summary: dict[str, Any], group_name: Optional[str]
         add_to_group(layer, group, project, bool(spec.get("visible_by_default", True)))
         layers.append(layer)
     return layers
+
+
+def show_bands(layer: QgsRasterLayer, rgb: Optional[list[int]]) -> None:
+    """A fetched image: true colour from its R, G, B bands (2-98 % stretch), else its first band in grey."""
+    provider = layer.dataProvider()
+    if rgb and len(rgb) == 3:
+        layer.setRenderer(QgsMultiBandColorRenderer(provider, *rgb))
+    else:
+        layer.setRenderer(QgsSingleBandGrayRenderer(provider, 1))
+    layer.setContrastEnhancement(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum,
+                                 QgsRasterMinMaxOrigin.Limits.CumulativeCut)
+    layer.triggerRepaint()
+
+
+def footprints_layer(collection: dict[str, Any], name: str) -> QgsVectorLayer:
+    """A temporary layer of scene footprints (id, date, cloud cover), outlined and labelled by date."""
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=id:string(80)&field=date:string(10)"
+                           "&field=cloud_cover:double", name, "memory")
+    fields: QgsFields = layer.fields()
+    # geometry from GeoJSON; attributes set here (QGIS's JSON reader rewrites ISO dates as 2018/08/30)
+    shapes = QgsJsonUtils.stringToFeatureList(json.dumps(collection), QgsFields())
+    features = []
+    for shape, source in zip(shapes, collection["features"]):
+        feature = QgsFeature(fields)
+        feature.setGeometry(shape.geometry())
+        props = source["properties"]
+        feature.setAttributes([props.get("id"), props.get("date"), props.get("cloud_cover")])
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    layer.updateExtents()
+    layer.renderer().setSymbol(QgsFillSymbol.createSimple(
+        {"color": "255,127,0,30", "outline_color": "255,127,0,255", "outline_width": "0.6"}))
+    labels = QgsPalLayerSettings()
+    labels.fieldName = "date"
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
+    layer.setLabelsEnabled(True)
+    return layer

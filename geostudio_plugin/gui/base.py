@@ -17,7 +17,7 @@ class UiDock(QgsDockWidget):
     TITLE = ""  # short: docks share one tabbed panel
     WIDTH = 420
     OBJECT_NAME = ""
-    RUN_BUTTON = ""  # the widgets that start and cancel this dock's engine job (each .ui has a progressBar)
+    RUN_BUTTON: "str | tuple[str, ...]" = ""  # widgets that start this dock's engine jobs (the .ui has a progressBar)
     CANCEL_BUTTON = ""
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001 - QgisInterface
@@ -40,7 +40,8 @@ class UiDock(QgsDockWidget):
 
     def start_engine_task(self, description: str, command: str, spec: dict[str, Any],
                           on_success: Callable[[dict[str, Any]], None],
-                          on_event: Optional[Callable[[dict[str, Any]], None]] = None) -> Optional[tasks.EngineTask]:
+                          on_event: Optional[Callable[[dict[str, Any]], None]] = None,
+                          secrets: Optional[dict[str, str]] = None) -> Optional[tasks.EngineTask]:
         """One engine job at a time per dock; the progress bar and the buttons follow it."""
         if self.task is not None:
             return None
@@ -49,7 +50,7 @@ class UiDock(QgsDockWidget):
             self._task_ended(100)
             on_success(result)
 
-        self.task = tasks.EngineTask(description, command, spec, on_success=succeeded,
+        self.task = tasks.EngineTask(description, command, spec, on_success=succeeded, secrets=secrets,
                                      on_failure=lambda _task: self._task_ended(0))
         self.task.progressChanged.connect(lambda value: self.ui.progressBar.setValue(int(value)))
         if on_event is not None:
@@ -68,6 +69,8 @@ class UiDock(QgsDockWidget):
         self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
-        getattr(self.ui, self.RUN_BUTTON).setEnabled(not running)
+        names = (self.RUN_BUTTON,) if isinstance(self.RUN_BUTTON, str) else self.RUN_BUTTON
+        for name in names:
+            getattr(self.ui, name).setEnabled(not running)
         if self.CANCEL_BUTTON:
             getattr(self.ui, self.CANCEL_BUTTON).setEnabled(running)

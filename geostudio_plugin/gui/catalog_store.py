@@ -6,7 +6,8 @@ from typing import Any, Optional
 
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
-from .. import tasks
+from .. import credentials, tasks
+from ..engine.catalog import connector_facts  # the engine's data file; plain JSON, no engine dependency
 
 
 class CatalogStore(QObject):
@@ -24,8 +25,8 @@ class CatalogStore(QObject):
             return
         if self._task is not None:
             return  # a load is under way; its result reaches every listener
-        self._task = tasks.EngineTask("GeoStudio: load catalog", "catalog", on_success=self._loaded,
-                                      on_failure=self._failed)
+        self._task = tasks.EngineTask("GeoStudio: load catalog", "catalog", catalog_spec(),
+                                      on_success=self._loaded, on_failure=self._failed)
         tasks.start(self._task)
 
     def _loaded(self, result: dict[str, Any]) -> None:
@@ -37,3 +38,10 @@ class CatalogStore(QObject):
         self._task = None
         message = task.outcome.error_text()[0] if task.outcome else str(task.exception)
         self.failed.emit(message)
+
+
+def catalog_spec() -> dict[str, Any]:
+    """Ask for access states; no secret goes into the spec, only whether QGIS holds credentials."""
+    endpoints = credentials.endpoints()
+    return {"check_access": True, "discover": "IBMResearchSTAC" in endpoints, "endpoints": endpoints,
+            "credentials_configured": {c["id"]: credentials.configured(c["id"]) for c in connector_facts()}}

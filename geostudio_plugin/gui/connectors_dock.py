@@ -1,28 +1,59 @@
-"""Connectors & collections dock: connector -> collection -> bands, with search."""
+"""Connectors & collections dock: connector -> collection -> bands with access states, credentials,
+availability (dates and scene footprints) and fetch (one true-colour layer per date)."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Optional
 
-from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import QTreeWidgetItem
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+)
+from qgis.PyQt.QtCore import QDate, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QBrush, QColor
+from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QTreeWidgetItem
 
+from .. import credentials, layers
 from .base import UiDock
 from .catalog_store import CatalogStore
+from .messages import show_success
 
 ROLE = Qt.ItemDataRole.UserRole
+WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+ACCESS_COLOURS = {"ready": "#1a9641", "credentials missing": "#d7301f", "unreachable": "#b35806"}
 
 
 class ConnectorsDock(UiDock):
     UI_FILE = "connectors_dock.ui"
     TITLE = "Connectors"
     OBJECT_NAME = "GeoStudioConnectorsDock"
+    RUN_BUTTON = ("checkButton", "fetchButton")
+    CANCEL_BUTTON = "cancelButton"
 
     collectionSelected = pyqtSignal(dict)  # {"connector", "collection", "modality_tag", "bands": [...]}
 
     def __init__(self, iface, store: CatalogStore, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
         self.store = store
+        self.selected: Optional[dict[str, Any]] = None  # the collection the availability tools work on
+        self.connectors: dict[str, dict[str, Any]] = {}
+        self.last_search: Optional[dict[str, Any]] = None
+        self.footprints = None
+        self.fetched_layers: list[QgsRasterLayer] = []
+        self.ui.extentWidget.setOutputCrs(WGS84)
+        self.ui.extentWidget.setMapCanvas(iface.mapCanvas())
+        self.ui.extentWidget.setNullValueAllowed(True, "Map canvas extent")
+        self.ui.extentWidget.clear()
+        today = QDate.currentDate()
+        self.ui.dateStartEdit.setDate(today.addDays(-30))
+        self.ui.dateEndEdit.setDate(today)
+        self.ui.credentialsButton.clicked.connect(self.open_credentials)
+        self.ui.checkButton.clicked.connect(self.check_availability)
+        self.ui.fetchButton.clicked.connect(self.fetch_checked)
         for column, width in enumerate((170, 70, 70)):
             self.ui.tree.setColumnWidth(column, width)
         self.ui.searchEdit.textChanged.connect(self.apply_filter)
@@ -42,10 +73,12 @@ class ConnectorsDock(UiDock):
         tree.clear()
         n_collections = 0
         for connector in catalog.get("connectors", []):
-            creds = connector.get("credentials") or []
-            access = "open" if not creds else "needs credentials"
-            top = QTreeWidgetItem([connector["name"], "", "", access])
-            top.setToolTip(3, "No credentials needed" if not creds else "Credentials: " + ", ".join(creds))
+            self.connectors[connector["id"]] = connector
+            state = connector.get("access", {})
+            top = QTreeWidgetItem([connector["name"], "", "", state.get("state", "")])
+            top.setToolTip(3, state.get("detail", ""))
+            if state.get("state") in ACCESS_COLOURS:
+                top.setForeground(3, QBrush(QColor(ACCESS_COLOURS[state["state"]])))
             top.setData(0, ROLE, {"kind": "connector", **{k: v for k, v in connector.items() if k != "collections"}})
             top.setToolTip(0, connector["id"])
             for collection in connector.get("collections", []):
@@ -93,9 +126,122 @@ class ConnectorsDock(UiDock):
             self.ui.detailsLabel.setText(f"<b>{data['collection']}</b> ({data['connector']}, "
                                          f"{data.get('modality_tag') or 'no modality tag'}): "
                                          f"{(data.get('description') or data.get('long_name') or '')[:240]}")
+            if self.selected is None or self.selected["collection"] != data["collection"]:
+                self.ui.bandsEdit.clear()
+            self.selected = data
+            self.ui.availabilityGroup.setTitle(f"Availability and fetch: {data['connector']} / {data['collection']}")
+            self.ui.credentialsButton.setEnabled(True)
             self.collectionSelected.emit(data)
         elif data["kind"] == "connector":
-            self.ui.detailsLabel.setText(f"<b>{data['name']}</b> ({data['id']})")
+            access = data.get("access", {})
+            self.ui.detailsLabel.setText(f"<b>{data['name']}</b> ({data['id']}): {access.get('state', '')} "
+                                         f"{access.get('detail', '')}")
+            self.ui.credentialsButton.setEnabled(True)
+
+
+    # ---------------------------------------------------------- credentials
+    def current_connector(self) -> Optional[dict[str, Any]]:
+        item = self.ui.tree.currentItem()
+        while item is not None and item.parent() is not None:
+            item = item.parent()
+        data = item.data(0, ROLE) if item else None
+        return self.connectors.get(data["id"]) if data else None
+
+    def open_credentials(self):  # noqa: ANN201 - the dialog, for tests
+        from .credentials_dialog import CredentialsDialog
+
+        connector = self.current_connector()
+        if connector is None:
+            return None
+        dialog = CredentialsDialog(connector, self)
+        dialog.accepted.connect(lambda: self.store.load(force=True))
+        dialog.open()
+        return dialog
+
+    # ---------------------------------------------------- availability, fetch
+    def _request_base(self) -> Optional[dict[str, Any]]:
+        """Connector, collection, area and dates from the widgets (main thread, before the task)."""
+        if self.selected is None:
+            QMessageBox.information(self, "GeoStudio", "Select a collection in the tree first.")
+            return None
+        extent = self.ui.extentWidget.outputExtent() if self.ui.extentWidget.isValid() else QgsRectangle()
+        if extent.isNull() or extent.isEmpty():
+            canvas = self.iface.mapCanvas()
+            to_wgs84 = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), WGS84, QgsProject.instance())
+            extent = to_wgs84.transformBoundingBox(canvas.extent())
+        connector = self.selected["connector"]
+        return {"connector": connector, "endpoint": credentials.endpoint(connector),
+                "collection": self.selected["collection"],
+                "bbox": [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()],
+                "maxcc": self.ui.maxccSpin.value()}
+
+    def check_availability(self):  # noqa: ANN201
+        spec = self._request_base()
+        if spec is None:
+            return None
+        spec.update(date_start=self.ui.dateStartEdit.date().toString("yyyy-MM-dd"),
+                    date_end=self.ui.dateEndEdit.date().toString("yyyy-MM-dd"))
+        self.ui.availabilityLabel.setText("Searching…")
+        return self.start_engine_task(f"GeoStudio: availability of {spec['collection']}", "search", spec,
+                                      self._show_availability, secrets=credentials.load(spec["connector"]))
+
+    def _show_availability(self, result: dict[str, Any]) -> None:
+        summary = self.last_search = result["summary"]
+        dates = summary["results"][0]["unique_dates"]
+        features = summary["footprints"]["features"]
+        self.ui.datesList.clear()
+        for day in dates:
+            scenes = [f for f in features if f["properties"]["date"] == day]
+            clouds = [f["properties"]["cloud_cover"] for f in scenes if f["properties"]["cloud_cover"] is not None]
+            cloud = f", cloud {min(clouds):.0f}-{max(clouds):.0f} %" if clouds else ""
+            item = QListWidgetItem(f"{day}: {len(scenes)} scene(s){cloud}")
+            item.setData(ROLE, day)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            self.ui.datesList.addItem(item)
+        if dates:
+            self.ui.availabilityLabel.setText(f"{len(features)} scene(s) on {len(dates)} date(s).")
+        else:
+            near = summary.get("suggested_dates") or []
+            self.ui.availabilityLabel.setText("Nothing in these dates. " + (
+                "Nearest dates with data: " + ", ".join(near) if near else "No data within 120 days either."))
+        self.ui.fetchButton.setEnabled(bool(dates))
+        if self.footprints is not None and self.footprints.id() in QgsProject.instance().mapLayers():
+            QgsProject.instance().removeMapLayer(self.footprints.id())
+        self.footprints = None
+        if features:
+            self.footprints = layers.footprints_layer(summary["footprints"],
+                                                      f"Scenes: {summary['collection']} {summary['date_start']}"
+                                                      f"..{summary['date_end']}")
+            layers.add_to_group(self.footprints, layers.result_group("GeoStudio availability"))
+
+    def checked_dates(self) -> list[str]:
+        return [self.ui.datesList.item(i).data(ROLE) for i in range(self.ui.datesList.count())
+                if self.ui.datesList.item(i).checkState() == Qt.CheckState.Checked]
+
+    def fetch_checked(self):  # noqa: ANN201
+        spec = self._request_base()
+        dates = self.checked_dates()
+        if spec is None or not dates:
+            if spec is not None:
+                QMessageBox.information(self, "GeoStudio", "Check availability and tick the dates to fetch.")
+            return None
+        bands = [b.strip() for b in re.split(r"[,;\s]+", self.ui.bandsEdit.text()) if b.strip()]
+        spec.update(dates=dates, bands=bands)
+        return self.start_engine_task(f"GeoStudio: fetch {spec['collection']}", "fetch", spec, self._show_fetched,
+                                      secrets=credentials.load(spec["connector"]))
+
+    def _show_fetched(self, result: dict[str, Any]) -> None:
+        summary = result["summary"]
+        group = layers.result_group(f"GeoStudio fetch: {summary['connector']} / {summary['collection']}")
+        self.fetched_layers = []
+        for info in summary["files"]:
+            layer = QgsRasterLayer(info["path"], f"{summary['collection']} {info['date']}")
+            layers.show_bands(layer, info.get("rgb"))
+            layers.add_to_group(layer, group)
+            self.fetched_layers.append(layer)
+        self.ui.availabilityLabel.setText(f"Fetched {len(summary['files'])} date(s) into {result['outputs']['fetch_dir']}")
+        show_success("GeoStudio", f"Fetched {summary['collection']} for {len(summary['files'])} date(s).")
 
 
 def _show_all(item: QTreeWidgetItem) -> None:

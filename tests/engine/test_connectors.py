@@ -326,3 +326,30 @@ def test_requests_for_unreachable_services_carry_the_credentials(monkeypatch):
     assert nasa["headers"] == {"Authorization": "Bearer token-2"} and nasa["url"].endswith("/stac/LPCLOUD")
     twc = request_for("TheWeatherCompany", "")
     assert twc["params"]["apiKey"] == "key-3" and "forecast/daily" in twc["url"]
+
+
+def test_users_add_collections_in_their_workspace(ws):
+    (ws / "catalog").mkdir(parents=True)
+    (ws / "catalog" / "collections.json").write_text(json.dumps({"collections": [{
+        "connector": "sentinel_aws", "collection_name": "landsat-c2-l2", "modality_tag": "HLS_L30", "resolution_m": 30,
+        "rgb_bands": ["red", "green", "blue"],
+        "bands": [{"band_name": "red", "resolution": "30m"}, {"band_name": "green", "resolution": "30m"},
+                  {"band_name": "blue", "resolution": "30m"}, {"band_name": "nir08", "resolution": "30m"}]}]}))
+    aws = next(c for c in run_ok("catalog", None, ws).result["summary"]["connectors"] if c["id"] == "sentinel_aws")
+    added = next(c for c in aws["collections"] if c["collection"] == "landsat-c2-l2")
+    assert added["source"] == "workspace" and added["modality_tag"] == "HLS_L30"
+    assert [b["RGB_band"] for b in added["bands"]] == ["R", "G", "B", None]
+    (ws / "catalog" / "collections.json").write_text("[{\"connector\": \"sentinel_aws\"}]")
+    run = run_engine("catalog", None, ws)
+    assert run.error["code"] == "catalog_file_invalid" and "collections.json" in run.error["message"]
+
+
+def test_catalog_table_facts(ws):
+    connectors = {c["id"]: c for c in run_ok("catalog", None, ws).result["summary"]["connectors"]}
+    dem = next(c for c in connectors["sentinelhub"]["collections"] if c["collection"] == "dem")
+    assert dem["resolution_m"] == 30  # Terrakit has null
+    s2 = next(c for c in connectors["sentinel_aws"]["collections"] if c["collection"] == "sentinel-2-l2a")
+    assert s2["cloud_mask_band"] == "SCL"
+    twc = connectors["TheWeatherCompany"]["collections"][0]
+    assert twc["modality_tag"] == "HLS_L30" and twc["description"].startswith("Daily weather forecast (not imagery)")
+    assert connectors["sentinelhub"]["aliases"]["sentinel1_vv-vh"] == "s1_grd"
