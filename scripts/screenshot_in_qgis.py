@@ -63,11 +63,50 @@ def shoot() -> None:
     if holdout is not None:
         inference.ui.layerCombo.setLayer(holdout)
     inference.ui.resultLabel.setText("Leave Area empty for the whole raster, or draw an extent on the map with the … button beside it.")
-    for key in ("connectors", "onboarding", "tuning", "inference"):
+    for key in ("onboarding", "tuning", "inference"):
         plugin.docks[key].raise_()
         settle(1.5)
         window.grab().save(str(OUT / f"{key}.png"))
+    connectors_flow(plugin, window)
+    project = QgsProject.instance()  # no "save changes?" or "scratch layers will be lost" dialog on the way out
+    project.removeMapLayers([i for i, l in project.mapLayers().items() if l.providerType() == "memory"])
+    project.setDirty(False)
     iface.actionExit().trigger()
+
+
+def wait_task(dock) -> None:
+    deadline = time.monotonic() + 120
+    while dock.task is not None and time.monotonic() < deadline:
+        settle(0.2)
+
+
+def connectors_flow(plugin, window) -> None:
+    """Availability and fetch of MARIDA scenes from the loopback STAC (Sentinel AWS redirected there)."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+    from qgis.PyQt.QtCore import QDate
+
+    dock = plugin.docks["connectors"]
+    dock.raise_()
+    root = QgsProject.instance().layerTreeRoot()
+    for group in root.children():
+        group.setItemVisibilityChecked(False)
+    aws = dock.ui.tree.findItems("Sentinel AWS (Earth Search)", Qt.MatchFlag.MatchExactly)[0]
+    aws.setExpanded(True)
+    dock.ui.tree.setCurrentItem(aws.child(0))
+    box = QgsRectangle(-88.19, 15.77, -88.15, 15.84)
+    dock.ui.extentWidget.setOutputExtentFromUser(box, QgsCoordinateReferenceSystem("EPSG:4326"))
+    dock.ui.dateStartEdit.setDate(QDate(2018, 8, 1))
+    dock.ui.dateEndEdit.setDate(QDate(2018, 9, 30))
+    dock.check_availability()
+    wait_task(dock)
+    dock.fetch_checked()
+    wait_task(dock)
+    canvas = iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    canvas.setExtent(box.buffered(0.005))
+    canvas.refresh()
+    settle(3)
+    window.grab().save(str(OUT / "connectors.png"))
 
 
 QTimer.singleShot(2500, shoot)

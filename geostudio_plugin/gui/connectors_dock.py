@@ -193,7 +193,9 @@ class ConnectorsDock(UiDock):
         for day in dates:
             scenes = [f for f in features if f["properties"]["date"] == day]
             clouds = [f["properties"]["cloud_cover"] for f in scenes if f["properties"]["cloud_cover"] is not None]
-            cloud = f", cloud {min(clouds):.0f}-{max(clouds):.0f} %" if clouds else ""
+            span = f"{min(clouds):.0f}" if clouds and min(clouds) == max(clouds) else \
+                (f"{min(clouds):.0f}-{max(clouds):.0f}" if clouds else "")
+            cloud = f", cloud {span} %" if clouds else ""
             item = QListWidgetItem(f"{day}: {len(scenes)} scene(s){cloud}")
             item.setData(ROLE, day)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import active_plugins, iface, plugins
 
@@ -36,6 +36,7 @@ def report():
         result["error"] = repr(exc)
     with open(os.environ["CHECK_OUT"], "w") as handle:
         json.dump(result, handle)
+    QgsProject.instance().setDirty(False)  # no "save changes?" dialog on the way out
     iface.actionExit().trigger()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -46,9 +47,17 @@ def test_installed_zip_starts_in_a_fresh_profile(tmp_path):
     out = tmp_path / "check.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QGIS_")}
     env.update(CHECK_OUT=str(out), QT_QPA_PLATFORM="xcb")
-    subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x900x24", "qgis", "--nologo", "--noversioncheck",
-                    "--profiles-path", str(profiles), "--code", str(Path(__file__).with_name("packaged_check.py"))],
-                   env=env, timeout=180, capture_output=True, cwd=tmp_path)
+    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1280x900x24", "qgis", "--nologo", "--noversioncheck",
+                             "--profiles-path", str(profiles), "--code",
+                             str(Path(__file__).with_name("packaged_check.py"))],
+                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        proc.wait(timeout=180)
+    finally:  # never leave a QGIS or Xvfb behind, even when the check hangs
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     report = json.loads(out.read_text())
     assert report.get("error") is None, report
     assert report["active"] is True
