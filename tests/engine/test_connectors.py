@@ -353,3 +353,17 @@ def test_catalog_table_facts(ws):
     twc = connectors["TheWeatherCompany"]["collections"][0]
     assert twc["modality_tag"] == "HLS_L30" and twc["description"].startswith("Daily weather forecast (not imagery)")
     assert connectors["sentinelhub"]["aliases"]["sentinel1_vv-vh"] == "s1_grd"
+
+
+def test_endpoint_override_reaches_connectors_that_terrakit_creates_itself(stac):
+    """download_data() builds its own DataConnector: the override must be in the class, not one instance."""
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]);"
+            "from geostudio_plugin.engine.connectors import access;"
+            "access.apply_endpoint('sentinel_aws', sys.argv[2]); access.apply_endpoint('IBMResearchSTAC', sys.argv[2]);"
+            "from terrakit import DataConnector; import os;"
+            "print(DataConnector('sentinel_aws').connector.stac_url); print(os.environ['IBMRESEARCH_STAC_URL'])")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO), stac.stac_url], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [stac.stac_url, stac.stac_url.rstrip("/")]
