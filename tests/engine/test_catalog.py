@@ -31,7 +31,7 @@ def test_connectors(catalog):
             "climate_data_store"} <= ids
     for connector in catalog["connectors"]:
         assert {"id", "name", "credentials", "collections"} <= connector.keys()
-    assert _connector(catalog, "sentinelhub")["credentials"] == ["SH_CLIENT_ID", "SH_CLIENT_SECRET"]
+    assert [c["env"] for c in _connector(catalog, "sentinelhub")["credentials"]] == ["SH_CLIENT_ID", "SH_CLIENT_SECRET"]
     assert {c["collection"] for c in _connector(catalog, "sentinelhub")["collections"]} >= {"s2_l2a", "s1_grd"}
     assert _connector(catalog, "sentinel_aws")["collections"], "sentinel_aws should list its collections"
 
