@@ -25,10 +25,12 @@ from .workspace import Workspace
 # `catalog` never pays for (or depends on) TerraTorch.
 COMMANDS: dict[str, tuple[str, bool, str]] = {
     "catalog": ("catalog", False, "list connectors, collections, templates and backbones"),
+    "prescan": ("datasets.prescan", True, "check a dataset source before onboarding (nothing is written)"),
     "onboard": ("datasets", True, "onboard a dataset from a Studio onboarding payload"),
     "tune": ("tuning", True, "fine-tune a model from a Studio tune payload"),
     "infer": ("inference", True, "run a tuned model on GeoTIFFs"),
     "list": ("listing", False, "list datasets, tunes and inference runs in the workspace"),
+    "delete": ("deleting", True, "delete a dataset, tune, inference run or fetch from the workspace"),
     "search": ("connectors.search", True, "find scenes and dates for an area, dates and collection"),
     "fetch": ("connectors.fetch", True, "download bands for an area and dates as Cloud-Optimized GeoTIFFs"),
     "check": ("connectors.check", True, "test the connection and credentials of a connector"),

@@ -22,4 +22,5 @@ def run(spec: Any, workspace: Workspace) -> None:
     summary = {}
     for kind, (record, fields) in FIELDS.items():
         summary[kind] = [{k: item.get(k) for k in fields} for item in workspace.list(kind, record)]
+    summary["failed_datasets"] = workspace.failures("datasets")
     protocol.result(outputs={"workspace": str(workspace.root)}, summary=summary)

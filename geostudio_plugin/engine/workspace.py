@@ -90,6 +90,36 @@ class Workspace:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
 
+    @contextmanager
+    def scratch(self, purpose: str) -> Iterator[Path]:
+        """A private temporary folder in the workspace, removed afterwards (unpacked archives, downloads)."""
+        folder = self.tmp / f"{purpose}-pid{os.getpid()}-{secrets.token_hex(3)}"
+        folder.mkdir(parents=True)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def record_failure(self, kind: str, name: str, error: Any, log: list[str]) -> Path:
+        """A failed attempt is not an item: it is kept beside them, with the reason and the log."""
+        folder = self.root / "failed" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{slugify(name)}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}.json"
+        write_json(path, {"name": name, "status": "Failed", "created": now_iso(),
+                          "error": {"code": error.code, "message": error.message, "hint": error.hint},
+                          "log": log})
+        return path
+
+    def failures(self, kind: str) -> list[dict[str, Any]]:
+        folder = self.root / "failed" / kind
+        items = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                items.append({**json.loads(path.read_text()), "record": str(path)})
+            except (OSError, ValueError):
+                continue
+        return sorted(items, key=lambda i: i.get("created", ""), reverse=True)
+
     def find(self, kind: str, item_id: str) -> Path | None:
         path = self.dir(kind) / item_id
         return path if path.is_dir() else None

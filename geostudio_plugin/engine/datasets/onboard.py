@@ -9,8 +9,10 @@ Layout of ``<workspace>/datasets/<dataset_id>/`` (paths in dataset.json are rela
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +25,8 @@ from ..protocol import EngineError
 from ..rasters import chip_windows, open_raster, write_geotiff
 from ..specs import parse_spec
 from ..workspace import Workspace, now_iso, write_json
-from .scan import E_PARAMS, E_SPLIT, E_STATS, Sample, check_headers, find_samples, resolve_source
+from .scan import E_FILES, E_PARAMS, E_SPLIT, E_STATS, Sample, scan
+from .source import materialise
 from .spec import OnboardSpec
 from .stats import BandStats
 
@@ -90,6 +93,38 @@ def _remap_labels(raw: np.ndarray, nodata: Optional[float], label_map: dict[int,
     return out
 
 
+def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, int]) -> dict[str, Any]:
+    """Write one sample's images and label; return the pixels the statistics need (train split only)."""
+    options = spec.onboarding_options
+    pixels: dict[str, tuple[np.ndarray, Optional[float]]] = {}
+    for source in spec.data_sources:
+        path = item.source.images[source.file_suffix]
+        with open_raster(path, E_FILES) as src:
+            data = src.read(window=item.window)
+            profile = src.profile.copy()
+            profile["transform"] = src.window_transform(item.window) if item.window else src.transform
+            descriptions = list(src.descriptions)
+            nodata = src.nodata
+        for band in source.bands:
+            if not descriptions[band.index]:
+                descriptions[band.index] = band.band_name
+        pixels[source.modality_tag] = (data[[b.index for b in source.bands]], nodata)
+        out = stage / "training_data" / source.modality_tag / f"{item.sample_id}{source.file_suffix}"
+        write_geotiff(out, data, profile, cog=options.convert_to_cog, descriptions=descriptions)
+    with open_raster(item.source.label, E_FILES) as src:
+        raw = src.read(1, window=item.window)
+        profile = src.profile.copy()
+        profile["transform"] = src.window_transform(item.window) if item.window else src.transform
+        label_nodata = src.nodata
+    if spec.purpose == "Segmentation":
+        labels = _remap_labels(raw, label_nodata, label_map, item.source.label)
+        profile["nodata"] = -1
+    else:
+        labels = raw.astype(np.float32)
+    write_geotiff(stage / "labels" / f"{item.sample_id}{spec.label_suffix}", labels[None], profile)
+    return {"pixels": pixels, "labels": labels}
+
+
 def onboard(spec: OnboardSpec, workspace: Workspace) -> dict[str, Any]:
     started = time.monotonic()
     log: list[str] = []
@@ -98,126 +133,132 @@ def onboard(spec: OnboardSpec, workspace: Workspace) -> dict[str, Any]:
         log.append(f"{now_iso()} {message}")
         protocol.log(message)
 
+    try:
+        return _onboard(spec, workspace, note, log, started)
+    except EngineError as error:
+        log.append(f"{now_iso()} failed: [{error.code}] {error.message}")
+        workspace.record_failure("datasets", spec.dataset_name, error, log)
+        raise
+
+
+def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str], started: float) -> dict[str, Any]:
     options = spec.onboarding_options
-    if options.from_labels:
-        raise EngineError("not_supported", "onboarding_options.from_labels is not available yet.",
-                          "Onboard a folder of paired images and labels instead.", exit_code=protocol.EXIT_INPUT)
     protocol.progress("scan", 0.02, "pairing images and labels")
-    root = resolve_source(spec.dataset_url)
-    samples = find_samples(root, spec)
-    infos = check_headers(samples, spec)
-    note(f"found {len(samples)} paired sample(s) in {root}")
-    sizes = {s.stem: (infos[str(s.label)].width, infos[str(s.label)].height) for s in samples}
-    items = plan_items(samples, sizes, options.chip_size)
-    splits = split_items([i.sample_id for i in items], options.split, options.seed)
-    note("split (seed %d): %s" % (options.seed, ", ".join(f"{k} {len(v)}" for k, v in splits.items())))
-    split_of = {sample_id: name for name, ids in splits.items() for sample_id in ids}
-    label_map = spec.label_map() if spec.purpose == "Segmentation" else {}
-    stats = {s.modality_tag: BandStats(len(s.bands)) for s in spec.data_sources}
-    class_counts = np.zeros(len(spec.classes()), dtype=np.int64)
+    with workspace.scratch("onboard") as scratch, materialise(spec.dataset_url, scratch) as root:
+        if options.from_labels:
+            from .from_labels import images_from_labels
 
-    dataset_id = workspace.new_id("datasets", spec.dataset_name)
-    with workspace.staging("datasets", dataset_id) as stage:
-        for source in spec.data_sources:
-            (stage / "training_data" / source.modality_tag).mkdir(parents=True)
-        (stage / "labels").mkdir()
-        (stage / "split_files").mkdir()
-        for n, item in enumerate(items):
-            protocol.progress("write", 0.05 + 0.85 * n / len(items), f"sample {n + 1}/{len(items)}: {item.sample_id}")
-            in_train = split_of[item.sample_id] == "train"
+            root, spec = images_from_labels(spec, root, scratch / "from_labels", workspace)
+        label_ids = set(spec.label_map()) if spec.purpose == "Segmentation" else None
+        need = {s.file_suffix: max(b.index for b in s.bands) + 1 for s in spec.data_sources}
+        report = scan(root, spec.label_suffix, [s.file_suffix for s in spec.data_sources], need, label_ids,
+                      read_labels=spec.purpose == "Segmentation")
+        report.raise_first()
+        samples = report.samples
+        note(f"found {len(samples)} paired sample(s) in {spec.dataset_url}")
+        sizes = {s.stem: (report.info(s.label).width, report.info(s.label).height) for s in samples}
+        items = plan_items(samples, sizes, options.chip_size)
+        splits = split_items([i.sample_id for i in items], options.split, options.seed)
+        note("split (seed %d): %s" % (options.seed, ", ".join(f"{k} {len(v)}" for k, v in splits.items())))
+        split_of = {sample_id: name for name, ids in splits.items() for sample_id in ids}
+        label_map = spec.label_map() if spec.purpose == "Segmentation" else {}
+        stats = {s.modality_tag: BandStats(len(s.bands)) for s in spec.data_sources}
+        class_counts = np.zeros(len(spec.classes()), dtype=np.int64)
+        dataset_id = workspace.new_id("datasets", spec.dataset_name)
+        with workspace.staging("datasets", dataset_id) as stage:
             for source in spec.data_sources:
-                path = item.source.images[source.modality_tag]
-                with open_raster(path) as src:
-                    data = src.read(window=item.window)
-                    profile = src.profile.copy()
-                    profile["transform"] = src.window_transform(item.window) if item.window else src.transform
-                    descriptions = list(src.descriptions)
-                    nodata = src.nodata
-                for band in source.bands:
-                    if not descriptions[band.index]:
-                        descriptions[band.index] = band.band_name
-                if in_train:
-                    stats[source.modality_tag].add(data[[b.index for b in source.bands]], nodata)
-                out = stage / "training_data" / source.modality_tag / f"{item.sample_id}{source.file_suffix}"
-                write_geotiff(out, data, profile, cog=options.convert_to_cog, descriptions=descriptions)
-            with open_raster(item.source.label) as src:
-                raw = src.read(1, window=item.window)
-                profile = src.profile.copy()
-                profile["transform"] = src.window_transform(item.window) if item.window else src.transform
-                label_nodata = src.nodata
-            if spec.purpose == "Segmentation":
-                labels = _remap_labels(raw, label_nodata, label_map, item.source.label)
-                if in_train:
-                    counts = np.bincount(labels[labels >= 0].ravel(), minlength=len(class_counts))
-                    class_counts += counts[: len(class_counts)]
-                profile["nodata"] = -1
-            else:
-                labels = raw.astype(np.float32)
-            write_geotiff(stage / "labels" / f"{item.sample_id}{spec.label_suffix}", labels[None], profile)
-        for name, ids in splits.items():
-            (stage / "split_files" / f"{name}_data.txt").write_text("".join(f"{i}\n" for i in ids))
-
-        protocol.progress("stats", 0.92, "per-band statistics of the training split")
-        training_params: dict[str, Any] = {}
-        for source in spec.data_sources:
-            band_stats = stats[source.modality_tag]
-            if empty := band_stats.empty_bands():
-                names = [source.bands[i].band_name for i in empty]
-                raise EngineError(E_STATS, f"{source.modality_tag} band(s) {names} have no valid pixel in the "
-                                  "training split (all nodata).", "Check the band indices and the files' nodata value.")
-            first = infos[str(samples[0].images[source.modality_tag])]
-            training_params[source.modality_tag] = {
-                "norm_means": band_stats.means(),
-                "norm_stds": band_stats.stds(),
-                "bands": [b.index for b in source.bands],
-                "band_names": [b.band_name for b in source.bands],
-                "band_count": first.count,
-                "scaling_factors": source.band_scales(),
-                "rgb_indices": source.rgb_indices(),
-                "nodata": first.nodata,
-                "file_suffix": f"*{source.file_suffix}",
-                "train_data_dir": f"training_data/{source.modality_tag}",
-                "train_labels_dir": "labels",
+                (stage / "training_data" / source.modality_tag).mkdir(parents=True)
+            (stage / "labels").mkdir()
+            (stage / "split_files").mkdir()
+            # GDAL compresses without the GIL: a few threads keep both cores busy; memory stays per chip
+            pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)))
+            try:
+                futures = {pool.submit(write_item, item, spec, stage, label_map): item for item in items}
+                for n, future in enumerate(as_completed(futures)):
+                    item = futures[future]
+                    written = future.result()
+                    if split_of[item.sample_id] == "train":
+                        for tag, (pixels, nodata) in written["pixels"].items():
+                            stats[tag].add(pixels, nodata)
+                        labels = written["labels"]
+                        if spec.purpose == "Segmentation":
+                            class_counts += np.bincount(labels[labels >= 0].ravel(),
+                                                        minlength=len(class_counts))[: len(class_counts)]
+                    del written
+                    protocol.progress("write", 0.05 + 0.85 * (n + 1) / len(items),
+                                      f"sample {n + 1}/{len(items)}: {item.sample_id}")
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
+            for name, ids in splits.items():
+                (stage / "split_files" / f"{name}_data.txt").write_text("".join(f"{i}\n" for i in ids))
+            protocol.progress("stats", 0.92, "per-band statistics of the training split")
+            training_params = _training_params(spec, report, samples, stats)
+            size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
+            note(f"wrote {len(items)} sample(s), {size / 1e6:.1f} MB, in {time.monotonic() - started:.1f} s")
+            classes = spec.classes()
+            record = {
+                "dataset_id": dataset_id,
+                "dataset_name": spec.dataset_name,
+                "description": spec.description or "",
+                "purpose": spec.purpose,
+                "status": "Succeeded",
+                "created": now_iso(),
+                "version": spec.version,
+                "source": spec.dataset_url,
+                "size_bytes": size,
+                "n_samples": len(items),
+                "modalities": [s.modality_tag for s in spec.data_sources],
+                "data_sources": [s.model_dump() for s in spec.data_sources],
+                "label_suffix": spec.label_suffix,
+                "label_categories": [c.model_dump() for c in spec.label_categories],
+                "ignore_id": options.ignore_id,
+                "label_map": {str(k): v for k, v in label_map.items()},
+                "classes": [{"index": i, "id": c.id, "name": c.name, "color": c.color, "opacity": c.opacity,
+                             "train_pixels": int(class_counts[i])} for i, c in enumerate(classes)],
+                "splits": splits,
+                "onboarding_options": options.model_dump(),
+                "training_params": training_params,
+                "log": log,
             }
-        classes = spec.classes()
-        weights = [c.weight for c in classes]
-        training_params.update({
-            f"{name}_split_path": f"split_files/{name}_data.txt" for name in SPLITS
-        })
-        training_params.update({
-            "classes": [str(c.id) for c in classes],
-            "class_weights": weights if classes and all(w is not None for w in weights) else None,
-            "label_suffix": f"*{spec.label_suffix}",
-        })
-        size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
-        note(f"wrote {len(items)} sample(s), {size / 1e6:.1f} MB, in {time.monotonic() - started:.1f} s")
-        record = {
-            "dataset_id": dataset_id,
-            "dataset_name": spec.dataset_name,
-            "description": spec.description or "",
-            "purpose": spec.purpose,
-            "status": "Succeeded",
-            "created": now_iso(),
-            "version": spec.version,
-            "source": str(root),
-            "size_bytes": size,
-            "n_samples": len(items),
-            "modalities": [s.modality_tag for s in spec.data_sources],
-            "data_sources": [s.model_dump() for s in spec.data_sources],
-            "label_suffix": spec.label_suffix,
-            "label_categories": [c.model_dump() for c in spec.label_categories],
-            "ignore_id": options.ignore_id,
-            "label_map": {str(k): v for k, v in label_map.items()},
-            "classes": [{"index": i, "id": c.id, "name": c.name, "color": c.color, "opacity": c.opacity,
-                         "train_pixels": int(class_counts[i])} for i, c in enumerate(classes)],
-            "splits": splits,
-            "onboarding_options": options.model_dump(),
-            "training_params": training_params,
-            "log": log,
-        }
-        write_json(stage / "dataset.json", record)
+            write_json(stage / "dataset.json", record)
     protocol.progress("done", 1.0, f"dataset {dataset_id} ready")
     return record
+
+
+def _training_params(spec: OnboardSpec, report: Any, samples: list[Sample], stats: dict[str, BandStats]) -> dict:
+    training_params: dict[str, Any] = {}
+    for source in spec.data_sources:
+        band_stats = stats[source.modality_tag]
+        if empty := band_stats.empty_bands():
+            names = [source.bands[i].band_name for i in empty]
+            raise EngineError(E_STATS, f"{source.modality_tag} band(s) {names} have no valid pixel in the "
+                              "training split (all nodata).", "Check the band indices and the files' nodata value.")
+        first = report.info(samples[0].images[source.file_suffix])
+        training_params[source.modality_tag] = {
+            "norm_means": band_stats.means(),
+            "norm_stds": band_stats.stds(),
+            "bands": [b.index for b in source.bands],
+            "band_names": [b.band_name for b in source.bands],
+            "band_count": first.count,
+            "scaling_factors": source.band_scales(),
+            "rgb_indices": source.rgb_indices(),
+            "nodata": first.nodata,
+            "file_suffix": f"*{source.file_suffix}",
+            "train_data_dir": f"training_data/{source.modality_tag}",
+            "train_labels_dir": "labels",
+            "align_dates": source.align_dates,
+        }
+    classes = spec.classes()
+    weights = [c.weight for c in classes]
+    training_params.update({f"{name}_split_path": f"split_files/{name}_data.txt" for name in SPLITS})
+    training_params.update({
+        "classes": [str(c.id) for c in classes],
+        "class_weights": weights if classes and all(w is not None for w in weights) else None,
+        "label_suffix": f"*{spec.label_suffix}",
+    })
+    return training_params
 
 
 def run(spec_data: Any, workspace: Workspace) -> None:

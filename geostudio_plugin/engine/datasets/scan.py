@@ -1,51 +1,67 @@
-"""Find image/label files, pair them by stem and check them before anything is written."""
+"""Find image/label files, pair them by stem and check them, before anything is written.
+
+``scan`` collects every problem (pre-scan shows them all); onboarding stops on the first kind of
+problem with all its instances listed. Error codes are the Studio dataset factory's.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
-from urllib.parse import unquote, urlparse
+from typing import Iterable, Optional
+
+import numpy as np
 
 from ..protocol import EngineError
-from ..rasters import RasterInfo, raster_info
-from .spec import OnboardSpec
+from ..rasters import RasterInfo, open_raster, raster_info
 
 # Error codes of the Studio's dataset factory (geostudio-studio.md, section 2.3).
 E_SOURCE, E_FILES, E_DIMENSIONS, E_STEMS, E_SPLIT, E_STATS, E_WRITE, E_PARAMS = (
     "0001", "0002", "0003", "0004", "0005", "0007", "0008", "0011")
 
+HINTS = {
+    E_FILES: "Check the suffixes against the file names (they include the extension, e.g. '_LabelHand.tif'), "
+             "and replace unreadable files with valid GeoTIFFs.",
+    E_DIMENSIONS: "An image and its label must share size, CRS and grid; re-export them on one grid.",
+    E_STEMS: "Every label needs one image per data source with the same stem once the suffixes are removed; "
+             "add the missing files or remove the extra ones.",
+    E_STATS: "Fix the band indices (0-based) in that data source, or check that the files are the right product.",
+    E_PARAMS: "Add a label category for each value, or set onboarding_options.ignore_id to the value that means "
+              "'not labelled'.",
+}
+
 
 @dataclass
 class Sample:
     stem: str
-    images: dict[str, Path]  # modality tag -> file
+    images: dict[str, Path]  # file suffix -> file
     label: Path
 
 
-def resolve_source(dataset_url: str) -> Path:
-    parsed = urlparse(dataset_url)
-    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and dataset_url[1:3] in (":\\", ":/")):
-        path = Path(unquote(parsed.path) if parsed.scheme == "file" else dataset_url).expanduser()
-        if path.is_dir():
-            return path
-        raise EngineError(E_SOURCE, f"dataset_url {dataset_url}: no such folder.",
-                          "Point dataset_url at a folder holding the image and label GeoTIFFs.")
-    raise EngineError(E_SOURCE, f"dataset_url {dataset_url}: only local folders can be onboarded so far.",
-                      "Unpack the archive into a folder and give its path.")
+@dataclass
+class ScanReport:
+    root: Path
+    label_suffix: str
+    suffixes: list[str]
+    samples: list[Sample] = field(default_factory=list)
+    infos: dict[str, RasterInfo] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
+    counts: dict[str, int] = field(default_factory=dict)
+    label_values: list[int] = field(default_factory=list)
 
+    def add(self, code: str, message: str) -> None:
+        self.problems.append((code, message))
 
-def _by_stem(files: Iterable[Path], suffix: str, what: str) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in sorted(files):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        stem = path.name[: -len(suffix)]
-        if stem in found:
-            raise EngineError(E_FILES, f"Two {what} files share the stem '{stem}': {found[stem]} and {path}.",
-                              "Stems must be unique across sub-folders; rename or remove one.")
-        found[stem] = path
-    return found
+    def raise_first(self) -> None:
+        if not self.problems:
+            return
+        code = self.problems[0][0]
+        same = [m for c, m in self.problems if c == code]
+        listing = "; ".join(same[:6]) + (f"; and {len(same) - 6} more" if len(same) > 6 else "")
+        raise EngineError(code, listing + ("" if listing.endswith(".") else "."), HINTS.get(code, ""))
+
+    def info(self, path: Path) -> RasterInfo:
+        return self.infos[str(path)]
 
 
 def _names(stems: Iterable[str], limit: int = 8) -> str:
@@ -54,63 +70,100 @@ def _names(stems: Iterable[str], limit: int = 8) -> str:
     return ", ".join(stems[:limit]) + more
 
 
-def find_samples(root: Path, spec: OnboardSpec) -> list[Sample]:
-    labels = _by_stem(root.rglob(f"*{spec.label_suffix}"), spec.label_suffix, "label")
+def _by_stem(root: Path, suffix: str, exclude: tuple[str, ...], what: str, report: ScanReport) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob(f"*{suffix}")):
+        if not path.is_file() or path.name.startswith(".") or path.name.endswith(exclude):
+            continue
+        stem = path.name[: -len(suffix)]
+        if stem in found:
+            report.add(E_FILES, f"two {what} files share the stem '{stem}': {found[stem]} and {path}")
+            continue
+        found[stem] = path
+    return found
+
+
+def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional[dict[str, int]] = None,
+         label_ids: Optional[set[int]] = None, read_labels: bool = True) -> ScanReport:
+    """Pair by stem, read every header, and check sizes, CRS, band counts and label values."""
+    report = ScanReport(root=root, label_suffix=label_suffix, suffixes=list(suffixes))
+    labels = _by_stem(root, label_suffix, (), "label", report)
+    report.counts[label_suffix] = len(labels)
     if not labels:
-        raise EngineError(E_FILES, f"No file in {root} ends with the label suffix '{spec.label_suffix}'.",
-                          "Check label_suffix against the label file names (it includes the extension, "
-                          "e.g. '_LabelHand.tif').")
+        report.add(E_FILES, f"no file in {root} ends with the label suffix '{label_suffix}'")
     images: dict[str, dict[str, Path]] = {}
-    for source in spec.data_sources:
-        files = [p for p in root.rglob(f"*{source.file_suffix}") if not p.name.endswith(spec.label_suffix)]
-        images[source.modality_tag] = _by_stem(files, source.file_suffix, source.modality_tag)
-        if not images[source.modality_tag]:
-            raise EngineError(E_FILES, f"No file in {root} ends with the {source.modality_tag} suffix "
-                              f"'{source.file_suffix}'.", "Check that data source's file_suffix.")
-    problems = []
-    for tag, by_stem in images.items():
+    for suffix in suffixes:
+        images[suffix] = _by_stem(root, suffix, (label_suffix,), suffix, report)
+        report.counts[suffix] = len(images[suffix])
+        if not images[suffix]:
+            report.add(E_FILES, f"no file in {root} ends with the data suffix '{suffix}'")
+    if not labels or not all(images.values()):
+        return report
+    for suffix, by_stem in images.items():
         if missing := labels.keys() - by_stem.keys():
-            problems.append(f"{len(missing)} label(s) without a {tag} image: {_names(missing)}")
+            report.add(E_STEMS, f"{len(missing)} label(s) without a '{suffix}' image: {_names(missing)}")
         if orphans := by_stem.keys() - labels.keys():
-            problems.append(f"{len(orphans)} {tag} image(s) without a label: {_names(orphans)}")
-    if problems:
-        raise EngineError(E_STEMS, "Images and labels do not pair up by stem: " + "; ".join(problems) + ".",
-                          "Every label needs one image per data source with the same stem once the suffixes "
-                          "are removed; add the missing files or remove the extra ones.")
-    _check_unambiguous(labels)
-    return [Sample(stem, {tag: images[tag][stem] for tag in images}, labels[stem]) for stem in sorted(labels)]
-
-
-def _check_unambiguous(labels: dict[str, Path]) -> None:
-    """TerraTorch matches split-file lines as substrings of file names; no stem may contain another."""
-    stems = sorted(labels, key=len)
-    for i, short in enumerate(stems):
-        for longer in stems[i + 1:]:
-            if short in longer:
-                raise EngineError(E_STEMS, f"Stem '{short}' is part of stem '{longer}', so a split file could not "
-                                  "tell them apart.", "Rename one of the files so that no stem contains another.")
-
-
-def check_headers(samples: list[Sample], spec: OnboardSpec) -> dict[str, RasterInfo]:
-    """Read every header once; fail on size, CRS or band-count problems. Returns path -> info."""
-    infos: dict[str, RasterInfo] = {}
-    need = {s.modality_tag: max(b.index for b in s.bands) + 1 for s in spec.data_sources}
-    problems: list[str] = []
-    for sample in samples:
-        label = infos.setdefault(str(sample.label), raster_info(sample.label, E_FILES))
-        for tag, path in sample.images.items():
-            info = infos.setdefault(str(path), raster_info(path, E_FILES))
+            report.add(E_STEMS, f"{len(orphans)} '{suffix}' image(s) without a label: {_names(orphans)}")
+    paired = sorted(s for s in labels if all(s in images[x] for x in suffixes))
+    _check_unambiguous(paired, report)
+    values: set[int] = set()
+    for stem in paired:
+        sample = Sample(stem, {x: images[x][stem] for x in suffixes}, labels[stem])
+        label = _header(sample.label, report)
+        heads = {x: _header(p, report) for x, p in sample.images.items()}
+        if label is None or None in heads.values():
+            continue
+        for suffix, info in heads.items():
             if (info.width, info.height) != (label.width, label.height):
-                problems.append(f"{path.name} is {info.width}x{info.height} but its label {sample.label.name} is "
-                                f"{label.width}x{label.height}")
+                report.add(E_DIMENSIONS, f"{info.path.name} is {info.width}x{info.height} but its label "
+                           f"{label.path.name} is {label.width}x{label.height}")
             elif info.crs != label.crs:
-                problems.append(f"{path.name} is in {info.crs} but its label {sample.label.name} is in {label.crs}")
-            if info.count < need[tag]:
-                raise EngineError(E_STATS, f"{path} has {info.count} band(s) but the {tag} data source lists band "
-                                  f"index {need[tag] - 1}.", "Fix the band indices (0-based) in that data source, "
-                                  "or check that the file is the right product.")
-    if problems:
-        raise EngineError(E_DIMENSIONS, f"{len(problems)} image/label pair(s) do not line up: "
-                          + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "") + ".",
-                          "An image and its label must share size, CRS and grid; re-export them on one grid.")
-    return infos
+                report.add(E_DIMENSIONS, f"{info.path.name} is in {info.crs} but its label {label.path.name} "
+                           f"is in {label.crs}")
+            need = (band_need or {}).get(suffix, 0)
+            if info.count < need:
+                report.add(E_STATS, f"{info.path} has {info.count} band(s) but its data source lists band index "
+                           f"{need - 1}")
+        if read_labels:
+            found = label_values(sample.label, label.nodata)
+            values.update(found)
+            if label_ids is not None and (outside := sorted(found - label_ids)):
+                report.add(E_PARAMS, f"label file {sample.label} holds value(s) {outside[:10]} that are not label "
+                           f"categories (known ids: {sorted(label_ids)})")
+        report.samples.append(sample)
+    report.label_values = sorted(values)
+    return report
+
+
+def _header(path: Path, report: ScanReport) -> Optional[RasterInfo]:
+    try:
+        info = raster_info(path, E_FILES)
+    except EngineError as exc:
+        report.add(E_FILES, exc.message.rstrip("."))
+        return None
+    report.infos[str(path)] = info
+    return info
+
+
+def label_values(path: Path, nodata: Optional[float]) -> set[int]:
+    """Distinct values of a label raster (nodata and NaN left out), read block by block."""
+    found: set[int] = set()
+    with open_raster(path, E_FILES) as src:
+        for _, window in src.block_windows(1):
+            block = src.read(1, window=window)
+            valid = np.isfinite(block) if np.issubdtype(block.dtype, np.floating) else np.ones(block.shape, bool)
+            if nodata is not None and not np.isnan(nodata):
+                valid &= block != nodata
+            found.update(int(v) for v in np.unique(block[valid]))
+    return found
+
+
+def _check_unambiguous(stems: list[str], report: ScanReport) -> None:
+    """TerraTorch matches split-file lines as substrings of file names; no stem may contain another."""
+    ordered = sorted(stems, key=len)
+    for i, short in enumerate(ordered):
+        for longer in ordered[i + 1:]:
+            if short in longer:
+                report.add(E_STEMS, f"stem '{short}' is part of stem '{longer}', so a split file could not tell "
+                           "them apart; rename one of them")
+                return

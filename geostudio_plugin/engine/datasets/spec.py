@@ -18,6 +18,12 @@ class OnboardingOptions(StudioModel):
     ignore_id: int = Field(default=-1, description="label value that is not a class (TerraTorch ignore index)")
     chip_size: Optional[int] = Field(default=None, ge=16, description="cut scenes into chips of this size")
     convert_to_cog: bool = True
+    # from_labels: Terrakit fetches each label's imagery (the Studio's defaults)
+    label_type: Literal["vector", "raster"] = "vector"
+    pre_days: int = Field(default=0, ge=0, le=365)
+    post_days: int = Field(default=7, ge=0, le=365)
+    max_cloud_cover: float = Field(default=80, ge=0, le=100)
+    endpoint: Optional[str] = Field(default=None, description="redirect the data source's STAC connector")
 
     @field_validator("split")
     @classmethod

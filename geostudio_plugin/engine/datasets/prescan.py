@@ -1,0 +1,84 @@
+"""``prescan``: look at a dataset source before onboarding it; nothing is written.
+
+Takes the Studio's pre-scan body (``dataset_url``, ``label_suffix``, ``training_data_suffixes``) or a
+whole onboarding payload. Answers with the Studio's shape (per data suffix, the band descriptions of its
+first file) and a report: file counts, pairs, per-suffix raster facts (bands, size, dtype, CRS, nodata),
+label values found, and every problem onboarding would stop on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import Field, model_validator
+
+from .. import protocol
+from ..specs import StudioModel, parse_spec
+from ..workspace import Workspace
+from .scan import scan
+from .source import materialise
+from .spec import OnboardSpec
+
+
+class PrescanSpec(StudioModel):
+    dataset_url: str = Field(min_length=1)
+    label_suffix: str = Field(min_length=1)
+    training_data_suffixes: list[str] = []
+    data_sources: list[dict[str, Any]] = []
+    label_categories: list[dict[str, Any]] = []
+
+    @model_validator(mode="after")
+    def _suffixes(self) -> "PrescanSpec":
+        if not self.training_data_suffixes:
+            self.training_data_suffixes = [s.get("file_suffix", "") for s in self.data_sources if s.get("file_suffix")]
+        if not self.training_data_suffixes:
+            raise ValueError("give training_data_suffixes (or data_sources with file_suffix)")
+        return self
+
+
+def _facts(infos: list[Any]) -> dict[str, Any]:
+    def distinct(values: list[Any]) -> list[Any]:
+        return sorted({v for v in values}, key=str)
+
+    return {"files": len(infos), "band_counts": distinct([i.count for i in infos]),
+            "dtypes": distinct([i.dtype for i in infos]), "crs": distinct([i.crs for i in infos]),
+            "sizes": distinct([f"{i.width}x{i.height}" for i in infos]),
+            "nodata": distinct([None if i.nodata != i.nodata else i.nodata for i in infos])}
+
+
+def prescan(spec: PrescanSpec, full: Optional[OnboardSpec], workspace: Workspace) -> dict[str, Any]:
+    need = label_ids = None
+    if full is not None:
+        need = {s.file_suffix: max(b.index for b in s.bands) + 1 for s in full.data_sources}
+        label_ids = set(full.label_map()) if full.purpose == "Segmentation" else None
+    with workspace.scratch("prescan") as scratch, materialise(spec.dataset_url, scratch) as root:
+        protocol.progress("prescan", 0.2, "pairing files and reading headers")
+        report = scan(root, spec.label_suffix, spec.training_data_suffixes, need, label_ids)
+    by_suffix: dict[str, list[dict[str, str]]] = {}
+    facts: dict[str, Any] = {}
+    for suffix in [spec.label_suffix, *spec.training_data_suffixes]:
+        infos = [report.info(s.label if suffix == spec.label_suffix else s.images[suffix])
+                 for s in report.samples]
+        facts[suffix] = _facts(infos)
+        if suffix != spec.label_suffix and infos:
+            first = infos[0]
+            by_suffix[suffix] = [{"id": str(i), "value": first.descriptions[i] or f"Band {i + 1}"}
+                                 for i in range(first.count)]
+    protocol.progress("prescan", 1.0, f"{len(report.samples)} pair(s), {len(report.problems)} problem(s)")
+    return {
+        "bands_by_suffix": by_suffix,
+        "counts": report.counts,
+        "pairs": len(report.samples),
+        "facts": facts,
+        "label_values": report.label_values,
+        "problems": [{"code": c, "message": m} for c, m in report.problems],
+        "ok": not report.problems,
+    }
+
+
+def run(spec_data: Any, workspace: Workspace) -> None:
+    spec = parse_spec(PrescanSpec, spec_data, "pre-scan")
+    full = parse_spec(OnboardSpec, spec_data, "onboarding") if isinstance(spec_data, dict) and \
+        spec_data.get("data_sources") and spec_data.get("dataset_name") else None
+    summary = prescan(spec, full, workspace)
+    protocol.result(outputs={}, summary={**summary["bands_by_suffix"], "report": summary})
