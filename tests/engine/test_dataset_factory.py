@@ -1,0 +1,303 @@
+"""The dataset factory end to end: Studio payload shapes, archives and URLs, pre-scan, failures, from labels,
+and TerraTorch fit runs configured only from dataset.json (one epoch, real CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from conftest import EXIT_INPUT, REPO, run_engine, run_ok
+
+MARIDA = REPO / "resources" / "sample_data" / "marida"
+S1F = REPO / "resources" / "sample_data" / "sen1floods11"
+HLS_FROM_MARIDA = [  # MARIDA band positions of the six HLS/Prithvi bands (B2, B3, B4, B8A, B11, B12)
+    {"index": "1", "band_name": "Blue", "scaling_factor": "1", "RGB_band": "B"},
+    {"index": "2", "band_name": "Green", "scaling_factor": "1", "RGB_band": "G"},
+    {"index": "3", "band_name": "Red", "scaling_factor": "1", "RGB_band": "R"},
+    {"index": "8", "band_name": "NIR_Narrow", "scaling_factor": "1"},
+    {"index": "9", "band_name": "SWIR1", "scaling_factor": "1"},
+    {"index": "10", "band_name": "SWIR2", "scaling_factor": "1"},
+]
+MARIDA_CLASSES = ["Marine Debris", "Dense Sargassum", "Sparse Sargassum", "Natural Organic Material", "Ship",
+                  "Clouds", "Marine Water", "Sediment-Laden Water", "Foam", "Turbid Water", "Shallow Water", "Waves",
+                  "Cloud Shadows", "Wakes", "Mixed Water"]
+
+
+def marida_payload(url) -> dict:
+    """The Studio's burn-scars payload shape, on the bundled MARIDA patches (0 = not annotated)."""
+    return {
+        "dataset_name": "MARIDA marine debris", "description": "Sentinel-2 patches, MARIDA (CC BY 4.0)",
+        "dataset_url": str(url), "label_suffix": "_cl.tif", "purpose": "Segmentation",
+        "data_sources": [{"bands": HLS_FROM_MARIDA, "connector": "sentinel_aws", "collection": "sentinel-2-l2a",
+                          "file_suffix": ".tif", "modality_tag": "S2L2A"}],
+        "label_categories": [{"id": str(i), "name": n, "color": "#%06x" % (0x1f78b4 + 4000 * i), "opacity": 1}
+                             for i, n in enumerate(MARIDA_CLASSES, start=1)]
+        + [{"id": "0", "name": "Not annotated", "color": "#000000", "opacity": "0"}],
+        "onboarding_options": {"ignore_id": 0},
+        "version": "v2",
+    }
+
+
+def flood_payload(url) -> dict:
+    """The Studio's "Sentinel Flood Multimodal" card: S2 (13 bands) + S1 (VV, VH, align_dates)."""
+    s2_names = ["Coastal_aerosol", "Blue", "Green", "Red", "05_-_Vegetation_Red_Edge", "06_-_Vegetation_Red_Edge",
+                "07_-_Vegetation_Red_Edge", "08_-_NIR", "08A_-_Vegetation_Red_Edge", "09_-_Water_vapour",
+                "10_-_SWIR_-_Cirrus", "11_-_SWIR", "12_-_SWIR"]
+    roles = {"Blue": "B", "Green": "G", "Red": "R"}
+    return {
+        "dataset_name": "Sentinel Flood Multimodal Test", "description": "Flooding assets",
+        "dataset_url": str(url), "label_suffix": "_LabelHand.tif", "purpose": "Segmentation",
+        "data_sources": [
+            {"bands": [{"index": str(i), "band_name": n, "description": "", "scaling_factor": "1",
+                        **({"RGB_band": roles[n]} if n in roles else {})} for i, n in enumerate(s2_names)],
+             "connector": "sentinelhub", "collection": "s2_l1c", "file_suffix": "_S2Hand.tif", "modality_tag": "S2L1C"},
+            {"bands": [{"index": "0", "band_name": "VV (Gray)"}, {"index": "1", "band_name": "VH"}],
+             "connector": "sentinelhub", "collection": "s1_grd", "modality_tag": "S1GRD", "align_dates": "true",
+             "file_suffix": "_S1Hand.tif", "scaling_factor": [1, 1]},
+        ],
+        "label_categories": [{"id": "0", "name": "No Floods"}, {"id": "1", "name": "Floods", "color": "#1f78b4"}],
+        "onboarding_options": {"chip_size": 256},
+        "version": "v2",
+    }
+
+
+@pytest.fixture()
+def flood_folder(tmp_path) -> Path:
+    folder = tmp_path / "flood"
+    folder.mkdir()
+    for path in (S1F / "train" / "Spain_7370579_S1Hand.tif", S1F / "train" / "Spain_7370579_LabelHand.tif",
+                 S1F / "S2Hand" / "Spain_7370579_S2Hand.tif"):
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def terratorch_fit_one_epoch(dataset_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Build the config from dataset.json alone, then run the real `terratorch fit` CLI."""
+    sys.path.insert(0, str(REPO))
+    from geostudio_plugin.engine.datasets.training_config import fit_config
+
+    config = tmp_path / "fit.yaml"
+    config.write_text(yaml.safe_dump(fit_config(dataset_dir, tmp_path / "run", epochs=1)))
+    terratorch = Path(sys.executable).with_name("terratorch")
+    return subprocess.run([str(terratorch), "fit", "-c", str(config)], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+
+
+# ------------------------------------------------------------------ payload shapes
+
+
+def test_marida_burn_scar_shape_onboards_and_trains_one_epoch(workspace, tmp_path):
+    run = run_ok("onboard", marida_payload(MARIDA), workspace)
+    folder = Path(run.result["outputs"]["dataset_dir"])
+    record = json.loads((folder / "dataset.json").read_text())
+    assert record["splits"] == {k: sorted(v) for k, v in record["splits"].items()}
+    assert [len(v) for v in record["splits"].values()] == [3, 1, 1]
+    assert len(record["classes"]) == 15 and record["label_map"]["0"] == -1 and record["label_map"]["15"] == 14
+    params = record["training_params"]["S2L2A"]
+    assert params["bands"] == [1, 2, 3, 8, 9, 10] and params["rgb_indices"] == [2, 1, 0]
+    # labels: MARIDA id k -> class index k-1, not annotated (0) -> -1
+    stem = record["splits"]["train"][0]
+    source = rasterio.open(MARIDA / f"{stem}_cl.tif").read(1)
+    written = rasterio.open(folder / "labels" / f"{stem}_cl.tif").read(1)
+    assert np.array_equal(written, np.where(source == 0, -1, source - 1))
+    fit = terratorch_fit_one_epoch(folder, tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "`Trainer.fit` stopped: `max_epochs=1` reached" in fit.stderr
+
+
+def test_multimodal_flood_shape_onboards_and_trains_terramind_one_epoch(workspace, flood_folder, tmp_path):
+    run = run_ok("onboard", flood_payload(flood_folder), workspace)
+    folder = Path(run.result["outputs"]["dataset_dir"])
+    record = json.loads((folder / "dataset.json").read_text())
+    assert record["modalities"] == ["S2L1C", "S1GRD"]
+    assert record["n_samples"] == 4 and all(record["splits"][s] for s in ("train", "val", "test"))
+    tp = record["training_params"]
+    assert tp["S1GRD"]["align_dates"] is True and tp["S2L1C"]["align_dates"] is False
+    assert len(tp["S2L1C"]["norm_means"]) == 13 and len(tp["S1GRD"]["norm_means"]) == 2
+    for tag, suffix in (("S2L1C", "_S2Hand.tif"), ("S1GRD", "_S1Hand.tif")):
+        chips = sorted((folder / "training_data" / tag).glob(f"*{suffix}"))
+        assert len(chips) == 4 and rasterio.open(chips[0]).shape == (256, 256)
+    fit = terratorch_fit_one_epoch(folder, tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "`Trainer.fit` stopped: `max_epochs=1` reached" in fit.stderr
+
+
+# ---------------------------------------------------------------- archives, URLs
+
+
+def _zip_folder(folder: Path, target: Path, prefix: str = "marida/") -> Path:
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(folder.glob("*.tif")):
+            archive.write(path, prefix + path.name)
+    return target
+
+
+def test_zip_and_tar_sources_onboard_like_the_folder(workspace, tmp_path):
+    from_folder = run_ok("onboard", marida_payload(MARIDA), workspace).result["summary"]["training_params"]
+    archive = _zip_folder(MARIDA, tmp_path / "marida.zip")
+    from_zip = run_ok("onboard", marida_payload(archive), workspace).result["summary"]["training_params"]
+    tarball = tmp_path / "marida.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for path in sorted(MARIDA.glob("*.tif")):
+            tar.add(path, f"data/{path.name}")
+    from_tar = run_ok("onboard", marida_payload(f"file://{tarball}"), workspace).result["summary"]["training_params"]
+    assert from_folder["S2L2A"]["norm_means"] == from_zip["S2L2A"]["norm_means"] == from_tar["S2L2A"]["norm_means"]
+    assert not list((workspace / ".tmp").iterdir()), "the unpacked copies are removed"
+
+
+def test_archive_member_escaping_the_folder_is_refused(workspace, tmp_path):
+    archive = _zip_folder(MARIDA, tmp_path / "evil.zip")
+    with zipfile.ZipFile(archive, "a") as zipped:
+        zipped.writestr("../../escaped.tif", b"not written")
+    run = run_engine("onboard", marida_payload(archive), workspace)
+    assert run.returncode == EXIT_INPUT and run.error["code"] == "0001"
+    assert "../../escaped.tif" in run.error["message"]
+    assert not any(workspace.parent.rglob("escaped.tif")) and not any(tmp_path.parent.glob("escaped.tif"))
+    assert not list((workspace / "datasets").iterdir())
+
+
+def test_empty_archive(workspace, tmp_path):
+    empty = tmp_path / "empty.zip"
+    zipfile.ZipFile(empty, "w").close()
+    run = run_engine("onboard", marida_payload(empty), workspace)
+    assert run.error["code"] == "0001" and "empty.zip is empty" in run.error["message"]
+
+
+class _Server:
+    """A loopback HTTP server for archives; ``truncate`` cuts every body in half after its headers."""
+
+    def __init__(self, root: Path) -> None:
+        server = self
+        self.truncate = False
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def copyfile(self, source, outputfile) -> None:
+                data = source.read()
+                outputfile.write(data[: len(data) // 2] if server.truncate else data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_url_source_downloads_and_a_broken_download_leaves_nothing(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOSTUDIO_HTTP_TIMEOUT", "3")
+    monkeypatch.setenv("GEOSTUDIO_HTTP_RETRIES", "1")
+    _zip_folder(MARIDA, tmp_path / "marida.zip")
+    server = _Server(tmp_path)
+    try:
+        run = run_ok("onboard", marida_payload(f"{server.url}/marida.zip"), workspace)
+        assert run.result["summary"]["n_samples"] == 5
+        server.truncate = True
+        run = run_engine("onboard", marida_payload(f"{server.url}/marida.zip"), workspace, timeout=120)
+    finally:
+        server.close()
+    assert run.returncode == EXIT_INPUT and run.error["code"] == "0001"
+    assert "Downloading http://127.0.0.1" in run.error["message"]
+    assert len(list((workspace / "datasets").iterdir())) == 1  # only the first, complete one
+    assert not list((workspace / ".tmp").iterdir())
+
+
+# ------------------------------------------------------------- pre-scan, failures
+
+
+def test_prescan_answers_in_the_studio_shape_and_lists_every_problem(workspace, tmp_path):
+    studio_body = {"dataset_url": str(MARIDA), "label_suffix": "_cl.tif", "training_data_suffixes": [".tif"]}
+    summary = run_ok("prescan", studio_body, workspace).result["summary"]
+    assert [b["id"] for b in summary[".tif"]] == [str(i) for i in range(11)]
+    report = summary["report"]
+    assert report["pairs"] == 5 and report["ok"] is True
+    assert report["facts"][".tif"]["band_counts"] == [11] and report["facts"][".tif"]["crs"] == ["EPSG:32616"]
+    assert report["label_values"] == [0, 1, 4, 5, 6, 7, 10, 12, 14, 15]  # the README table of the 5 patches
+
+    broken = tmp_path / "broken"
+    shutil.copytree(MARIDA, broken)
+    (broken / "S2_3-11-16_16PDC_4_cl.tif").unlink()  # an image without its label
+    (broken / "S2_14-9-18_16PCC_30.tif").write_bytes(b"not a tiff")  # a corrupt image
+    report = run_ok("prescan", {**marida_payload(broken)}, workspace).result["summary"]["report"]
+    codes = {p["code"] for p in report["problems"]}
+    assert codes == {"0002", "0004"}, report["problems"]
+    assert any("S2_3-11-16_16PDC_4" in p["message"] for p in report["problems"])
+    assert any("S2_14-9-18_16PCC_30.tif" in p["message"] for p in report["problems"])
+    assert not list((workspace / "datasets").iterdir()) and not (workspace / "failed").exists()
+
+
+def test_a_failed_onboarding_keeps_its_reason_and_log_but_no_dataset(workspace, tmp_path):
+    payload = marida_payload(MARIDA)
+    payload["label_categories"] = [c for c in payload["label_categories"] if c["id"] not in ("7", "10")]
+    run = run_engine("onboard", payload, workspace)
+    assert run.error["code"] == "0011"
+    assert not list((workspace / "datasets").iterdir())
+    listing = run_ok("list", None, workspace).result["summary"]
+    failed, = listing["failed_datasets"]
+    assert failed["status"] == "Failed" and failed["error"]["code"] == "0011"
+    assert failed["name"] == "MARIDA marine debris" and any("failed: [0011]" in line for line in failed["log"])
+
+
+def test_delete_removes_a_dataset(workspace):
+    dataset = run_ok("onboard", marida_payload(MARIDA), workspace).result["summary"]["dataset_id"]
+    run_ok("delete", {"kind": "datasets", "id": dataset}, workspace)
+    assert not (workspace / "datasets" / dataset).exists()
+    assert run_engine("delete", {"kind": "datasets", "id": dataset}, workspace).error["code"] == "not_found"
+
+
+# -------------------------------------------------------------------- from labels
+
+
+def test_from_labels_fetches_imagery_through_the_connector(workspace, tmp_path):
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from local_stac import LocalStac
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+
+    def polygon(w, s, e, n):
+        return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+
+    (labels / "debris_2018-09-14.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": polygon(-88.180, 15.817, -88.170, 15.827)}]}))
+    (labels / "debris_2018-08-30.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": polygon(-88.185, 15.779, -88.175, 15.789)}]}))
+    with LocalStac(Path(sys.executable), tmp_path / "stac") as stac:
+        payload = {
+            "dataset_name": "debris from labels", "dataset_url": str(labels), "label_suffix": "_label.tif",
+            "purpose": "Segmentation",
+            "data_sources": [{"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
+                              "file_suffix": ".tif", "bands": [
+                                  {"index": 0, "band_name": "red", "RGB_band": "R"},
+                                  {"index": 1, "band_name": "green", "RGB_band": "G"},
+                                  {"index": 2, "band_name": "blue", "RGB_band": "B"},
+                                  {"index": 3, "band_name": "nir"}]}],
+            "label_categories": [{"id": 0, "name": "Background"}, {"id": 1, "name": "Debris", "color": "#e31a1c"}],
+            "onboarding_options": {"from_labels": True, "chip_size": 64, "endpoint": stac.stac_url, "post_days": 7},
+        }
+        run = run_ok("onboard", payload, workspace, timeout=300)
+    folder = Path(run.result["outputs"]["dataset_dir"])
+    record = json.loads((folder / "dataset.json").read_text())
+    assert record["n_samples"] >= 5 and all(record["splits"].values())
+    assert record["classes"][1]["train_pixels"] > 0  # the rasterised label polygons
+    chips = sorted((folder / "training_data" / "S2L2A").glob("*.tif"))
+    dates = {c.name.split("_")[-3] for c in chips}
+    assert dates == {"2018-08-30", "2018-09-14"}
+    with rasterio.open(chips[0]) as chip:
+        assert chip.count == 4 and chip.crs.to_epsg() == 4326 and chip.read(1).max() > 0
