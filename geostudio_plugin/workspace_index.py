@@ -22,3 +22,8 @@ def tunes() -> list[dict[str, Any]]:
 
 def inferences() -> list[dict[str, Any]]:
     return _workspace().list("inferences", "inference.json")
+
+
+def failed_datasets() -> list[dict[str, Any]]:
+    """Onboarding attempts that failed: the reason and the log, never a dataset."""
+    return _workspace().failures("datasets")

@@ -1,43 +1,63 @@
-"""Dataset onboarding dock: the Studio's three steps (files, data source and bands, label categories)."""
+"""Datasets dock: the Studio's three onboarding steps (files + pre-scan, data sources and bands, label
+categories), then Onboard as a task; and the workspace's datasets with Preview, Details and Delete."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any, Optional
 
-from qgis.PyQt.QtGui import QColor
-from qgis.PyQt.QtWidgets import QListWidgetItem, QTableWidgetItem
+from qgis.core import QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QBrush, QColor
+from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QTableWidgetItem
 
-from .. import tasks, workspace_index
+from .. import layers, settings, tasks, workspace_index
 from .base import UiDock
 from .messages import show_success
 
-DEFAULT_CATEGORIES = [(0, "Background", "#d9d9d9"), (1, "Target", "#1f78b4")]
+ROLE = Qt.ItemDataRole.UserRole
+PALETTE = ["#d9d9d9", "#1f78b4", "#e31a1c", "#33a02c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#fb9a99",
+           "#b2df8a", "#fdbf6f", "#cab2d6", "#ffff99", "#8dd3c7", "#bebada", "#80b1d3"]
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"[,;]", text) if part.strip()]
 
 
 class OnboardingDock(UiDock):
     UI_FILE = "onboarding_dock.ui"
     TITLE = "Datasets"
     OBJECT_NAME = "GeoStudioOnboardingDock"
-    RUN_BUTTON = "onboardButton"
+    RUN_BUTTON = ("onboardButton", "prescanButton")
     CANCEL_BUTTON = "cancelButton"
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
-        self.collection: dict[str, Any] = {}
+        self.collections: dict[int, dict[str, Any]] = {}  # sources-table row -> picked collection
+        self.prescan_report: Optional[dict[str, Any]] = None
+        self.preview_layers: list[QgsRasterLayer] = []
+        for table in (self.ui.sourcesTable, self.ui.categoriesTable):
+            table.horizontalHeader().setStretchLastSection(True)
+            table.verticalHeader().setVisible(False)
+        for row, (cat_id, name) in enumerate([(0, "Background"), (1, "Target")]):
+            self.add_category(cat_id, name, PALETTE[row])
+        self.add_source_row("", "", "", "")
         table = self.ui.categoriesTable
-        table.horizontalHeader().setStretchLastSection(True)
-        for row in DEFAULT_CATEGORIES:
-            self.add_category(*row)
-        self.ui.addCategoryButton.clicked.connect(lambda: self.add_category(table.rowCount(), f"Class {table.rowCount()}",
-                                                                            "#e31a1c"))
-        self.ui.removeCategoryButton.clicked.connect(lambda: table.removeRow(max(table.currentRow(), 0))
-                                                     if table.rowCount() else None)
+        self.ui.addCategoryButton.clicked.connect(
+            lambda: self.add_category(table.rowCount(), f"Class {table.rowCount()}", PALETTE[table.rowCount() % 16]))
+        self.ui.removeCategoryButton.clicked.connect(
+            lambda: table.removeRow(table.currentRow() if table.currentRow() >= 0 else table.rowCount() - 1))
+        self.ui.prescanButton.clicked.connect(self.start_prescan)
         self.ui.onboardButton.clicked.connect(self.start_onboarding)
         self.ui.refreshButton.clicked.connect(self.refresh_datasets)
+        self.ui.previewButton.clicked.connect(self.preview_selected)
+        self.ui.detailsButton.clicked.connect(self.show_details)
+        self.ui.deleteButton.clicked.connect(self.delete_selected)
         self.visibilityChanged.connect(lambda visible: visible and self.refresh_datasets())
 
-    # ------------------------------------------------------------- form
+    # ----------------------------------------------------------------- tables
     def add_category(self, cat_id: int, name: str, colour: str) -> None:
         table = self.ui.categoriesTable
         row = table.rowCount()
@@ -48,28 +68,49 @@ class OnboardingDock(UiDock):
         swatch.setBackground(QColor(colour))
         table.setItem(row, 2, swatch)
 
-    def use_collection(self, collection: dict[str, Any]) -> None:
-        """Pre-fill the data source from a collection picked in the Connectors dock."""
-        self.collection = collection
-        self.ui.collectionEdit.setText(f"{collection['connector']} / {collection['collection']}")
-        if collection.get("modality_tag"):
-            self.ui.modalityEdit.setText(collection["modality_tag"])
-        if not self.ui.bandsEdit.text().strip():
-            self.ui.bandsEdit.setText(", ".join(b["band_name"] for b in collection.get("bands", [])))
+    def add_source_row(self, suffix: str, modality: str, collection: str, bands: str) -> None:
+        table = self.ui.sourcesTable
+        row = table.rowCount()
+        table.insertRow(row)
+        for column, text in enumerate((suffix, modality, collection, bands)):
+            table.setItem(row, column, QTableWidgetItem(text))
 
+    def _cell(self, table, row: int, column: int) -> str:  # noqa: ANN001
+        item = table.item(row, column)
+        return item.text().strip() if item else ""
+
+    def use_collection(self, collection: dict[str, Any]) -> None:
+        """A collection picked in the Connectors dock fills the selected data-source row."""
+        table = self.ui.sourcesTable
+        row = max(table.currentRow(), 0)
+        if table.rowCount() == 0:
+            self.add_source_row("", "", "", "")
+        self.collections[row] = collection
+        table.setItem(row, 2, QTableWidgetItem(f"{collection['connector']} / {collection['collection']}"))
+        if collection.get("modality_tag"):
+            table.setItem(row, 1, QTableWidgetItem(collection["modality_tag"]))
+        if not self._cell(table, row, 3):
+            table.setItem(row, 3, QTableWidgetItem(", ".join(b["band_name"] for b in collection.get("bands", []))))
+
+    # ---------------------------------------------------------------- payload
     def build_payload(self) -> dict[str, Any]:
         """The Studio onboarding v2 payload for what the form shows (the engine validates it)."""
-        connector, _, collection = (p.strip() for p in self.ui.collectionEdit.text().partition("/"))
-        rgb = {b["band_name"]: b.get("RGB_band") for b in self.collection.get("bands", [])}
-        names = [n.strip() for n in re.split(r"[,;]", self.ui.bandsEdit.text()) if n.strip()]
-        bands = [{"index": i, "band_name": n, "scaling_factor": 1, **({"RGB_band": rgb[n]} if rgb.get(n) else {})}
-                 for i, n in enumerate(names)]
-        categories = []
-        table = self.ui.categoriesTable
+        sources = []
+        table = self.ui.sourcesTable
         for row in range(table.rowCount()):
-            cells = [table.item(row, c).text().strip() if table.item(row, c) else "" for c in range(3)]
-            categories.append({"id": cells[0], "name": cells[1], "color": cells[2], "opacity": 1})
-        options: dict[str, Any] = {"ignore_id": self.ui.ignoreSpin.value()}
+            suffix = self._cell(table, row, 0)
+            if not suffix:
+                continue
+            connector, _, collection = (p.strip() for p in self._cell(table, row, 2).partition("/"))
+            roles = {b["band_name"]: b.get("RGB_band") for b in self.collections.get(row, {}).get("bands", [])}
+            bands = [{"index": i, "band_name": n, "scaling_factor": 1, **({"RGB_band": roles[n]} if roles.get(n) else {})}
+                     for i, n in enumerate(_split(self._cell(table, row, 3)))]
+            sources.append({"connector": connector, "collection": collection, "modality_tag": self._cell(table, row, 1),
+                            "file_suffix": suffix, "bands": bands})
+        categories = [{"id": self._cell(self.ui.categoriesTable, r, 0), "name": self._cell(self.ui.categoriesTable, r, 1),
+                       "color": self._cell(self.ui.categoriesTable, r, 2), "opacity": 1}
+                      for r in range(self.ui.categoriesTable.rowCount())]
+        options: dict[str, Any] = {"ignore_id": self.ui.ignoreSpin.value(), "convert_to_cog": self.ui.cogCheck.isChecked()}
         if self.ui.chipSpin.value():
             options["chip_size"] = self.ui.chipSpin.value()
         return {
@@ -78,17 +119,49 @@ class OnboardingDock(UiDock):
             "dataset_url": self.ui.folderWidget.filePath().strip(),
             "label_suffix": self.ui.labelSuffixEdit.text().strip(),
             "purpose": self.ui.purposeCombo.currentText(),
-            "data_sources": [{
-                "connector": connector, "collection": collection,
-                "modality_tag": self.ui.modalityEdit.text().strip(),
-                "file_suffix": self.ui.dataSuffixEdit.text().strip(), "bands": bands,
-            }],
+            "data_sources": sources,
             "label_categories": categories,
             "onboarding_options": options,
             "version": "v2",
         }
 
-    # ------------------------------------------------------------- run
+    # --------------------------------------------------------------- pre-scan
+    def start_prescan(self) -> Optional[tasks.EngineTask]:
+        body = {"dataset_url": self.ui.folderWidget.filePath().strip(),
+                "label_suffix": self.ui.labelSuffixEdit.text().strip(),
+                "training_data_suffixes": _split(self.ui.dataSuffixesEdit.text())}
+        self.ui.prescanLabel.setText("Scanning…")
+        return self.start_engine_task("GeoStudio: pre-scan", "prescan", body, self._show_prescan)
+
+    def _show_prescan(self, result: dict[str, Any]) -> None:
+        report = self.prescan_report = result["summary"]["report"]
+        problems = report["problems"]
+        text = f"{report['pairs']} pair(s); " + (
+            "no problem found." if not problems else
+            f"{len(problems)} problem(s): " + "; ".join(f"[{p['code']}] {p['message']}" for p in problems[:4]))
+        self.ui.prescanLabel.setText(text)
+        table = self.ui.sourcesTable
+        known = {self._cell(table, r, 0): r for r in range(table.rowCount())}
+        for suffix, bands in report["bands_by_suffix"].items():
+            names = ", ".join(b["value"] for b in bands)
+            if suffix in known:
+                if not self._cell(table, known[suffix], 3):
+                    table.setItem(known[suffix], 3, QTableWidgetItem(names))
+                continue
+            empty = next((r for r in range(table.rowCount()) if not self._cell(table, r, 0)), None)
+            if empty is None:
+                self.add_source_row(suffix, "", "", names)
+            else:
+                table.setItem(empty, 0, QTableWidgetItem(suffix))
+                table.setItem(empty, 3, QTableWidgetItem(names))
+        values = [v for v in report["label_values"] if v != self.ui.ignoreSpin.value()]
+        current = {self._cell(self.ui.categoriesTable, r, 0) for r in range(self.ui.categoriesTable.rowCount())}
+        if values and not {str(v) for v in values} <= current:  # replace the defaults by what the labels hold
+            self.ui.categoriesTable.setRowCount(0)
+            for n, value in enumerate(values):
+                self.add_category(value, f"Class {value}", PALETTE[n % len(PALETTE)])
+
+    # ---------------------------------------------------------------- onboard
     def start_onboarding(self) -> Optional[tasks.EngineTask]:
         payload = self.build_payload()
         return self.start_engine_task(f"GeoStudio: onboard {payload['dataset_name'] or 'dataset'}", "onboard",
@@ -100,12 +173,82 @@ class OnboardingDock(UiDock):
         show_success("GeoStudio", f"Dataset {summary['dataset_id']} onboarded ({summary['n_samples']} samples: {splits}).")
         self.refresh_datasets()
 
+    # ----------------------------------------------------------- dataset list
     def refresh_datasets(self) -> None:
         self.ui.datasetList.clear()
         for record in workspace_index.datasets():
             classes = ", ".join(c["name"] for c in record.get("classes", []))
             item = QListWidgetItem(f"{record['dataset_name']} — {record['purpose']}, {'+'.join(record['modalities'])}, "
                                    f"{record['n_samples']} samples, {record['size_bytes'] / 1e6:.1f} MB")
-            item.setToolTip(f"{record['dataset_id']}\nclasses: {classes}\ncreated {record['created']}")
-            item.setData(256, record["dataset_id"])
+            item.setToolTip(f"{record['dataset_id']} ({record['status']})\nclasses: {classes}\ncreated {record['created']}")
+            item.setData(ROLE, record)
             self.ui.datasetList.addItem(item)
+        for failure in workspace_index.failed_datasets():
+            item = QListWidgetItem(f"{failure['name']} — failed: {failure['error']['message'][:80]}")
+            item.setForeground(QBrush(QColor("#b2182b")))
+            item.setToolTip(f"{failure['error']['code']}: {failure['error']['message']}\n{failure['error']['hint']}")
+            item.setData(ROLE, failure)
+            self.ui.datasetList.addItem(item)
+
+    def selected_record(self) -> Optional[dict[str, Any]]:
+        item = self.ui.datasetList.currentItem() or (self.ui.datasetList.item(0) if self.ui.datasetList.count() else None)
+        return item.data(ROLE) if item else None
+
+    def show_details(self) -> Optional[QMessageBox]:
+        record = self.selected_record()
+        if record is None:
+            return None
+        if record.get("status") == "Failed":
+            text = f"{record['name']}: onboarding failed\n[{record['error']['code']}] {record['error']['message']}"
+            details = "\n".join(record.get("log", []))
+        else:
+            params = record["training_params"]
+            text = (f"{record['dataset_name']} ({record['dataset_id']})\n{record['purpose']}, "
+                    f"{', '.join(record['modalities'])}; {record['n_samples']} samples; splits "
+                    + ", ".join(f"{k} {len(v)}" for k, v in record["splits"].items()))
+            details = json.dumps({"source": record["source"], "classes": record["classes"],
+                                  **{m: {k: params[m][k] for k in ("band_names", "norm_means", "norm_stds")}
+                                     for m in record["modalities"]}, "log": record["log"]}, indent=1)
+        box = QMessageBox(QMessageBox.Icon.Information, "Dataset", text, QMessageBox.StandardButton.Close, self)
+        box.setDetailedText(details)
+        box.open()
+        return box
+
+    def delete_selected(self) -> Optional[tasks.EngineTask]:
+        record = self.selected_record()
+        if record is None or record.get("status") != "Succeeded":
+            return None
+        answer = QMessageBox.question(self, "GeoStudio", f"Delete dataset {record['dataset_name']} "
+                                      f"({record['dataset_id']}) and its files?")
+        if answer != QMessageBox.StandardButton.Yes:
+            return None
+        return self.start_engine_task(f"GeoStudio: delete {record['dataset_id']}", "delete",
+                                      {"kind": "datasets", "id": record["dataset_id"]},
+                                      lambda _result: self.refresh_datasets())
+
+    def preview_selected(self, count: int = 3) -> list[QgsRasterLayer]:
+        """A few sample pairs as layers: the image in true colour (or grey), the label paletted by category."""
+        record = self.selected_record()
+        if record is None or record.get("status") != "Succeeded":
+            return []
+        folder = Path(settings.workspace()) / "datasets" / record["dataset_id"]
+        params = record["training_params"]
+        first = record["modalities"][0]
+        modality = params[first]
+        suffix = modality["file_suffix"].lstrip("*")
+        label_suffix = params["label_suffix"].lstrip("*")
+        rgb = [modality["bands"][i] + 1 for i in modality.get("rgb_indices") or []] or None
+        group = layers.result_group(f"GeoStudio preview: {record['dataset_name']}")
+        style = [{"quantity": c["index"], "color": c["color"], "label": c["name"], "opacity": 0.8}
+                 for c in record["classes"]]
+        self.preview_layers = []
+        samples = (record["splits"]["train"] + record["splits"]["val"] + record["splits"]["test"])[:count]
+        for sample in samples:
+            image = QgsRasterLayer(str(folder / modality["train_data_dir"] / f"{sample}{suffix}"), f"{sample} ({first})")
+            label = QgsRasterLayer(str(folder / "labels" / f"{sample}{label_suffix}"), f"{sample} label")
+            layers.show_bands(image, rgb)
+            layers.apply_style(label, {"segmentation": style})
+            layers.add_to_group(image, group)
+            layers.add_to_group(label, group)
+            self.preview_layers += [image, label]
+        return self.preview_layers

@@ -16,16 +16,22 @@ def test_connectors_pick_fills_onboarding_and_onboard_from_the_dock(plugin):
     s1 = next(visible[0].child(i) for i in range(visible[0].childCount()) if visible[0].child(i).text(0) == "s1_grd")
     plugin.toggle_dock("onboarding")
     onboarding = plugin.docks["onboarding"]
-    connectors.ui.tree.setCurrentItem(s1)  # pre-fills the Datasets dock
-    assert onboarding.ui.collectionEdit.text() == "sentinelhub / s1_grd"
-    assert onboarding.ui.modalityEdit.text() == "S1GRD"
-    assert onboarding.ui.bandsEdit.text() == "VV, VH, HV, HH"
-
-    onboarding.ui.bandsEdit.setText("VV, VH")
     onboarding.ui.nameEdit.setText("dock water")
     onboarding.ui.folderWidget.setFilePath(str(SAMPLES / "train"))
     onboarding.ui.labelSuffixEdit.setText("_LabelHand.tif")
-    onboarding.ui.dataSuffixEdit.setText("_S1Hand.tif")
+    onboarding.ui.dataSuffixesEdit.setText("_S1Hand.tif")
+    onboarding.start_prescan()
+    wait_for(lambda: onboarding.task is None, timeout=60)
+    assert onboarding.ui.prescanLabel.text() == "6 pair(s); no problem found."
+    table = onboarding.ui.sourcesTable
+    assert [table.item(0, c).text() for c in (0, 3)] == ["_S1Hand.tif", "VV, VH"]  # from the files' band names
+    categories = onboarding.ui.categoriesTable
+    assert [categories.item(r, 0).text() for r in range(categories.rowCount())] == ["0", "1"]  # -1 is ignore
+    table.setCurrentCell(0, 2)
+    connectors.ui.tree.setCurrentItem(s1)  # pre-fills the selected data-source row
+    assert table.item(0, 2).text() == "sentinelhub / s1_grd" and table.item(0, 1).text() == "S1GRD"
+    assert table.item(0, 3).text() == "VV, VH"  # band names from the pre-scan are kept
+    categories.item(1, 1).setText("Water")
     onboarding.ui.chipSpin.setValue(256)
     onboarding.ui.onboardButton.click()
     assert not onboarding.ui.onboardButton.isEnabled() and onboarding.ui.cancelButton.isEnabled()
@@ -33,6 +39,13 @@ def test_connectors_pick_fills_onboarding_and_onboard_from_the_dock(plugin):
     assert onboarding.ui.progressBar.value() == 100
     names = [onboarding.ui.datasetList.item(i).text() for i in range(onboarding.ui.datasetList.count())]
     assert any(n.startswith("dock water — Segmentation, S1GRD, 24 samples") for n in names), names
+
+    # preview: image in grey (S1 has no R/G/B), label paletted with the categories
+    onboarding.ui.datasetList.setCurrentRow(next(i for i, n in enumerate(names) if n.startswith("dock water")))
+    image, label = onboarding.preview_selected(count=1)
+    assert image.isValid() and label.isValid() and image.extent() == label.extent()
+    classes = [(c.value, c.label) for c in label.renderer().classes()]
+    assert classes == [(0, "Background"), (1, "Water")]
 
 
 def test_fine_tune_from_the_dock_shows_live_metrics(plugin, trained_tune):
