@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -93,7 +93,7 @@ def _remap_labels(raw: np.ndarray, nodata: Optional[float], label_map: dict[int,
     return out
 
 
-def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, int]) -> dict[str, Any]:
+def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, int], train: bool) -> dict[str, Any]:
     """Write one sample's images and label; return the pixels the statistics need (train split only)."""
     options = spec.onboarding_options
     pixels: dict[str, tuple[np.ndarray, Optional[float]]] = {}
@@ -108,7 +108,8 @@ def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, 
         for band in source.bands:
             if not descriptions[band.index]:
                 descriptions[band.index] = band.band_name
-        pixels[source.modality_tag] = (data[[b.index for b in source.bands]], nodata)
+        if train:
+            pixels[source.modality_tag] = (data[[b.index for b in source.bands]], nodata)
         out = stage / "training_data" / source.modality_tag / f"{item.sample_id}{source.file_suffix}"
         write_geotiff(out, data, profile, cog=options.convert_to_cog, descriptions=descriptions)
     with open_raster(item.source.label, E_FILES) as src:
@@ -122,7 +123,7 @@ def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, 
     else:
         labels = raw.astype(np.float32)
     write_geotiff(stage / "labels" / f"{item.sample_id}{spec.label_suffix}", labels[None], profile)
-    return {"pixels": pixels, "labels": labels}
+    return {"pixels": pixels, "labels": labels if train else None}
 
 
 def onboard(spec: OnboardSpec, workspace: Workspace) -> dict[str, Any]:
@@ -170,23 +171,40 @@ def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str],
                 (stage / "training_data" / source.modality_tag).mkdir(parents=True)
             (stage / "labels").mkdir()
             (stage / "split_files").mkdir()
-            # GDAL compresses without the GIL: a few threads keep both cores busy; memory stays per chip
-            pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)))
-            try:
-                futures = {pool.submit(write_item, item, spec, stage, label_map): item for item in items}
-                for n, future in enumerate(as_completed(futures)):
-                    item = futures[future]
+            # GDAL compresses without the GIL: a few threads keep the cores busy. At most `window` samples are
+            # in flight, and a sample's pixels are dropped once counted: memory does not grow with the dataset.
+            workers = max(2, min(4, os.cpu_count() or 2))
+            window = 2 * workers
+            pool = ThreadPoolExecutor(max_workers=workers)
+            pending: dict[Future, Item] = {}
+            done_count = 0
+
+            def collect(finished: set) -> None:
+                nonlocal done_count
+                for future in finished:
+                    item = pending.pop(future)
                     written = future.result()
                     if split_of[item.sample_id] == "train":
                         for tag, (pixels, nodata) in written["pixels"].items():
                             stats[tag].add(pixels, nodata)
                         labels = written["labels"]
                         if spec.purpose == "Segmentation":
-                            class_counts += np.bincount(labels[labels >= 0].ravel(),
-                                                        minlength=len(class_counts))[: len(class_counts)]
-                    del written
-                    protocol.progress("write", 0.05 + 0.85 * (n + 1) / len(items),
-                                      f"sample {n + 1}/{len(items)}: {item.sample_id}")
+                            class_counts[:] += np.bincount(labels[labels >= 0].ravel(),
+                                                           minlength=len(class_counts))[: len(class_counts)]
+                    done_count += 1
+                    protocol.progress("write", 0.05 + 0.85 * done_count / len(items),
+                                      f"sample {done_count}/{len(items)}: {item.sample_id}")
+
+            try:
+                for item in items:
+                    if len(pending) >= window:
+                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        collect(finished)
+                    pending[pool.submit(write_item, item, spec, stage, label_map,
+                                        split_of[item.sample_id] == "train")] = item
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    collect(finished)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
