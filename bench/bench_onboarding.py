@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import resource
 import shutil
 import subprocess
@@ -26,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import rasterio
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,8 +6,6 @@ from typing import Any, Optional
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
-    QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -19,7 +17,7 @@ from qgis.core import (
 )
 
 from .. import layers, settings, workspace_index
-from ..engine_client import EngineJob, EngineNotReady
+from .engine_algorithm import EngineAlgorithm
 
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
@@ -35,7 +33,7 @@ class _StylePrediction(QgsProcessingLayerPostProcessorInterface):
         layers.apply_style(layer, self.style)
 
 
-class InferRasterAlgorithm(QgsProcessingAlgorithm):
+class InferRasterAlgorithm(EngineAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
     EXTENT = "EXTENT"
@@ -87,27 +85,10 @@ class InferRasterAlgorithm(QgsProcessingAlgorithm):
         spec = {"fine_tuning_id": model, "description": layer.name(), "device": settings.device(),
                 "spatial_domain": {"bbox": bbox, "urls": [source]}, "output_path": output}
 
-        def on_event(event: dict[str, Any]) -> None:
-            if event.get("event") == "progress":
-                feedback.setProgress(100.0 * float(event.get("fraction") or 0))
-                feedback.setProgressText(str(event.get("message", "")))
-            elif event.get("event") == "log":
-                feedback.pushInfo(str(event.get("message", "")))
-
-        job = EngineJob("infer", spec, python=settings.engine_python(), workspace=settings.workspace(),
-                        allow_downloads=settings.allow_downloads())
-        try:
-            outcome = job.run(on_event, feedback.isCanceled)
-        except EngineNotReady as exc:
-            raise QgsProcessingException(str(exc)) from None
-        if outcome.cancelled or feedback.isCanceled():
+        result = self.run_engine("infer", spec, feedback)
+        if result is None:
             return {}
-        if not outcome.ok:
-            message, hint, details = outcome.error_text()
-            if details:
-                feedback.reportError(details)
-            raise QgsProcessingException(f"{message} {hint}".strip())
-        summary = outcome.result["summary"]
+        summary = result["summary"]
         style = (summary.get("layers") or [{}])[0].get("geoserver_style")
         if context.willLoadLayerOnCompletion(output):
             post = _StylePrediction(style)

@@ -23,5 +23,7 @@ class GeoStudioProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802
         from .infer_raster import InferRasterAlgorithm
+        from .onboard_dataset import OnboardDatasetAlgorithm
 
         self.addAlgorithm(InferRasterAlgorithm())
+        self.addAlgorithm(OnboardDatasetAlgorithm())

@@ -7,7 +7,6 @@ documented L2A scaling (sentinel_aws) and NDVI NetCDF datacubes read over HTTP (
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -161,7 +160,7 @@ def test_fetch_from_ibm_research_stac_reads_netcdf_over_http(stac, ws):
     search = run_ok("search", {**spec, "date_start": "2018-08-01", "date_end": "2018-09-30"}, ws)
     assert search.result["summary"]["results"][0]["unique_dates"] == ["2018-08-30", "2018-09-14"]
     info, = run_ok("fetch", spec, ws).result["summary"]["files"]
-    source = stac.truth[f"marida-ndvi-16PCC-20180914-30"]
+    source = stac.truth["marida-ndvi-16PCC-20180914-30"]
     with rasterio.open(info["path"]) as out, rasterio.open(source["source"]) as src:
         assert out.descriptions == ("NDVI",) and out.crs == src.crs and out.transform == src.transform
         b4, b8 = src.read(4), src.read(8)

@@ -63,6 +63,6 @@ def test_installed_zip_starts_in_a_fresh_profile(tmp_path):
     assert report["active"] is True
     assert report["loaded_from"].startswith(str(plugins_dir))
     assert report["docks"] == {"connectors": True, "onboarding": True, "tuning": True, "inference": True}
-    assert report["algorithms"] == ["geostudio:infer_raster"]
+    assert report["algorithms"] == ["geostudio:infer_raster", "geostudio:onboard_dataset"]
     assert report["catalog_connectors"] >= 6
     assert report["heavy_modules"] == []

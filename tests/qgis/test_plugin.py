@@ -27,7 +27,7 @@ def test_plugin_adds_menu_toolbar_and_provider(plugin, qgis_iface):
         "Connectors && collections", "Dataset onboarding", "Fine-tuning", "Inference"]
     provider = QgsApplication.processingRegistry().providerById("geostudio")
     assert provider is not None
-    assert [a.id() for a in provider.algorithms()] == ["geostudio:infer_raster"]
+    assert [a.id() for a in provider.algorithms()] == ["geostudio:infer_raster", "geostudio:onboard_dataset"]
 
 
 def test_every_dock_opens_and_closes(plugin):
@@ -81,7 +81,7 @@ def test_no_heavy_library_enters_the_qgis_process(plugin, trained_tune):
     dock.refresh_tunes()
     dock.ui.tuneCombo.setCurrentIndex(dock.ui.tuneCombo.findData(trained_tune["tune_id"]))
     dock.ui.layerCombo.setLayer(layer)
-    task = dock.start_inference()
+    dock.start_inference()
     wait_for(lambda: dock.task is None, timeout=180)
     assert dock.loaded_layers, "the prediction layer was not loaded"
     assert heavy_modules() == []

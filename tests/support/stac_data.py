@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 
 REPO = Path(__file__).resolve().parents[2]

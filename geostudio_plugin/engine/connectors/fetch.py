@@ -9,7 +9,6 @@ Files are built in the workspace's staging folder and appear only when every dat
 from __future__ import annotations
 
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np

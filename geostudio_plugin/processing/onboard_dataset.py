@@ -1,0 +1,131 @@
+"""Processing algorithm "Onboard dataset": the engine's ``onboard``, for the Model Designer and qgis_process.
+
+Either a whole Studio onboarding payload (a JSON file), or the common single-source case field by field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputFolder,
+    QgsProcessingOutputString,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from .engine_algorithm import EngineAlgorithm
+
+PURPOSES = ["Segmentation", "Regression"]
+
+
+def parse_categories(text: str) -> list[dict[str, Any]]:
+    """'0:Not water:#d9d9d9, 1:Water:#1f78b4' -> label categories (colour optional)."""
+    categories = []
+    for part in filter(None, (p.strip() for p in re.split(r"[,;]", text))):
+        fields = [f.strip() for f in part.split(":")]
+        if len(fields) < 2:
+            raise QgsProcessingException(f"Label category '{part}' needs at least id:name (e.g. 1:Water:#1f78b4).")
+        categories.append({"id": fields[0], "name": fields[1], **({"color": fields[2]} if len(fields) > 2 else {})})
+    return categories
+
+
+class OnboardDatasetAlgorithm(EngineAlgorithm):
+    PAYLOAD = "PAYLOAD"
+    NAME = "NAME"
+    SOURCE = "SOURCE"
+    PURPOSE = "PURPOSE"
+    LABEL_SUFFIX = "LABEL_SUFFIX"
+    DATA_SUFFIX = "DATA_SUFFIX"
+    MODALITY = "MODALITY"
+    BANDS = "BANDS"
+    CATEGORIES = "CATEGORIES"
+    IGNORE_ID = "IGNORE_ID"
+    CHIP_SIZE = "CHIP_SIZE"
+    DATASET_ID = "DATASET_ID"
+    DATASET_FOLDER = "DATASET_FOLDER"
+
+    def name(self) -> str:
+        return "onboard_dataset"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Onboard dataset"
+
+    def group(self) -> str:
+        return "Datasets"
+
+    def groupId(self) -> str:  # noqa: N802
+        return "datasets"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Turns paired image and label GeoTIFFs (a folder, a zip or tar, or a URL) into a TerraTorch-ready "
+                "dataset in the GeoStudio workspace: pairing by stem, checks, a seeded 60/20/20 split, per-band "
+                "statistics of the training split. Give a Studio onboarding payload (JSON), or fill the fields for "
+                "one data source. Categories: 'id:name:#colour' separated by commas.")
+
+    def createInstance(self) -> "OnboardDatasetAlgorithm":  # noqa: N802
+        return OnboardDatasetAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802, ANN001
+        self.addParameter(QgsProcessingParameterFile(self.PAYLOAD, "Studio onboarding payload (JSON; optional)",
+                                                     extension="json", optional=True))
+        self.addParameter(QgsProcessingParameterString(self.NAME, "Dataset name", optional=True))
+        self.addParameter(QgsProcessingParameterString(self.SOURCE, "Source: folder, zip/tar or URL", optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.PURPOSE, "Purpose", PURPOSES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(self.LABEL_SUFFIX, "Label suffix", optional=True))
+        self.addParameter(QgsProcessingParameterString(self.DATA_SUFFIX, "Data suffix", optional=True))
+        self.addParameter(QgsProcessingParameterString(self.MODALITY, "Modality tag", defaultValue="S2L2A"))
+        self.addParameter(QgsProcessingParameterString(self.BANDS, "Band names in file order (comma separated)",
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterString(self.CATEGORIES, "Label categories (id:name:#colour, ...)",
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterNumber(self.IGNORE_ID, "Ignore id (not a class)", defaultValue=-1,
+                                                       minValue=-9999))
+        self.addParameter(QgsProcessingParameterNumber(self.CHIP_SIZE, "Chip size (0 = keep scenes)", defaultValue=0,
+                                                       minValue=0))
+        self.addOutput(QgsProcessingOutputString(self.DATASET_ID, "Dataset id"))
+        self.addOutput(QgsProcessingOutputFolder(self.DATASET_FOLDER, "Dataset folder"))
+
+    def payload(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+        path = self.parameterAsFile(parameters, self.PAYLOAD, context)
+        if path:
+            try:
+                payload = json.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise QgsProcessingException(f"Cannot read the payload {path}: {exc}") from None
+            source = self.parameterAsString(parameters, self.SOURCE, context).strip()
+            return {**payload, **({"dataset_url": source} if source else {})}
+        bands = [b.strip() for b in self.parameterAsString(parameters, self.BANDS, context).split(",") if b.strip()]
+        options: dict[str, Any] = {"ignore_id": self.parameterAsInt(parameters, self.IGNORE_ID, context)}
+        chip = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
+        if chip:
+            options["chip_size"] = chip
+        return {
+            "dataset_name": self.parameterAsString(parameters, self.NAME, context).strip(),
+            "dataset_url": self.parameterAsString(parameters, self.SOURCE, context).strip(),
+            "label_suffix": self.parameterAsString(parameters, self.LABEL_SUFFIX, context).strip(),
+            "purpose": PURPOSES[self.parameterAsEnum(parameters, self.PURPOSE, context)],
+            "data_sources": [{"modality_tag": self.parameterAsString(parameters, self.MODALITY, context).strip(),
+                              "file_suffix": self.parameterAsString(parameters, self.DATA_SUFFIX, context).strip(),
+                              "bands": [{"index": i, "band_name": b} for i, b in enumerate(bands)]}],
+            "label_categories": parse_categories(self.parameterAsString(parameters, self.CATEGORIES, context)),
+            "onboarding_options": options,
+            "version": "v2",
+        }
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        result = self.run_engine("onboard", self.payload(parameters, context), feedback)
+        if result is None:
+            return {}
+        summary = result["summary"]
+        feedback.pushInfo(f"Dataset {summary['dataset_id']}: {summary['n_samples']} samples, splits {summary['splits']}")
+        return {self.DATASET_ID: summary["dataset_id"], self.DATASET_FOLDER: result["outputs"]["dataset_dir"]}
