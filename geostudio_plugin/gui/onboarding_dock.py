@@ -11,7 +11,7 @@ from typing import Any, Optional
 from qgis.core import QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QBrush, QColor
-from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QTableWidgetItem
+from qgis.PyQt.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QTableWidgetItem
 
 from .. import layers, settings, tasks, workspace_index
 from .base import UiDock
@@ -50,6 +50,7 @@ class OnboardingDock(UiDock):
         self.ui.removeCategoryButton.clicked.connect(
             lambda: table.removeRow(table.currentRow() if table.currentRow() >= 0 else table.rowCount() - 1))
         self.ui.prescanButton.clicked.connect(self.start_prescan)
+        self.ui.loadPayloadButton.clicked.connect(self.choose_payload)
         self.ui.onboardButton.clicked.connect(self.start_onboarding)
         self.ui.refreshButton.clicked.connect(self.refresh_datasets)
         self.ui.previewButton.clicked.connect(self.preview_selected)
@@ -102,11 +103,19 @@ class OnboardingDock(UiDock):
             if not suffix:
                 continue
             connector, _, collection = (p.strip() for p in self._cell(table, row, 2).partition("/"))
-            roles = {b["band_name"]: b.get("RGB_band") for b in self.collections.get(row, {}).get("bands", [])}
-            bands = [{"index": i, "band_name": n, "scaling_factor": 1, **({"RGB_band": roles[n]} if roles.get(n) else {})}
-                     for i, n in enumerate(_split(self._cell(table, row, 3)))]
+            picked = self.collections.get(row, {})
+            names = _split(self._cell(table, row, 3))
+            loaded = picked.get("payload_source")
+            loaded_bands = sorted(loaded.get("bands", []), key=lambda b: int(b.get("index", 0))) if loaded else []
+            if loaded and [str(b["band_name"]) for b in loaded_bands] == names:
+                bands = loaded_bands  # unchanged since the payload was loaded: keep indices, roles, scaling
+            else:
+                roles = {b["band_name"]: b.get("RGB_band") for b in picked.get("bands", [])}
+                bands = [{"index": i, "band_name": n, "scaling_factor": 1,
+                          **({"RGB_band": roles[n]} if roles.get(n) else {})} for i, n in enumerate(names)]
+            extra = {k: loaded[k] for k in ("align_dates", "scaling_factor", "transform") if loaded and k in loaded}
             sources.append({"connector": connector, "collection": collection, "modality_tag": self._cell(table, row, 1),
-                            "file_suffix": suffix, "bands": bands})
+                            "file_suffix": suffix, "bands": bands, **extra})
         categories = [{"id": self._cell(self.ui.categoriesTable, r, 0), "name": self._cell(self.ui.categoriesTable, r, 1),
                        "color": self._cell(self.ui.categoriesTable, r, 2), "opacity": 1}
                       for r in range(self.ui.categoriesTable.rowCount())]
@@ -114,8 +123,9 @@ class OnboardingDock(UiDock):
         if self.ui.chipSpin.value():
             options["chip_size"] = self.ui.chipSpin.value()
         return {
-            "dataset_name": self.ui.nameEdit.text().strip(),
             "description": "",
+            **getattr(self, "payload_extras", {}),
+            "dataset_name": self.ui.nameEdit.text().strip(),
             "dataset_url": self.ui.folderWidget.filePath().strip(),
             "label_suffix": self.ui.labelSuffixEdit.text().strip(),
             "purpose": self.ui.purposeCombo.currentText(),
@@ -124,6 +134,40 @@ class OnboardingDock(UiDock):
             "onboarding_options": options,
             "version": "v2",
         }
+
+    def choose_payload(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Studio onboarding payload", "", "JSON (*.json)")
+        if path:
+            try:
+                self.load_payload(json.loads(Path(path).read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                QMessageBox.warning(self, "GeoStudio", f"Cannot read {path}: {exc}")
+
+    def load_payload(self, payload: dict[str, Any]) -> None:
+        """Fill the three steps from a Studio onboarding payload (what build_payload gives back)."""
+        self.ui.nameEdit.setText(str(payload.get("dataset_name", "")))
+        self.ui.purposeCombo.setCurrentText(str(payload.get("purpose", "Segmentation")))
+        self.ui.folderWidget.setFilePath(str(payload.get("dataset_url", "")))
+        self.ui.labelSuffixEdit.setText(str(payload.get("label_suffix", "")))
+        sources = payload.get("data_sources", [])
+        self.ui.dataSuffixesEdit.setText(", ".join(str(s.get("file_suffix", "")) for s in sources))
+        self.ui.sourcesTable.setRowCount(0)
+        self.collections = {}
+        for row, source in enumerate(sources):
+            bands = sorted(source.get("bands", []), key=lambda b: int(b.get("index", 0)))
+            collection = f"{source.get('connector', '')} / {source.get('collection', '')}".strip(" /")
+            self.add_source_row(str(source.get("file_suffix", "")), str(source.get("modality_tag", "")), collection,
+                                ", ".join(str(b["band_name"]) for b in bands))
+            # keep what the table does not show: band positions, R/G/B roles, scaling, align_dates
+            self.collections[row] = {"payload_source": source}
+        self.ui.categoriesTable.setRowCount(0)
+        for category in payload.get("label_categories", []):
+            self.add_category(category["id"], str(category["name"]), str(category.get("color", "#000000")))
+        options = payload.get("onboarding_options", {})
+        self.ui.ignoreSpin.setValue(int(options.get("ignore_id", -1)))
+        self.ui.chipSpin.setValue(int(options.get("chip_size") or 0))
+        self.ui.cogCheck.setChecked(bool(options.get("convert_to_cog", True)))
+        self.payload_extras = {k: v for k, v in payload.items() if k in ("description", "version")}
 
     # --------------------------------------------------------------- pre-scan
     def start_prescan(self) -> Optional[tasks.EngineTask]:

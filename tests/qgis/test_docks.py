@@ -66,3 +66,39 @@ def test_fine_tune_from_the_dock_shows_live_metrics(plugin, trained_tune):
     assert {"train/loss", "val/loss", "val/mIoU"} <= shown
     tunes = [tuning.ui.tuneList.item(i).text() for i in range(tuning.ui.tuneList.count())]
     assert any(t.startswith("dock-tune — timm_resnet18") for t in tunes), tunes
+
+
+def test_studio_payload_shapes_onboard_from_the_dock(plugin, tmp_path):
+    """The burn-scars shape (MARIDA) and the multi-modal flood shape (Sen1Floods11 S1 + S2), loaded and onboarded."""
+    import json
+    import shutil
+    import sys
+
+    from conftest import REPO
+
+    from geostudio_plugin import workspace_index
+
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from payloads import FLOOD_FILES, MARIDA, flood_payload, marida_payload
+
+    flood = tmp_path / "flood"
+    flood.mkdir()
+    for path in FLOOD_FILES:
+        shutil.copy(path, flood / path.name)
+    plugin.toggle_dock("onboarding")
+    dock = plugin.docks["onboarding"]
+    for payload, modalities, samples in ((marida_payload(MARIDA), ["S2L2A"], 5),
+                                         (flood_payload(flood), ["S2L1C", "S1GRD"], 4)):
+        dock.load_payload(payload)
+        rebuilt = dock.build_payload()
+        assert [s["modality_tag"] for s in rebuilt["data_sources"]] == modalities
+        assert rebuilt["data_sources"][0]["bands"] == payload["data_sources"][0]["bands"]
+        assert rebuilt["onboarding_options"]["ignore_id"] == payload["onboarding_options"].get("ignore_id", -1)
+        dock.start_onboarding()
+        wait_for(lambda: dock.task is None, timeout=180)
+        record = next(r for r in workspace_index.datasets() if r["dataset_name"] == payload["dataset_name"])
+        assert record["modalities"] == modalities and record["n_samples"] == samples
+        if len(modalities) == 2:
+            assert record["training_params"]["S1GRD"]["align_dates"] is True
+        else:
+            assert json.dumps(record["training_params"]["S2L2A"]["rgb_indices"]) == "[2, 1, 0]"

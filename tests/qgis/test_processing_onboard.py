@@ -43,3 +43,29 @@ def test_onboard_dataset_bad_input_is_explained(plugin, qgis_processing):
             "NAME": "bad", "SOURCE": str(SAMPLES / "train"), "LABEL_SUFFIX": "_S1Hand.tif",
             "DATA_SUFFIX": "_S1Hand.tif", "MODALITY": "S1GRD", "BANDS": "VV, VH",
             "CATEGORIES": "0:Not water, 1:Water"})
+
+
+@pytest.mark.parametrize("shape", ["marida", "flood"])
+def test_studio_payload_shapes_onboard_from_processing(plugin, qgis_processing, tmp_path, shape):
+    import shutil
+    import sys
+
+    import processing
+
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from payloads import FLOOD_FILES, MARIDA, flood_payload, marida_payload
+
+    if shape == "marida":
+        payload = marida_payload(MARIDA)
+    else:
+        folder = tmp_path / "flood"
+        folder.mkdir()
+        for path in FLOOD_FILES:
+            shutil.copy(path, folder / path.name)
+        payload = flood_payload(folder)
+    path = tmp_path / f"{shape}.json"
+    path.write_text(json.dumps(payload))
+    result = processing.run("geostudio:onboard_dataset", {"PAYLOAD": str(path)})
+    record = json.loads((Path(result["DATASET_FOLDER"]) / "dataset.json").read_text())
+    assert record["modalities"] == [s["modality_tag"] for s in payload["data_sources"]]
+    assert all(record["splits"][k] for k in ("train", "val", "test"))
