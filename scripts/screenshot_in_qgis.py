@@ -42,18 +42,14 @@ def shoot() -> None:
     for key in ("onboarding", "tuning", "inference"):
         plugin.toggle_dock(key)
     onboarding = plugin.docks["onboarding"]
-    onboarding.ui.nameEdit.setText("Sen1Floods11 water")
-    onboarding.ui.folderWidget.setFilePath(str(Path(os.environ["SHOT_HOLDOUT"]).parents[1] / "train"))
-    onboarding.ui.labelSuffixEdit.setText("_LabelHand.tif")
-    onboarding.ui.dataSuffixEdit.setText("_S1Hand.tif")
-    onboarding.ui.collectionEdit.setText("sentinelhub / s1_grd")
-    onboarding.ui.modalityEdit.setText("S1GRD")
-    onboarding.ui.bandsEdit.setText("VV, VH")
-    for row, (cat_id, name, colour) in enumerate([(0, "Not water", "#d9d9d9"), (1, "Water", "#1f78b4")]):
-        onboarding.ui.categoriesTable.item(row, 0).setText(str(cat_id))
-        onboarding.ui.categoriesTable.item(row, 1).setText(name)
-        onboarding.ui.categoriesTable.item(row, 2).setText(colour)
-    onboarding.ui.chipSpin.setValue(256)
+    import json
+
+    payload = json.loads((Path(__file__).parent / "demo_payloads" / "onboard_sen1floods11.json").read_text())
+    payload["dataset_url"] = str(Path(os.environ["SHOT_HOLDOUT"]).parents[1] / "train")
+    onboarding.load_payload(payload)
+    onboarding.start_prescan()  # a real pre-scan of the sample folder
+    wait_task(onboarding)
+    onboarding.ui.datasetList.setCurrentRow(0)
     tuning = plugin.docks["tuning"]
     tuning.ui.nameEdit.setText("water-resnet18")
     tuning.ui.epochsSpin.setValue(8)
