@@ -208,8 +208,20 @@ class OnboardingDock(UiDock):
     # ---------------------------------------------------------------- onboard
     def start_onboarding(self) -> Optional[tasks.EngineTask]:
         payload = self.build_payload()
-        return self.start_engine_task(f"GeoStudio: onboard {payload['dataset_name'] or 'dataset'}", "onboard",
-                                      payload, self._done)
+        task = self.start_engine_task(f"GeoStudio: onboard {payload['dataset_name'] or 'dataset'}", "onboard",
+                                      payload, self._done, on_event=self._show_status)
+        if task is not None:  # the Studio's statuses: Pending, then Onboarding with its stage, then the record
+            self.status_item = QListWidgetItem(f"{payload['dataset_name']} — pending")
+            self.status_item.setForeground(QBrush(QColor("#2166ac")))
+            self.ui.datasetList.insertItem(0, self.status_item)
+            task.taskTerminated.connect(self.refresh_datasets)
+        return task
+
+    def _show_status(self, event: dict[str, Any]) -> None:
+        item = getattr(self, "status_item", None)
+        if event.get("event") == "progress" and item is not None:
+            name = item.text().split(" — ")[0]
+            item.setText(f"{name} — onboarding: {event.get('stage')} {float(event.get('fraction') or 0):.0%}")
 
     def _done(self, result: dict[str, Any]) -> None:
         summary = result["summary"]
@@ -219,6 +231,7 @@ class OnboardingDock(UiDock):
 
     # ----------------------------------------------------------- dataset list
     def refresh_datasets(self) -> None:
+        self.status_item = None
         self.ui.datasetList.clear()
         for record in workspace_index.datasets():
             classes = ", ".join(c["name"] for c in record.get("classes", []))

@@ -33,10 +33,14 @@ def test_connectors_pick_fills_onboarding_and_onboard_from_the_dock(plugin):
     assert table.item(0, 3).text() == "VV, VH"  # band names from the pre-scan are kept
     categories.item(1, 1).setText("Water")
     onboarding.ui.chipSpin.setValue(256)
+    statuses = []
     onboarding.ui.onboardButton.click()
     assert not onboarding.ui.onboardButton.isEnabled() and onboarding.ui.cancelButton.isEnabled()
+    assert onboarding.ui.datasetList.item(0).text() == "dock water — pending"
+    onboarding.task.eventReceived.connect(lambda e: statuses.append(onboarding.ui.datasetList.item(0).text()))
     wait_for(lambda: onboarding.task is None, timeout=120)
     assert onboarding.ui.progressBar.value() == 100
+    assert any(t.startswith("dock water — onboarding: write") for t in statuses), statuses
     names = [onboarding.ui.datasetList.item(i).text() for i in range(onboarding.ui.datasetList.count())]
     assert any(n.startswith("dock water — Segmentation, S1GRD, 24 samples") for n in names), names
 
