@@ -38,6 +38,7 @@ def engine_python() -> Path:
 def main() -> None:
     out = REPO / "docs" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
+    (REPO / "build").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="geostudio-shot-") as tmp, \
             LocalStac(engine_python(), Path(tmp) / "stac") as stac:
         profiles = Path(tmp) / "qgis"
@@ -51,7 +52,7 @@ def main() -> None:
                        f"workspace={workspace}\nconnectors\\sentinel_aws\\endpoint={stac.stac_url}\n\n"
                        "[qgis]\ncheckVersion=false\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("QGIS_")}
-        env.update(SHOT_DIR=str(out), SHOT_PROJECT=str(REPO / "demo-output" / "geostudio_demo.qgz"),
+        env.update(SHOT_DIR=str(out), SHOT_LOG=str(REPO / "build" / "screenshot.log"), SHOT_PROJECT=str(REPO / "demo-output" / "geostudio_demo.qgz"),
                    SHOT_HOLDOUT=str(REPO / "resources/sample_data/sen1floods11/holdout/USA_905409_S1Hand.tif"))
         cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis", "--nologo", "--noversioncheck",
                "--profiles-path", str(profiles), "--code", str(REPO / "scripts" / "screenshot_in_qgis.py")]

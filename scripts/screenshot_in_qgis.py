@@ -10,6 +10,12 @@ from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.utils import iface, plugins
 
 OUT = Path(os.environ["SHOT_DIR"])
+LOG = open(os.environ.get("SHOT_LOG", os.devnull), "a")  # noqa: SIM115
+
+
+def trace(message: str) -> None:
+    LOG.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+    LOG.flush()
 
 
 def settle(seconds: float) -> None:
@@ -28,6 +34,7 @@ def shoot() -> None:
     if project and Path(project).exists():
         QgsProject.instance().read(project)
         iface.mapCanvas().zoomToFullExtent()
+    trace("project read")
     plugin = plugins["geostudio_plugin"]
     plugin.toggle_dock("connectors")
     tree = plugin.docks["connectors"].ui.tree
@@ -44,11 +51,14 @@ def shoot() -> None:
     onboarding = plugin.docks["onboarding"]
     import json
 
-    payload = json.loads((Path(__file__).parent / "demo_payloads" / "onboard_sen1floods11.json").read_text())
+    repo = Path(os.environ["SHOT_HOLDOUT"]).parents[4]  # `qgis --code` runs this without __file__
+    payload = json.loads((repo / "scripts" / "demo_payloads" / "onboard_sen1floods11.json").read_text())
     payload["dataset_url"] = str(Path(os.environ["SHOT_HOLDOUT"]).parents[1] / "train")
     onboarding.load_payload(payload)
+    trace("payload loaded")
     onboarding.start_prescan()  # a real pre-scan of the sample folder
     wait_task(onboarding)
+    trace("prescan done")
     onboarding.ui.datasetList.setCurrentRow(0)
     tuning = plugin.docks["tuning"]
     tuning.ui.nameEdit.setText("water-resnet18")
@@ -60,6 +70,7 @@ def shoot() -> None:
         inference.ui.layerCombo.setLayer(holdout)
     inference.ui.resultLabel.setText("Leave Area empty for the whole raster, or draw an extent on the map with the … button beside it.")
     for key in ("onboarding", "tuning", "inference"):
+        trace(f"shooting {key}")
         plugin.docks[key].raise_()
         settle(1.5)
         window.grab().save(str(OUT / f"{key}.png"))
@@ -105,4 +116,16 @@ def connectors_flow(plugin, window) -> None:
     window.grab().save(str(OUT / "connectors.png"))
 
 
-QTimer.singleShot(2500, shoot)
+def shoot_safely() -> None:
+    """A Python error would open a modal dialog in QGIS and hang the run: log it and quit instead."""
+    try:
+        shoot()
+    except Exception:  # noqa: BLE001
+        import traceback
+
+        trace(traceback.format_exc())
+        QgsProject.instance().setDirty(False)
+        iface.actionExit().trigger()
+
+
+QTimer.singleShot(2500, shoot_safely)
