@@ -237,6 +237,7 @@ def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str],
                              "train_pixels": int(class_counts[i])} for i, c in enumerate(classes)],
                 "splits": splits,
                 "onboarding_options": options.model_dump(),
+                "spec": spec.model_dump(mode="json"),  # the payload as validated (for re-onboarding or the Studio)
                 "training_params": training_params,
                 "log": log,
             }
