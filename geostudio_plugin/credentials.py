@@ -89,3 +89,23 @@ def endpoints() -> dict[str, str]:
     ids = settings.childGroups()
     settings.endGroup()
     return {cid: url for cid in ids if (url := endpoint(cid))}
+
+
+def for_payload(payload: dict) -> dict[str, str]:
+    """The credentials of every connector an onboarding payload's data sources name (for from_labels)."""
+    values: dict[str, str] = {}
+    for source in payload.get("data_sources", []):
+        if source.get("connector"):
+            values.update(load(source["connector"]))
+    return values
+
+
+def with_endpoints(payload: dict) -> dict:
+    """Put the user's endpoint override of the (first) data source's connector into onboarding_options."""
+    options = payload.setdefault("onboarding_options", {})
+    sources = payload.get("data_sources") or [{}]
+    if not options.get("endpoint") and sources[0].get("connector"):
+        url = endpoint(sources[0]["connector"])
+        if url:
+            options["endpoint"] = url
+    return payload

@@ -99,6 +99,7 @@ class EngineJob:
     def run(self, on_event: EventCallback = lambda e: None, is_canceled: CancelCheck = lambda: False) -> JobOutcome:
         outcome = JobOutcome(self.command)
         started = time.monotonic()
+        python = self._python()  # raises EngineNotReady before anything is created
         private = Path(tempfile.mkdtemp(prefix="geostudio-job-"))
         args: list[str] = []
         if self.spec is not None:
@@ -109,14 +110,15 @@ class EngineJob:
         log_dir = self.log_dir or engine_runtime.user_data_dir() / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         _prune_logs(log_dir)
-        outcome.log_path = log_dir / f"engine-{self.command}-{int(time.time())}-{os.getpid()}.log"
-        cmd = engine_runtime.engine_command(self._python(), self.command, args, self.workspace)
+        outcome.log_path = log_dir / f"engine-{self.command}-{time.strftime('%Y%m%d-%H%M%S')}-{private.name[-8:]}.log"
+        cmd = engine_runtime.engine_command(python, self.command, args, self.workspace)
         env = engine_runtime.engine_environ(extra=self.secrets, allow_downloads=self.allow_downloads)
         lines: "queue.Queue[Optional[str]]" = queue.Queue()
         try:
             with open(outcome.log_path, "w", encoding="utf-8") as log_file:
                 popen_kw: dict[str, Any] = {"start_new_session": True} if os.name == "posix" else {
-                    "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+                    "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+                    | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
                 self.process = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file, env=env,
                     cwd=str(private), **popen_kw)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional
@@ -209,11 +211,19 @@ def _run_streaming(cmd: list[str], on_line: LineCallback, is_canceled: CancelChe
         start_new_session=True, bufsize=1,
     )
     assert proc.stdout is not None
+    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+    threading.Thread(target=lambda: ([lines.put(l) for l in proc.stdout], lines.put(None)), daemon=True).start()
     try:
-        for line in proc.stdout:
-            on_line(line.rstrip())
+        while True:  # poll for Cancel even while pip is silent (a large download prints nothing for minutes)
             if is_canceled():
                 raise SetupCancelled()
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            on_line(line.rstrip())
         proc.wait()
     except BaseException:
         terminate_group(proc)
@@ -307,12 +317,12 @@ def terminate_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
     """Stop a process started with start_new_session and all its children: TERM, then KILL."""
     if proc.poll() is not None:
         return
-    if sys.platform.startswith("win"):
-        proc.terminate()
+    if sys.platform.startswith("win"):  # the whole tree (DataLoader workers included), not only the leader
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True)
+            proc.kill()
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)

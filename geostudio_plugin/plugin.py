@@ -72,7 +72,11 @@ class GeoStudioPlugin:
         return action
 
     def unload(self) -> None:
-        for task in tasks.running():
+        for task in tasks.running():  # their callbacks would reach docks that are about to be deleted
+            for name in ("on_success", "on_failure"):
+                if hasattr(task, name):
+                    setattr(task, name, None)
+            task.report_errors = False
             task.cancel()
         for dock in self.docks.values():
             self.iface.removeDockWidget(dock)

@@ -63,9 +63,11 @@ def read_spec(source: Optional[str]) -> Any:
     name = "standard input" if source == "-" else source
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise protocol.EngineError("spec_unreadable", f"Cannot read the spec file {name}: {exc.strerror}.",
-                                   "Check the path and that the file is readable.", exit_code=protocol.EXIT_USAGE)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise protocol.EngineError("spec_unreadable", f"Cannot read the spec file {name}: {reason}.",
+                                   "Check the path, that the file is readable, and that it is a JSON text file.",
+                                   exit_code=protocol.EXIT_USAGE)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -114,7 +116,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         return protocol.EXIT_USAGE
     started = time.monotonic()
     try:
-        workspace = Workspace(args.workspace or _default_workspace()).prepare()
+        workspace = Workspace(args.workspace or _default_workspace())
+        try:
+            workspace.prepare()
+        except OSError as exc:
+            raise protocol.EngineError("workspace_unusable", f"The workspace {workspace.root} cannot be used: "
+                                       f"{exc.strerror or exc}.", "Choose a folder you can write to "
+                                       "(--workspace, GEOSTUDIO_WORKSPACE or GeoStudio > Settings).") from None
         spec = read_spec(args.spec)
         module = importlib.import_module(f".{COMMANDS[args.command][0]}", __package__)  # lazy: per command
         module.run(spec, workspace)

@@ -43,6 +43,15 @@ def open_raster(path: Path, code: str = "unreadable_raster"):
                           "Replace it with a valid GeoTIFF (check it opens in QGIS) or remove it.") from None
 
 
+def read(src, path: Path, code: str = "unreadable_raster", **kwargs: Any) -> np.ndarray:
+    """src.read(...) whose failures (a damaged block, a truncated file) name the file instead of crashing."""
+    try:
+        return src.read(**kwargs)
+    except RasterioIOError as exc:
+        raise EngineError(code, f"{path} cannot be read: {exc}",
+                          "The file is damaged or incomplete; replace it with a valid GeoTIFF.") from None
+
+
 def raster_info(path: Path, code: str = "unreadable_raster") -> RasterInfo:
     with open_raster(path, code) as src:
         return RasterInfo(
@@ -53,7 +62,8 @@ def raster_info(path: Path, code: str = "unreadable_raster") -> RasterInfo:
 
 
 def chip_windows(width: int, height: int, size: int) -> Iterator[tuple[int, int, Window]]:
-    """Non-overlapping size x size windows covering the scene; the last row/column is shifted back inside."""
+    """Non-overlapping size x size windows covering the scene; the last row/column is shifted back inside.
+    A side shorter than size gets one window reaching past the edge: read it boundless (padded)."""
     def starts(extent: int) -> list[int]:
         if extent <= size:
             return [0]
@@ -64,7 +74,7 @@ def chip_windows(width: int, height: int, size: int) -> Iterator[tuple[int, int,
 
     for row, y in enumerate(starts(height)):
         for col, x in enumerate(starts(width)):
-            yield row, col, Window(x, y, min(size, width), min(size, height))
+            yield row, col, Window(x, y, size, size)
 
 
 def write_geotiff(path: Path, data: np.ndarray, profile: dict[str, Any], cog: bool = False,

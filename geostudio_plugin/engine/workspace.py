@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,12 +27,18 @@ def slugify(text: str, max_len: int = 30) -> str:
     return slug[:max_len].strip("-.") or "item"
 
 
+HOST = re.sub(r"[^A-Za-z0-9]+", "", socket.gethostname())[:20] or "host"
+STALE_AFTER_S = 24 * 3600
+
+
 def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there; rely on age instead
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:
         return True
     return True
 
@@ -64,9 +71,14 @@ class Workspace:
         """Remove staging folders of engine processes that died without cleaning up (SIGKILL)."""
         if not self.tmp.is_dir():
             return
+        now = time.time()
         for entry in self.tmp.iterdir():
-            match = re.match(r".*-pid(\d+)-", entry.name)
-            if match and not _pid_alive(int(match.group(1))):
+            match = re.match(r".*-(\w+)-pid(\d+)-", entry.name)
+            if not match:
+                continue
+            own = match.group(1) == HOST  # a shared workspace: never judge another machine's processes
+            dead = own and not _pid_alive(int(match.group(2)))
+            if dead or now - entry.stat().st_mtime > STALE_AFTER_S:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def new_id(self, kind: str, name: str) -> str:
@@ -81,7 +93,7 @@ class Workspace:
         final = self.dir(kind) / item_id
         if final.exists():
             raise FileExistsError(final)
-        stage = self.tmp / f"{kind}-{item_id}-pid{os.getpid()}-{secrets.token_hex(2)}"
+        stage = self.tmp / f"{kind}-{item_id}-{HOST}-pid{os.getpid()}-{secrets.token_hex(2)}"
         stage.mkdir(parents=True)
         try:
             yield stage
@@ -93,7 +105,7 @@ class Workspace:
     @contextmanager
     def scratch(self, purpose: str) -> Iterator[Path]:
         """A private temporary folder in the workspace, removed afterwards (unpacked archives, downloads)."""
-        folder = self.tmp / f"{purpose}-pid{os.getpid()}-{secrets.token_hex(3)}"
+        folder = self.tmp / f"{purpose}-{HOST}-pid{os.getpid()}-{secrets.token_hex(3)}"
         folder.mkdir(parents=True)
         try:
             yield folder

@@ -126,8 +126,12 @@ class ConnectorsDock(UiDock):
             self.ui.detailsLabel.setText(f"<b>{data['collection']}</b> ({data['connector']}, "
                                          f"{data.get('modality_tag') or 'no modality tag'}): "
                                          f"{(data.get('description') or data.get('long_name') or '')[:240]}")
-            if self.selected is None or self.selected["collection"] != data["collection"]:
+            if self.selected is None or (self.selected["connector"], self.selected["collection"]) != \
+                    (data["connector"], data["collection"]):
                 self.ui.bandsEdit.clear()
+                self.ui.datesList.clear()  # dates found for another collection must not be fetched for this one
+                self.ui.fetchButton.setEnabled(False)
+                self.ui.availabilityLabel.setText("")
             self.selected = data
             self.ui.availabilityGroup.setTitle(f"Availability and fetch: {data['connector']} / {data['collection']}")
             self.ui.credentialsButton.setEnabled(True)

@@ -13,7 +13,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QTableWidgetItem
 
-from .. import layers, settings, tasks, workspace_index
+from .. import credentials, layers, settings, tasks, workspace_index
 from .base import UiDock
 from .messages import show_success
 
@@ -122,7 +122,7 @@ class OnboardingDock(UiDock):
         options: dict[str, Any] = {"ignore_id": self.ui.ignoreSpin.value(), "convert_to_cog": self.ui.cogCheck.isChecked()}
         if self.ui.chipSpin.value():
             options["chip_size"] = self.ui.chipSpin.value()
-        return {
+        return credentials.with_endpoints({
             "description": "",
             **getattr(self, "payload_extras", {}),
             "dataset_name": self.ui.nameEdit.text().strip(),
@@ -133,7 +133,7 @@ class OnboardingDock(UiDock):
             "label_categories": categories,
             "onboarding_options": options,
             "version": "v2",
-        }
+        })
 
     def choose_payload(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Studio onboarding payload", "", "JSON (*.json)")
@@ -209,7 +209,8 @@ class OnboardingDock(UiDock):
     def start_onboarding(self) -> Optional[tasks.EngineTask]:
         payload = self.build_payload()
         task = self.start_engine_task(f"GeoStudio: onboard {payload['dataset_name'] or 'dataset'}", "onboard",
-                                      payload, self._done, on_event=self._show_status)
+                                      payload, self._done, on_event=self._show_status,
+                                      secrets=credentials.for_payload(payload))
         if task is not None:  # the Studio's statuses: Pending, then Onboarding with its stage, then the record
             self.status_item = QListWidgetItem(f"{payload['dataset_name']} — pending")
             self.status_item.setForeground(QBrush(QColor("#2166ac")))

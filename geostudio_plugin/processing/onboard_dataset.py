@@ -22,6 +22,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from .. import credentials
 from .engine_algorithm import EngineAlgorithm
 
 PURPOSES = ["Segmentation", "Regression"]
@@ -123,7 +124,8 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        result = self.run_engine("onboard", self.payload(parameters, context), feedback)
+        payload = credentials.with_endpoints(self.payload(parameters, context))
+        result = self.run_engine("onboard", payload, feedback, secrets=credentials.for_payload(payload))
         if result is None:
             return {}
         summary = result["summary"]

@@ -366,3 +366,8 @@ def test_endpoint_override_reaches_connectors_that_terrakit_creates_itself(stac)
     out = subprocess.run([sys.executable, "-c", code, str(REPO), stac.stac_url], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [stac.stac_url, stac.stac_url.rstrip("/")]
+
+
+def test_a_bbox_that_is_not_numbers_is_a_spec_error(stac, ws):
+    run = run_engine("search", search_spec(stac, bbox=[None, 15.77, -88.15, 15.84]), ws)
+    assert run.returncode == EXIT_INVALID_SPEC and "must hold 4 numbers" in run.error["message"]

@@ -254,3 +254,47 @@ def test_from_labels_fetches_imagery_through_the_connector(workspace, tmp_path):
     assert dates == {"2018-08-30", "2018-09-14"}
     with rasterio.open(chips[0]) as chip:
         assert chip.count == 4 and chip.crs.to_epsg() == 4326 and chip.read(1).max() > 0
+
+
+def test_delete_refuses_ids_that_are_not_one_item(workspace):
+    dataset = run_ok("onboard", marida_payload(MARIDA), workspace).result["summary"]["dataset_id"]
+    for bad in (".", "..", "../datasets"):
+        run = run_engine("delete", {"kind": "datasets", "id": bad}, workspace)
+        assert run.returncode != 0 and run.error["code"] in ("invalid_spec", "not_found"), bad
+    assert (workspace / "datasets" / dataset / "dataset.json").is_file()
+
+
+def test_scenes_smaller_than_the_chip_are_padded_not_shrunk(workspace):
+    payload = marida_payload(MARIDA)
+    payload["onboarding_options"]["chip_size"] = 300  # MARIDA patches are 256 x 256
+    folder = Path(run_ok("onboard", payload, workspace).result["outputs"]["dataset_dir"])
+    chip_id = json.loads((folder / "dataset.json").read_text())["splits"]["train"][0]
+    assert chip_id.endswith("_r00c00")  # one chip per patch
+    stem = chip_id[: -len("_r00c00")]
+    with rasterio.open(folder / "labels" / f"{chip_id}_cl.tif") as label, \
+            rasterio.open(folder / "training_data" / "S2L2A" / f"{chip_id}.tif") as image, \
+            rasterio.open(MARIDA / f"{stem}.tif") as source:
+        assert label.shape == image.shape == (300, 300)
+        assert image.transform == source.transform  # same origin and pixel size
+        assert (label.read(1)[256:, :] == -1).all() and (label.read(1)[:, 256:] == -1).all()
+        assert np.array_equal(image.read(1)[:256, :256], source.read(1))
+
+
+def test_label_nodata_that_is_a_category_is_refused(workspace, tmp_path):
+    folder = tmp_path / "nodata"
+    shutil.copytree(MARIDA, folder)
+    label = next(folder.glob("*_cl.tif"))
+    with rasterio.open(label, "r+") as dst:
+        dst.nodata = 7  # "Marine Water" would silently become no data
+    run = run_engine("onboard", marida_payload(folder), workspace)
+    assert run.error["code"] == "0011" and "nodata = 7" in run.error["message"]
+
+
+def test_labels_on_another_grid_are_refused(workspace, tmp_path):
+    folder = tmp_path / "shifted"
+    shutil.copytree(MARIDA, folder)
+    label = next(folder.glob("*_cl.tif"))
+    with rasterio.open(label, "r+") as dst:
+        dst.transform = dst.transform @ dst.transform.translation(3, 0)  # three pixels east
+    run = run_engine("onboard", marida_payload(folder), workspace)
+    assert run.error["code"] == "0003" and "not on the same grid" in run.error["message"]

@@ -274,3 +274,14 @@ def test_cancel_running_tune(trained, tmp_path: Path):
     assert list((workspace / "tunes").iterdir()) == []
     assert leftovers(workspace) == []
     assert (workspace / "datasets" / dataset_id / "dataset.json").is_file()  # inputs are untouched
+
+
+def test_two_inputs_with_one_name_keep_both_predictions(trained, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        shutil.copy(HOLDOUT_IMAGE, folder / HOLDOUT_IMAGE.name)
+    spec = {"fine_tuning_id": trained["tune"]["tune_id"], "device": "cpu",
+            "spatial_domain": {"urls": [str(a / HOLDOUT_IMAGE.name), str(b / HOLDOUT_IMAGE.name)]}}
+    predictions = run_ok("infer", spec, trained["workspace"]).result["outputs"]["predictions"]
+    assert len(set(predictions)) == 2 and all(Path(p).is_file() for p in predictions)

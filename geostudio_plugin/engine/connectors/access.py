@@ -247,8 +247,9 @@ def discover_collections(options: Any) -> dict[str, list[dict[str, Any]]]:
     started = time.monotonic()
     try:
         connector = open_connector("IBMResearchSTAC", endpoint)
-        collections = ibm_collections(connector)
-    except EngineError as exc:
+        with connector_errors("IBMResearchSTAC", endpoint, "listing collections"):
+            collections = ibm_collections(connector)
+    except EngineError as exc:  # the catalog still lists everything else
         protocol.log(f"IBM Research STAC collections not listed: {exc.message}", "warning")
         return {}
     protocol.log(f"IBM Research STAC: {len(collections)} collection(s) in {time.monotonic() - started:.1f} s")

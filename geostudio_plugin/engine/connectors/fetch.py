@@ -96,7 +96,10 @@ def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
     endpoint = access.endpoint_of(spec.connector, spec.endpoint)
     protocol.progress("fetch", 0.05, f"connecting to {info['name']}")
     connector = access.open_connector(spec.connector, spec.endpoint)
-    extra = access.ibm_collections(connector) if spec.connector == "IBMResearchSTAC" else None
+    extra = None
+    if spec.connector == "IBMResearchSTAC":
+        with access.connector_errors(spec.connector, endpoint, "listing collections"):
+            extra = access.ibm_collections(connector)
     coll = access.collection(spec.connector, spec.collection, workspace, extra)
     name = coll["collection"]
     bands = access.band_keys(spec.connector, coll, spec.bands)
@@ -112,7 +115,8 @@ def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
             doing = f"fetching {name} for {day}"
 
             def get(start: str = start, end: str = end) -> Any:
-                return connector.get_data(name, start, end, bbox=list(spec.bbox), bands=list(bands), maxcc=spec.maxcc)
+                data = connector.get_data(name, start, end, bbox=list(spec.bbox), bands=list(bands), maxcc=spec.maxcc)
+                return data.load() if hasattr(data, "load") else data  # lazy (NetCDF over http): read it here
 
             with access.connector_errors(spec.connector, endpoint, doing):
                 try:

@@ -26,9 +26,15 @@ class Policy:
 
     @classmethod
     def from_env(cls) -> "Policy":
-        return cls(timeout_s=float(os.environ.get("GEOSTUDIO_HTTP_TIMEOUT", 30)),
-                   retries=int(os.environ.get("GEOSTUDIO_HTTP_RETRIES", 2)),
-                   backoff_s=float(os.environ.get("GEOSTUDIO_HTTP_BACKOFF", 0.5)))
+        def number(name: str, default: float, kind: type) -> float:
+            try:
+                return max(0, kind(os.environ.get(name, default)))
+            except ValueError:
+                return default  # a malformed override must not stop the job
+
+        return cls(timeout_s=number("GEOSTUDIO_HTTP_TIMEOUT", 30.0, float) or 30.0,
+                   retries=int(number("GEOSTUDIO_HTTP_RETRIES", 2, int)),
+                   backoff_s=number("GEOSTUDIO_HTTP_BACKOFF", 0.5, float))
 
     def worst_case_s(self) -> float:
         return (self.retries + 1) * self.timeout_s + sum(self.backoff_s * 2 ** i for i in range(self.retries))

@@ -70,7 +70,10 @@ def search(spec: SearchSpec, workspace: Optional[Workspace]) -> dict[str, Any]:
     endpoint = access.endpoint_of(spec.connector, spec.endpoint)
     protocol.progress("search", 0.1, f"connecting to {info['name']}")
     connector = access.open_connector(spec.connector, spec.endpoint)
-    extra = access.ibm_collections(connector) if spec.connector == "IBMResearchSTAC" else None
+    extra = None
+    if spec.connector == "IBMResearchSTAC":
+        with access.connector_errors(spec.connector, endpoint, "listing collections"):
+            extra = access.ibm_collections(connector)
     coll = access.collection(spec.connector, spec.collection, workspace, extra)
     name = coll["collection"]
     protocol.progress("search", 0.3, f"searching {name} from {spec.date_start} to {spec.date_end}")

@@ -20,7 +20,10 @@ def _bbox(value: Any) -> list[float]:
         value = value[0]  # the Studio sends [[minx, miny, maxx, maxy]]
     if not isinstance(value, list) or len(value) != 4:
         raise ValueError("give one bbox of 4 numbers: [minx, miny, maxx, maxy] in EPSG:4326")
-    minx, miny, maxx, maxy = (float(v) for v in value)
+    try:
+        minx, miny, maxx, maxy = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"bbox {value} must hold 4 numbers") from None
     if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
         raise ValueError(f"bbox {value} is outside lon/lat bounds; give EPSG:4326 degrees")
     if minx >= maxx or miny >= maxy:

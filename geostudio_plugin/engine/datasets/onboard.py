@@ -22,7 +22,7 @@ from rasterio.windows import Window
 
 from .. import protocol
 from ..protocol import EngineError
-from ..rasters import chip_windows, open_raster, write_geotiff
+from ..rasters import chip_windows, open_raster, read, write_geotiff
 from ..specs import parse_spec
 from ..workspace import Workspace, now_iso, write_json
 from .scan import E_FILES, E_PARAMS, E_SPLIT, E_STATS, Sample, scan
@@ -93,6 +93,11 @@ def _remap_labels(raw: np.ndarray, nodata: Optional[float], label_map: dict[int,
     return out
 
 
+def _padded(window: Optional[Window], src: Any) -> bool:
+    return window is not None and (window.col_off + window.width > src.width or
+                                   window.row_off + window.height > src.height)
+
+
 def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, int], train: bool) -> dict[str, Any]:
     """Write one sample's images and label; return the pixels the statistics need (train split only)."""
     options = spec.onboarding_options
@@ -100,7 +105,9 @@ def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, 
     for source in spec.data_sources:
         path = item.source.images[source.file_suffix]
         with open_raster(path, E_FILES) as src:
-            data = src.read(window=item.window)
+            pad = _padded(item.window, src)
+            fill = src.nodata if src.nodata is not None and np.isfinite(src.nodata) else 0
+            data = read(src, path, E_FILES, window=item.window, boundless=pad, fill_value=fill if pad else None)
             profile = src.profile.copy()
             profile["transform"] = src.window_transform(item.window) if item.window else src.transform
             descriptions = list(src.descriptions)
@@ -113,7 +120,10 @@ def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, 
         out = stage / "training_data" / source.modality_tag / f"{item.sample_id}{source.file_suffix}"
         write_geotiff(out, data, profile, cog=options.convert_to_cog, descriptions=descriptions)
     with open_raster(item.source.label, E_FILES) as src:
-        raw = src.read(1, window=item.window)
+        pad = _padded(item.window, src)
+        fill = src.nodata if src.nodata is not None else options.ignore_id  # padding is never a class
+        raw = read(src, item.source.label, E_FILES, indexes=1, window=item.window, boundless=pad,
+                   fill_value=fill if pad else None)
         profile = src.profile.copy()
         profile["transform"] = src.window_transform(item.window) if item.window else src.transform
         label_nodata = src.nodata
@@ -153,7 +163,7 @@ def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str],
         label_ids = set(spec.label_map()) if spec.purpose == "Segmentation" else None
         need = {s.file_suffix: max(b.index for b in s.bands) + 1 for s in spec.data_sources}
         report = scan(root, spec.label_suffix, [s.file_suffix for s in spec.data_sources], need, label_ids,
-                      read_labels=spec.purpose == "Segmentation")
+                      read_labels=spec.purpose == "Segmentation", ignore_id=options.ignore_id)
         report.raise_first()
         samples = report.samples
         note(f"found {len(samples)} paired sample(s) in {spec.dataset_url}")

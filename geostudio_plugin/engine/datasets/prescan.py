@@ -53,7 +53,8 @@ def prescan(spec: PrescanSpec, full: Optional[OnboardSpec], workspace: Workspace
         label_ids = set(full.label_map()) if full.purpose == "Segmentation" else None
     with workspace.scratch("prescan") as scratch, materialise(spec.dataset_url, scratch) as root:
         protocol.progress("prescan", 0.2, "pairing files and reading headers")
-        report = scan(root, spec.label_suffix, spec.training_data_suffixes, need, label_ids)
+        report = scan(root, spec.label_suffix, spec.training_data_suffixes, need, label_ids,
+                      ignore_id=full.onboarding_options.ignore_id if full else -1)
     by_suffix: dict[str, list[dict[str, str]]] = {}
     facts: dict[str, Any] = {}
     for suffix in [spec.label_suffix, *spec.training_data_suffixes]:

@@ -84,7 +84,7 @@ def _by_stem(root: Path, suffix: str, exclude: tuple[str, ...], what: str, repor
 
 
 def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional[dict[str, int]] = None,
-         label_ids: Optional[set[int]] = None, read_labels: bool = True) -> ScanReport:
+         label_ids: Optional[set[int]] = None, read_labels: bool = True, ignore_id: int = -1) -> ScanReport:
     """Pair by stem, read every header, and check sizes, CRS, band counts and label values."""
     report = ScanReport(root=root, label_suffix=label_suffix, suffixes=list(suffixes))
     labels = _by_stem(root, label_suffix, (), "label", report)
@@ -120,10 +120,17 @@ def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional
             elif info.crs != label.crs:
                 report.add(E_DIMENSIONS, f"{info.path.name} is in {info.crs} but its label {label.path.name} "
                            f"is in {label.crs}")
+            elif not np.allclose(info.transform, label.transform, rtol=0, atol=1e-6 * max(1.0, abs(label.transform[0]))):
+                report.add(E_DIMENSIONS, f"{info.path.name} and its label {label.path.name} are not on the same "
+                           "grid (their geotransforms differ)")
             need = (band_need or {}).get(suffix, 0)
             if info.count < need:
                 report.add(E_STATS, f"{info.path} has {info.count} band(s) but its data source lists band index "
                            f"{need - 1}")
+        if label_ids is not None and label.nodata is not None and np.isfinite(label.nodata) \
+                and int(label.nodata) in label_ids and int(label.nodata) != ignore_id:
+            report.add(E_PARAMS, f"label file {label.path.name} declares nodata = {label.nodata:g}, which is also the "
+                       f"category id {int(label.nodata)}: that class would be read as 'no data'")
         if read_labels:
             found = label_values(sample.label, label.nodata)
             values.update(found)

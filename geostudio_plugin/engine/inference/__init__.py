@@ -80,6 +80,8 @@ def infer(spec: InferSpec, workspace: Workspace) -> dict[str, Any]:
 
             prediction, profile, counts = predict_file(task, record, path, bbox, device, spec.batch_size, on_batch)
             out = stage / f"{Path(path).stem}_pred.tif"
+            if out.exists():  # two inputs with one name (from different folders): keep both
+                out = stage / f"{Path(path).stem}_{n + 1}_pred.tif"
             write_geotiff(out, prediction[None], profile)
             total = int(counts.sum())
             outputs.append({

@@ -12,6 +12,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from ..protocol import EngineError
+from ..rasters import open_raster, read
 
 PRED_NODATA = -9999
 
@@ -81,13 +82,13 @@ def predict_file(task: Any, record: dict[str, Any], path: str, bbox: Optional[li
 
     spec = record["data_spec"]
     bands = spec["bands"]
-    with rasterio.open(path) as src:
+    with open_raster(Path(path)) as src:
         if src.count < max(bands) + 1:
             raise EngineError("band_count", f"{path} has {src.count} band(s); tune {record['tune_id']} reads band "
                               f"indices {bands} ({', '.join(spec['band_names'])}).",
                               "Predict on imagery with the bands the model was trained on.")
         window = window_for_bbox(src, bbox, path)
-        data = src.read(indexes=[b + 1 for b in bands], window=window, out_dtype="float32")
+        data = read(src, Path(path), indexes=[b + 1 for b in bands], window=window, out_dtype="float32")
         nodata = src.nodata
         profile = src.profile.copy()
         profile["transform"] = src.window_transform(window) if window else src.transform

@@ -66,7 +66,18 @@ def fit(config_path: Path, start: float, end: float, run_test: bool) -> dict[str
                           "The reason is in the engine log (stderr); check the template and parameters.") from None
     trainer = cli.trainer
     trainer.callbacks.append(ProtocolCallback(start, end))
-    trainer.fit(cli.model, datamodule=cli.datamodule)
+    try:
+        trainer.fit(cli.model, datamodule=cli.datamodule)
+    except RuntimeError as exc:  # the usual user-fixable failures of a training run
+        text = str(exc)
+        if "out of memory" in text.lower():
+            raise EngineError("training_out_of_memory", f"Training ran out of memory on {trainer.strategy.root_device}.",
+                              "Lower data.batch_size, set data.crop_size, or pick a smaller backbone.") from None
+        if "stack expects each tensor to be equal size" in text or "must match the size" in text:
+            raise EngineError("training_data_error", f"The dataset's samples do not fit in one batch: {text[:300]}",
+                              "Onboard with a chip_size so every sample has the same size, or set batch_size 1.") \
+                from None
+        raise
     checkpoint = trainer.checkpoint_callback
     best = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
     best_score = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
