@@ -101,11 +101,16 @@ def for_payload(payload: dict) -> dict[str, str]:
 
 
 def with_endpoints(payload: dict) -> dict:
-    """Put the user's endpoint override of the (first) data source's connector into onboarding_options."""
+    """Put the user's endpoint overrides of the data sources' connectors into onboarding_options.endpoints."""
     options = payload.setdefault("onboarding_options", {})
-    sources = payload.get("data_sources") or [{}]
-    if not options.get("endpoint") and sources[0].get("connector"):
-        url = endpoint(sources[0]["connector"])
-        if url:
-            options["endpoint"] = url
+    chosen = dict(options.get("endpoints") or {})
+    sources = payload.get("data_sources") or []
+    if options.get("endpoint") and sources and sources[0].get("connector"):
+        chosen.setdefault(sources[0]["connector"], options["endpoint"])  # the payload's own choice wins
+    for source in sources:
+        connector = source.get("connector")
+        if connector and connector not in chosen and (url := endpoint(connector)):
+            chosen[connector] = url
+    if chosen:
+        options["endpoints"] = chosen
     return payload

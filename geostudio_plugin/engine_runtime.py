@@ -228,6 +228,7 @@ def _run_streaming(cmd: list[str], on_line: LineCallback, is_canceled: CancelChe
     except BaseException:
         terminate_group(proc)
         raise
+    proc.stdout.close()  # the reader thread has seen EOF
     if proc.returncode != 0:
         raise EngineSetupError(
             f"Command failed with exit code {proc.returncode}: {' '.join(cmd)}",

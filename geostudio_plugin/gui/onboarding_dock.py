@@ -50,6 +50,9 @@ class OnboardingDock(UiDock):
         self.ui.removeCategoryButton.clicked.connect(
             lambda: table.removeRow(table.currentRow() if table.currentRow() >= 0 else table.rowCount() - 1))
         self.ui.prescanButton.clicked.connect(self.start_prescan)
+        self.ui.fromLabelsCheck.toggled.connect(self._from_labels_toggled)
+        self.ui.addSourceButton.clicked.connect(lambda: self.add_source_row("", "", "", ""))
+        self.ui.removeSourceButton.clicked.connect(self.remove_source_row)
         self.ui.loadPayloadButton.clicked.connect(self.choose_payload)
         self.ui.onboardButton.clicked.connect(self.start_onboarding)
         self.ui.refreshButton.clicked.connect(self.refresh_datasets)
@@ -76,6 +79,21 @@ class OnboardingDock(UiDock):
         for column, text in enumerate((suffix, modality, collection, bands)):
             table.setItem(row, column, QTableWidgetItem(text))
 
+    def remove_source_row(self) -> None:
+        table = self.ui.sourcesTable
+        row = table.currentRow() if table.currentRow() >= 0 else table.rowCount() - 1
+        if row < 0:
+            return
+        table.removeRow(row)
+        self.collections = {(r if r < row else r - 1): c for r, c in self.collections.items() if r != row}
+
+    def _from_labels_toggled(self, on: bool) -> None:
+        """Labels only: no pairing to pre-scan, no data files; the date window and cloud limit apply."""
+        for widget in (self.ui.preDaysSpin, self.ui.postDaysSpin, self.ui.cloudSpin):
+            widget.setEnabled(on)
+        for widget in (self.ui.prescanButton, self.ui.dataSuffixesEdit, self.ui.labelSuffixEdit):
+            widget.setEnabled(not on)
+
     def _cell(self, table, row: int, column: int) -> str:  # noqa: ANN001
         item = table.item(row, column)
         return item.text().strip() if item else ""
@@ -90,6 +108,8 @@ class OnboardingDock(UiDock):
         table.setItem(row, 2, QTableWidgetItem(f"{collection['connector']} / {collection['collection']}"))
         if collection.get("modality_tag"):
             table.setItem(row, 1, QTableWidgetItem(collection["modality_tag"]))
+        elif not self._cell(table, row, 1):  # runtime collections have no tag: name the modality after them
+            table.setItem(row, 1, QTableWidgetItem(re.sub(r"\W+", "_", collection["collection"]).upper()))
         if not self._cell(table, row, 3):
             table.setItem(row, 3, QTableWidgetItem(", ".join(b["band_name"] for b in collection.get("bands", []))))
 
@@ -98,8 +118,11 @@ class OnboardingDock(UiDock):
         """The Studio onboarding v2 payload for what the form shows (the engine validates it)."""
         sources = []
         table = self.ui.sourcesTable
+        from_labels = self.ui.fromLabelsCheck.isChecked()
         for row in range(table.rowCount()):
             suffix = self._cell(table, row, 0)
+            if not suffix and from_labels and self._cell(table, row, 2):
+                suffix = f"_{self._cell(table, row, 1) or f'source{row}'}.tif"  # fetched files are named by us
             if not suffix:
                 continue
             connector, _, collection = (p.strip() for p in self._cell(table, row, 2).partition("/"))
@@ -119,15 +142,21 @@ class OnboardingDock(UiDock):
         categories = [{"id": self._cell(self.ui.categoriesTable, r, 0), "name": self._cell(self.ui.categoriesTable, r, 1),
                        "color": self._cell(self.ui.categoriesTable, r, 2), "opacity": 1}
                       for r in range(self.ui.categoriesTable.rowCount())]
-        options: dict[str, Any] = {"ignore_id": self.ui.ignoreSpin.value(), "convert_to_cog": self.ui.cogCheck.isChecked()}
+        options: dict[str, Any] = {**getattr(self, "options_extras", {}), "ignore_id": self.ui.ignoreSpin.value(),
+                                   "convert_to_cog": self.ui.cogCheck.isChecked(), "from_labels": from_labels}
         if self.ui.chipSpin.value():
             options["chip_size"] = self.ui.chipSpin.value()
+        label_suffix = self.ui.labelSuffixEdit.text().strip()
+        if from_labels:
+            options.update(pre_days=self.ui.preDaysSpin.value(), post_days=self.ui.postDaysSpin.value(),
+                           max_cloud_cover=self.ui.cloudSpin.value())
+            label_suffix = label_suffix or ".label.tif"  # unused: the labels are the source's GeoJSON or rasters
         return credentials.with_endpoints({
             "description": "",
             **getattr(self, "payload_extras", {}),
             "dataset_name": self.ui.nameEdit.text().strip(),
             "dataset_url": self.ui.folderWidget.filePath().strip(),
-            "label_suffix": self.ui.labelSuffixEdit.text().strip(),
+            "label_suffix": label_suffix,
             "purpose": self.ui.purposeCombo.currentText(),
             "data_sources": sources,
             "label_categories": categories,
@@ -167,6 +196,12 @@ class OnboardingDock(UiDock):
         self.ui.ignoreSpin.setValue(int(options.get("ignore_id", -1)))
         self.ui.chipSpin.setValue(int(options.get("chip_size") or 0))
         self.ui.cogCheck.setChecked(bool(options.get("convert_to_cog", True)))
+        self.ui.fromLabelsCheck.setChecked(str(options.get("from_labels", False)).lower() == "true")
+        self.ui.preDaysSpin.setValue(int(options.get("pre_days", 0)))
+        self.ui.postDaysSpin.setValue(int(options.get("post_days", 7)))
+        self.ui.cloudSpin.setValue(int(float(options.get("max_cloud_cover", 80))))
+        shown = ("ignore_id", "chip_size", "convert_to_cog", "from_labels", "pre_days", "post_days", "max_cloud_cover")
+        self.options_extras = {k: v for k, v in options.items() if k not in shown}  # split, seed, label_type...
         self.payload_extras = {k: v for k, v in payload.items() if k in ("description", "version")}
 
     # --------------------------------------------------------------- pre-scan

@@ -250,10 +250,56 @@ def test_from_labels_fetches_imagery_through_the_connector(workspace, tmp_path):
     assert record["n_samples"] >= 5 and all(record["splits"].values())
     assert record["classes"][1]["train_pixels"] > 0  # the rasterised label polygons
     chips = sorted((folder / "training_data" / "S2L2A").glob("*.tif"))
-    dates = {c.name.split("_")[-3] for c in chips}
+    dates = {c.name.split("_")[3] for c in chips}  # tile_<g>_<n>_<date>_r<row>c<col>_S2L2A.tif
     assert dates == {"2018-08-30", "2018-09-14"}
     with rasterio.open(chips[0]) as chip:
         assert chip.count == 4 and chip.crs.to_epsg() == 4326 and chip.read(1).max() > 0
+
+
+def test_from_labels_with_two_connectors_puts_every_modality_on_one_grid(workspace, tmp_path):
+    """S2 bands from sentinel_aws and NDVI from IBM Research STAC (NetCDF): one dataset, aligned pixels."""
+    from local_stac import LocalStac
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "debris_2018-09-14.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[
+            [-88.180, 15.817], [-88.170, 15.817], [-88.170, 15.827], [-88.180, 15.827], [-88.180, 15.817]]]}}]}))
+    with LocalStac(Path(sys.executable), tmp_path / "stac") as stac:
+        payload = {
+            "dataset_name": "debris two sources", "dataset_url": str(labels), "label_suffix": "_label.tif",
+            "purpose": "Segmentation",
+            "data_sources": [
+                {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
+                 "file_suffix": ".tif", "bands": [{"index": 0, "band_name": "red"}, {"index": 1, "band_name": "nir"}]},
+                {"connector": "IBMResearchSTAC", "collection": "marida-ndvi", "modality_tag": "NDVI",
+                 "file_suffix": "_ndvi.tif", "align_dates": "true", "bands": [{"index": 0, "band_name": "NDVI"}]}],
+            "label_categories": [{"id": 0, "name": "Background"}, {"id": 1, "name": "Debris"}],
+            "onboarding_options": {"from_labels": True, "chip_size": 64, "post_days": 7, "endpoints": {
+                "sentinel_aws": stac.stac_url, "IBMResearchSTAC": stac.stac_url}},
+        }
+        run = run_ok("onboard", payload, workspace, timeout=300)
+    folder = Path(run.result["outputs"]["dataset_dir"])
+    record = json.loads((folder / "dataset.json").read_text())
+    assert {"S2L2A", "NDVI"} <= set(record["training_params"])
+    s2_chips = sorted((folder / "training_data" / "S2L2A").glob("*.tif"))
+    ndvi_chips = sorted((folder / "training_data" / "NDVI").glob("*.tif"))
+    assert len(s2_chips) == len(ndvi_chips) == record["n_samples"] >= 2
+    checked = 0
+    for s2_path, ndvi_path in zip(s2_chips, ndvi_chips):
+        assert s2_path.name.replace("_S2L2A", "") == ndvi_path.name.replace("_NDVI", "")
+        with rasterio.open(s2_path) as s2, rasterio.open(ndvi_path) as ndvi:
+            assert (s2.crs, s2.transform, s2.shape) == (ndvi.crs, ndvi.transform, ndvi.shape)
+            red, nir, index = s2.read(1).astype("float64"), s2.read(2).astype("float64"), ndvi.read(1)
+        # The NetCDF NDVI was computed from the same scene's B04/B08: on the S2 grid the two must agree.
+        valid = (red > 0) & (nir > 0) & (index > -9999)
+        if valid.sum() < 100:
+            continue
+        # sentinel_aws through Terrakit gives L2A DN: reflectance = DN * 1e-4 - 0.1 (processing baseline 04.00)
+        red, nir = red * 1e-4 - 0.1, nir * 1e-4 - 0.1
+        assert np.median(np.abs((nir - red) / (nir + red) - index)[valid]) < 0.03
+        checked += 1
+    assert checked >= 1
 
 
 def test_delete_refuses_ids_that_are_not_one_item(workspace):

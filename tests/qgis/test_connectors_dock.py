@@ -173,3 +173,50 @@ def test_connection_test_passes_against_a_reachable_catalogue(connectors_dock, s
     wait_for(lambda: dialog.task is None, timeout=60)
     assert dialog.statusLabel.text().startswith("✔ Sentinel AWS (Earth Search) answered in")
     dialog.reject()
+
+
+def test_labels_only_onboarding_from_the_datasets_dock_with_two_connectors(plugin, connectors_dock, stac, tmp_path):
+    """Tick "Labels only", pick two collections in the Connectors tab, Onboard: one dataset, two modalities."""
+    import json
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "debris_2018-09-14.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[
+            [-88.180, 15.817], [-88.170, 15.817], [-88.170, 15.827], [-88.180, 15.827], [-88.180, 15.817]]]}}]}))
+    plugin.toggle_dock("onboarding")
+    dock = plugin.docks["onboarding"]
+    dock.ui.nameEdit.setText("labels only")
+    dock.ui.folderWidget.setFilePath(str(labels))
+    dock.ui.fromLabelsCheck.setChecked(True)
+    assert not dock.ui.prescanButton.isEnabled() and dock.ui.postDaysSpin.isEnabled()
+    table = dock.ui.sourcesTable
+    while table.rowCount():
+        table.setCurrentCell(0, 0)
+        dock.ui.removeSourceButton.click()
+    for row, (connector, collection, bands) in enumerate([("Sentinel AWS (Earth Search)", "sentinel-2-l2a", "red, green, blue"),
+                                                          ("IBM Research STAC", "marida-ndvi", None)]):
+        dock.ui.addSourceButton.click()
+        table.setCurrentCell(row, 2)
+        if bands:
+            from qgis.PyQt.QtWidgets import QTableWidgetItem
+
+            table.setItem(row, 3, QTableWidgetItem(bands))
+        connectors_dock.ui.tree.setCurrentItem(_child(_top(connectors_dock, connector), collection))
+    assert [table.item(r, 2).text() for r in range(2)] == ["sentinel_aws / sentinel-2-l2a",
+                                                            "IBMResearchSTAC / marida-ndvi"]
+    assert table.item(1, 3).text() == "NDVI" and table.item(1, 1).text() == "MARIDA_NDVI"
+    dock.ui.chipSpin.setValue(64)
+    payload = dock.build_payload()
+    assert payload["onboarding_options"]["from_labels"] is True
+    assert payload["onboarding_options"]["endpoints"] == {"sentinel_aws": stac.stac_url,
+                                                          "IBMResearchSTAC": stac.stac_url}
+    dock.ui.onboardButton.click()
+    wait_for(lambda: dock.task is None, timeout=240)
+    names = [dock.ui.datasetList.item(i).text() for i in range(dock.ui.datasetList.count())]
+    assert any(n.startswith("labels only — Segmentation, ") and "+" in n for n in names), names
+    dock.ui.datasetList.setCurrentRow(next(i for i, n in enumerate(names) if n.startswith("labels only")))
+    image, label = dock.preview_selected(count=1)
+    assert image.isValid() and image.bandCount() == 3 and image.renderer().type() == "multibandcolor"
+    assert label.isValid() and image.extent() == label.extent()
+

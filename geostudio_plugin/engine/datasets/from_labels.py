@@ -1,71 +1,181 @@
 """Onboarding from labels alone: Terrakit finds and fetches the imagery for each label's area and date.
 
-Terrakit's own pipeline does it (process_labels -> download_data), with GeoStudio's connector layer
-around it: credentials from the job's environment, endpoint overrides, timeouts and retries. The
-fetched scenes and their rasterised labels then onboard like any folder (chipped to chip_size).
+Terrakit's own pipeline does it (process_labels -> download_data, once per data source), with GeoStudio's
+connector layer around it: credentials from the job's environment, endpoint overrides, timeouts and retries.
+Each source takes the scene closest to the label's date within the window. With several sources (multi-modal),
+every tile is put on the primary (first) source's grid, so image and label pixels line up across modalities,
+and a tile that some source could not supply is dropped with a note. The result onboards like any folder.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .. import protocol
 from ..connectors import access, network
 from ..protocol import EngineError
+from ..specs import DataSource
 from .scan import E_SOURCE
 from .spec import OnboardSpec
 
-IMAGE_SUFFIX = "_imputed.tif"
-LABEL_SUFFIX = "_imputed_label.tif"
+LABEL_SUFFIX = ".label.tif"
+FETCHED = re.compile(r"^(?P<tile>(_tile_\d+_\d+)?)_(?P<date>\d{4}-\d{2}-\d{2})_imputed\.tif$")
+NODATA = -9999.0
+
+
+@dataclass
+class Fetched:
+    image: Path
+    label: Path
+    date: str
+
+
+def image_suffix(source: DataSource) -> str:
+    return f"_{source.modality_tag}.tif"
 
 
 def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspace: Any) -> tuple[Path, OnboardSpec]:
     options = spec.onboarding_options
-    if len(spec.data_sources) != 1:
-        raise EngineError("not_supported", "from_labels onboarding takes one data source so far "
-                          f"(this spec has {len(spec.data_sources)}).", "Onboard one modality from labels.")
-    source = spec.data_sources[0]
-    if not source.connector or not source.collection:
-        raise EngineError("0011", "from_labels needs the data source's connector and collection.",
-                          "Set data_sources[0].connector and .collection (pick them in the Connectors dock).")
-    access.check_credentials(source.connector, options.endpoint)
+    primary = spec.data_sources[0].connector
+    for i, source in enumerate(spec.data_sources):
+        if not source.connector or not source.collection:
+            raise EngineError("0011", f"from_labels needs data_sources[{i}]'s connector and collection.",
+                              f"Set data_sources[{i}].connector and .collection (pick them in the Connectors dock).")
+        access.check_credentials(source.connector, options.endpoint_for(source.connector, primary))
     network.install()
-    access.apply_endpoint(source.connector, options.endpoint)
-    coll = access.collection(source.connector, source.collection, workspace)
-    bands = access.band_keys(source.connector, coll, [b.band_name for b in source.bands])
     work.mkdir(parents=True, exist_ok=True)
     name = "labels"
     protocol.progress("labels", 0.03, "reading labels")
     import terrakit
 
-    endpoint = access.endpoint_of(source.connector, options.endpoint)
-    with access.connector_errors(source.connector, endpoint, "reading the labels"):
+    try:
         terrakit.process_labels(labels_folder=str(labels_root), dataset_name=name, working_dir=str(work),
                                 label_type=options.label_type, datetime_info="filename")
-    protocol.progress("download", 0.05, f"fetching {coll['collection']} for each label")
+    except Exception as exc:  # noqa: BLE001 - Terrakit raises many kinds; the user needs the folder and the rule
+        raise EngineError("0002", f"Could not read the labels in {labels_root}: "
+                          f"{protocol.redact(str(exc))[:300]}",
+                          "Label files must be GeoJSON polygons (label_type vector) or rasters with 1 on the "
+                          "labelled pixels (label_type raster), each named with its date: "
+                          "<name>_YYYY-MM-DD.geojson.") from None
+    fetched: list[dict[str, Fetched]] = []
+    for i, source in enumerate(spec.data_sources):
+        share = 0.15 / len(spec.data_sources)
+        fetched.append(_download(source, options, primary, work, name, 0.05 + i * share, workspace))
+    aligned = work / "aligned"
+    aligned.mkdir()
+    kept = _align(spec, fetched, aligned)
+    if not kept:
+        raise EngineError(E_SOURCE, "No label tile has imagery from every data source.",
+                          f"Widen the date window (pre_days/post_days, now {options.pre_days}/{options.post_days}), "
+                          "raise max_cloud_cover, or onboard fewer data sources.")
+    onboarded = spec.model_copy(deep=True)
+    onboarded.dataset_url = str(aligned)
+    onboarded.label_suffix = LABEL_SUFFIX
+    for source in onboarded.data_sources:
+        source.file_suffix = image_suffix(source)
+        for index, band in enumerate(source.bands):
+            band.index = index  # a fetched file holds exactly the requested bands, in order
+    onboarded.onboarding_options.from_labels = False
+    if onboarded.onboarding_options.chip_size is None:
+        onboarded.onboarding_options.chip_size = 256  # the Studio's default sample_dim
+    return aligned, onboarded
+
+
+def _download(source: DataSource, options: Any, primary: str, work: Path, name: str, at: float,
+              workspace: Any) -> dict[str, Fetched]:
+    """One source's scenes (and rasterised labels), keyed by Terrakit's tile suffix."""
+    endpoint_override = options.endpoint_for(source.connector, primary)
+    access.apply_endpoint(source.connector, endpoint_override)
+    endpoint = access.endpoint_of(source.connector, endpoint_override)
+    extra = None
+    if source.connector == "IBMResearchSTAC":
+        with access.connector_errors(source.connector, endpoint, "listing collections"):
+            extra = access.ibm_collections(access.open_connector(source.connector, endpoint_override))
+    coll = access.collection(source.connector, source.collection, workspace, extra)
+    bands = access.band_keys(source.connector, coll, [b.band_name for b in source.bands])
+    folder = work / source.modality_tag
+    folder.mkdir()
+    protocol.progress("download", at, f"fetching {coll['collection']} for each label")
+    import terrakit
+
     with access.connector_errors(source.connector, endpoint, f"fetching {coll['collection']} for the labels"):
         queried = terrakit.download_data(
             data_sources=[{"data_connector": source.connector, "collection_name": coll["collection"],
                            "bands": bands, "save_file": ""}],
             date_allowance={"pre_days": options.pre_days, "post_days": options.post_days},
             transform={"scale_data_xarray": True, "impute_nans": True, "reproject": True},
-            dataset_name=name, working_dir=str(work), max_cloud_cover=int(options.max_cloud_cover),
+            dataset_name=name, working_dir=str(folder), max_cloud_cover=int(options.max_cloud_cover),
             datetime_bbox_shp_file=str(work / f"{name}_all_bboxes.shp"),
             labels_shp_file=str(work / f"{name}_labels.shp"), keep_files=False)
-    if not queried:
+    prefix = f"{source.connector}_{coll['collection']}"
+    found: dict[str, Fetched] = {}
+    for path in sorted({Path(q) for q in queried}):
+        match = FETCHED.match(path.name[len(prefix):]) if path.name.startswith(prefix) else None
+        label = path.with_name(path.name[:-len(".tif")] + "_label.tif")
+        if match is None or not label.exists():
+            raise EngineError("0012", f"Unexpected file from Terrakit's download: {path.name}.",
+                              "Report this with the engine log; the Terrakit version may have changed its naming.")
+        if match["tile"] in found:
+            raise EngineError("0012", f"{coll['collection']}: two scenes for one label tile ({path.name}).",
+                              "Give each label file its own date, or onboard fewer label files at once.")
+        found[match["tile"]] = Fetched(path, label, match["date"])
+    if not found:
         raise EngineError(E_SOURCE, f"{coll['collection']}: no imagery found for any label.",
                           f"Widen the date window (pre_days/post_days, now {options.pre_days}/{options.post_days}) "
                           "or raise max_cloud_cover.")
-    protocol.log(f"fetched {len(queried)} scene(s) for the labels: {', '.join(os.path.basename(q) for q in queried)}")
-    onboarded = spec.model_copy(deep=True)
-    onboarded.dataset_url = str(work)
-    onboarded.label_suffix = LABEL_SUFFIX
-    onboarded.data_sources[0].file_suffix = IMAGE_SUFFIX
-    for index, band in enumerate(onboarded.data_sources[0].bands):
-        band.index = index  # the fetched file holds exactly the requested bands, in order
-    onboarded.onboarding_options.from_labels = False
-    if onboarded.onboarding_options.chip_size is None:
-        onboarded.onboarding_options.chip_size = 256  # the Studio's default sample_dim
-    return work, onboarded
+    protocol.log(f"{coll['collection']}: fetched {len(found)} scene(s): "
+                 + ", ".join(os.path.basename(f.image) for f in found.values()))
+    return found
+
+
+def _align(spec: OnboardSpec, fetched: list[dict[str, Fetched]], out: Path) -> int:
+    """Write `<tile>_<date><suffix>` per source on the primary's grid, plus the primary's label."""
+    kept = 0
+    for tile, first in sorted(fetched[0].items()):
+        missing = [s.modality_tag for s, f in zip(spec.data_sources[1:], fetched[1:]) if tile not in f]
+        if missing:
+            protocol.log(f"label tile {tile.strip('_') or first.date}: no {', '.join(missing)} scene; tile dropped",
+                         "warning")
+            continue
+        stem = f"{tile.strip('_') or 'scene'}_{first.date}"
+        shutil.copyfile(first.label, out / f"{stem}{LABEL_SUFFIX}")
+        shutil.copyfile(first.image, out / f"{stem}{image_suffix(spec.data_sources[0])}")
+        dates = [first.date]
+        for source, scenes in zip(spec.data_sources[1:], fetched[1:]):
+            _warp_onto(scenes[tile].image, first.image, out / f"{stem}{image_suffix(source)}")
+            dates.append(scenes[tile].date)
+        if len(dates) > 1:
+            protocol.log(f"{stem}: dates " + ", ".join(f"{s.modality_tag} {d}" for s, d in zip(spec.data_sources,
+                                                                                                 dates)))
+        kept += 1
+    return kept
+
+
+def _warp_onto(image: Path, reference: Path, target: Path) -> None:
+    """Resample `image` onto `reference`'s grid (bilinear; outside its footprint -> nodata)."""
+    import numpy as np
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    with rasterio.open(reference) as ref, rasterio.open(image) as src:
+        if (src.crs, src.transform, src.shape) == (ref.crs, ref.transform, ref.shape):
+            shutil.copyfile(image, target)
+            return
+        nodata: Optional[float] = src.nodata if src.nodata is not None else NODATA
+        data = np.full((src.count, ref.height, ref.width), nodata, dtype="float32")
+        reproject(source=src.read(out_dtype="float32"), destination=data, src_transform=src.transform,
+                  src_crs=src.crs, src_nodata=nodata, dst_transform=ref.transform, dst_crs=ref.crs,
+                  dst_nodata=nodata, resampling=Resampling.bilinear)
+        profile = {"driver": "GTiff", "width": ref.width, "height": ref.height, "count": src.count,
+                   "dtype": "float32", "crs": ref.crs, "transform": ref.transform, "nodata": nodata,
+                   "compress": "DEFLATE"}
+        with rasterio.open(target, "w", **profile) as dst:
+            dst.write(data)
+            for i, description in enumerate(src.descriptions, start=1):
+                if description:
+                    dst.set_band_description(i, description)

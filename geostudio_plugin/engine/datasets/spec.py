@@ -23,7 +23,12 @@ class OnboardingOptions(StudioModel):
     pre_days: int = Field(default=0, ge=0, le=365)
     post_days: int = Field(default=7, ge=0, le=365)
     max_cloud_cover: float = Field(default=80, ge=0, le=100)
-    endpoint: Optional[str] = Field(default=None, description="redirect the data source's STAC connector")
+    endpoint: Optional[str] = Field(default=None, description="redirect the first data source's STAC connector")
+    endpoints: dict[str, str] = Field(default={}, description="connector id -> STAC endpoint, for every source")
+
+    def endpoint_for(self, connector_id: str, primary_connector: str) -> Optional[str]:
+        """`endpoints` names each connector; the older single `endpoint` is the primary source's connector's."""
+        return self.endpoints.get(connector_id) or (self.endpoint if connector_id == primary_connector else None)
 
     @field_validator("split")
     @classmethod
