@@ -282,6 +282,7 @@ def test_from_labels_with_two_connectors_puts_every_modality_on_one_grid(workspa
     folder = Path(run.result["outputs"]["dataset_dir"])
     record = json.loads((folder / "dataset.json").read_text())
     assert {"S2L2A", "NDVI"} <= set(record["training_params"])
+    assert any(line.endswith(": dates S2L2A 2018-09-14, NDVI 2018-09-14") for line in record["log"]), record["log"]
     s2_chips = sorted((folder / "training_data" / "S2L2A").glob("*.tif"))
     ndvi_chips = sorted((folder / "training_data" / "NDVI").glob("*.tif"))
     assert len(s2_chips) == len(ndvi_chips) == record["n_samples"] >= 2

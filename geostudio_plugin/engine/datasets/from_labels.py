@@ -14,7 +14,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .. import protocol
 from ..connectors import access, network
@@ -39,7 +39,9 @@ def image_suffix(source: DataSource) -> str:
     return f"_{source.modality_tag}.tif"
 
 
-def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspace: Any) -> tuple[Path, OnboardSpec]:
+def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspace: Any,
+                       note: Callable[[str], None] = protocol.log) -> tuple[Path, OnboardSpec]:
+    """`note` records into the dataset's log which scene (date) each tile got from each source."""
     options = spec.onboarding_options
     primary = spec.data_sources[0].connector
     for i, source in enumerate(spec.data_sources):
@@ -65,10 +67,10 @@ def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspa
     fetched: list[dict[str, Fetched]] = []
     for i, source in enumerate(spec.data_sources):
         share = 0.15 / len(spec.data_sources)
-        fetched.append(_download(source, options, primary, work, name, 0.05 + i * share, workspace))
+        fetched.append(_download(source, options, primary, work, name, 0.05 + i * share, workspace, note))
     aligned = work / "aligned"
     aligned.mkdir()
-    kept = _align(spec, fetched, aligned)
+    kept = _align(spec, fetched, aligned, note)
     if not kept:
         raise EngineError(E_SOURCE, "No label tile has imagery from every data source.",
                           f"Widen the date window (pre_days/post_days, now {options.pre_days}/{options.post_days}), "
@@ -87,7 +89,7 @@ def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspa
 
 
 def _download(source: DataSource, options: Any, primary: str, work: Path, name: str, at: float,
-              workspace: Any) -> dict[str, Fetched]:
+              workspace: Any, note: Callable[[str], None]) -> dict[str, Fetched]:
     """One source's scenes (and rasterised labels), keyed by Terrakit's tile suffix."""
     endpoint_override = options.endpoint_for(source.connector, primary)
     access.apply_endpoint(source.connector, endpoint_override)
@@ -128,19 +130,18 @@ def _download(source: DataSource, options: Any, primary: str, work: Path, name: 
         raise EngineError(E_SOURCE, f"{coll['collection']}: no imagery found for any label.",
                           f"Widen the date window (pre_days/post_days, now {options.pre_days}/{options.post_days}) "
                           "or raise max_cloud_cover.")
-    protocol.log(f"{coll['collection']}: fetched {len(found)} scene(s): "
-                 + ", ".join(os.path.basename(f.image) for f in found.values()))
+    note(f"{source.connector}/{coll['collection']}: fetched {len(found)} scene(s) for the labels: "
+         + ", ".join(os.path.basename(f.image) for f in found.values()))
     return found
 
 
-def _align(spec: OnboardSpec, fetched: list[dict[str, Fetched]], out: Path) -> int:
+def _align(spec: OnboardSpec, fetched: list[dict[str, Fetched]], out: Path, note: Callable[[str], None]) -> int:
     """Write `<tile>_<date><suffix>` per source on the primary's grid, plus the primary's label."""
     kept = 0
     for tile, first in sorted(fetched[0].items()):
         missing = [s.modality_tag for s, f in zip(spec.data_sources[1:], fetched[1:]) if tile not in f]
         if missing:
-            protocol.log(f"label tile {tile.strip('_') or first.date}: no {', '.join(missing)} scene; tile dropped",
-                         "warning")
+            note(f"label tile {tile.strip('_') or first.date}: no {', '.join(missing)} scene; tile dropped")
             continue
         stem = f"{tile.strip('_') or 'scene'}_{first.date}"
         shutil.copyfile(first.label, out / f"{stem}{LABEL_SUFFIX}")
@@ -150,7 +151,7 @@ def _align(spec: OnboardSpec, fetched: list[dict[str, Fetched]], out: Path) -> i
             _warp_onto(scenes[tile].image, first.image, out / f"{stem}{image_suffix(source)}")
             dates.append(scenes[tile].date)
         if len(dates) > 1:
-            protocol.log(f"{stem}: dates " + ", ".join(f"{s.modality_tag} {d}" for s, d in zip(spec.data_sources,
+            note(f"{stem}: dates " + ", ".join(f"{s.modality_tag} {d}" for s, d in zip(spec.data_sources,
                                                                                                  dates)))
         kept += 1
     return kept

@@ -159,7 +159,7 @@ def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str],
         if options.from_labels:
             from .from_labels import images_from_labels
 
-            root, spec = images_from_labels(spec, root, scratch / "from_labels", workspace)
+            root, spec = images_from_labels(spec, root, scratch / "from_labels", workspace, note)
         label_ids = set(spec.label_map()) if spec.purpose == "Segmentation" else None
         need = {s.file_suffix: max(b.index for b in s.bands) + 1 for s in spec.data_sources}
         report = scan(root, spec.label_suffix, [s.file_suffix for s in spec.data_sources], need, label_ids,
