@@ -70,7 +70,9 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
         return ("Turns paired image and label GeoTIFFs (a folder, a zip or tar, or a URL) into a TerraTorch-ready "
                 "dataset in the GeoStudio workspace: pairing by stem, checks, a seeded 60/20/20 split, per-band "
                 "statistics of the training split. Give a Studio onboarding payload (JSON), or fill the fields for "
-                "one data source. Categories: 'id:name:#colour' separated by commas.")
+                "one data source. Categories: 'id:name:#colour' separated by commas. To onboard from labels alone "
+                "(imagery fetched by the connectors: onboarding_options.from_labels), give a payload; the endpoint "
+                "overrides and credentials set in the Connectors dock are used.")
 
     def createInstance(self) -> "OnboardDatasetAlgorithm":  # noqa: N802
         return OnboardDatasetAlgorithm()
