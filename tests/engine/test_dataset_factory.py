@@ -256,6 +256,61 @@ def test_from_labels_fetches_imagery_through_the_connector(workspace, tmp_path):
         assert chip.count == 4 and chip.crs.to_epsg() == 4326 and chip.read(1).max() > 0
 
 
+def test_from_labels_takes_dated_label_rasters(workspace, tmp_path):
+    """label_type raster: pixels equal to 1 are the label; Terrakit polygonises them, we fetch and chip."""
+    from local_stac import LocalStac
+    from rasterio.transform import from_bounds
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    mask = np.zeros((100, 100), dtype="uint8")
+    mask[25:50, 25:50] = 1  # two squares on a diagonal: half of their bounding box is labelled
+    mask[50:75, 50:75] = 1
+    with rasterio.open(labels / "debris_2018-09-14.tif", "w", driver="GTiff", width=100, height=100, count=1,
+                       dtype="uint8", crs="EPSG:4326",
+                       transform=from_bounds(-88.185, 15.812, -88.165, 15.832, 100, 100)) as dst:
+        dst.write(mask, 1)
+    with LocalStac(Path(sys.executable), tmp_path / "stac") as stac:
+        payload = {
+            "dataset_name": "debris from label rasters", "dataset_url": str(labels), "label_suffix": "_label.tif",
+            "purpose": "Segmentation",
+            "data_sources": [{"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
+                              "file_suffix": ".tif", "bands": [{"index": 0, "band_name": "red"}]}],
+            "label_categories": [{"id": 0, "name": "Background"}, {"id": 1, "name": "Debris"}],
+            "onboarding_options": {"from_labels": True, "label_type": "raster", "chip_size": 64, "post_days": 7,
+                                   "endpoint": stac.stac_url},
+        }
+        run = run_ok("onboard", payload, workspace, timeout=300)
+    record = json.loads((Path(run.result["outputs"]["dataset_dir"]) / "dataset.json").read_text())
+    labelled = sum(c["train_pixels"] for c in record["classes"] if c["id"] == 1)
+    assert record["n_samples"] >= 2 and labelled > 0
+    # imagery is fetched for the labels' bounding box, half of which is labelled
+    labels_dir = Path(run.result["outputs"]["dataset_dir"]) / "labels"
+    ones = total = 0
+    for path in labels_dir.glob("*.tif"):
+        with rasterio.open(path) as src:
+            data = src.read(1)
+        ones += int((data == 1).sum())
+        total += int((data >= 0).sum())
+    assert 0.4 < ones / total < 0.6
+
+
+def test_from_labels_names_a_label_file_without_a_date(workspace, tmp_path):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "debris_2018-09-14.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    (labels / "debris_september.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    payload = {"dataset_name": "undated", "dataset_url": str(labels), "label_suffix": "_label.tif",
+               "data_sources": [{"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
+                                 "file_suffix": ".tif", "bands": [{"index": 0, "band_name": "red"}]}],
+               "label_categories": [{"id": 0, "name": "Background"}, {"id": 1, "name": "Debris"}],
+               "onboarding_options": {"from_labels": True}}
+    run = run_engine("onboard", payload, workspace)
+    assert run.returncode == EXIT_INPUT and run.error["code"] == "0002"
+    assert "debris_september.geojson" in run.error["message"] and "YYYY-MM-DD" in run.error["hint"]
+    assert not any((workspace / "datasets").glob("*"))  # no dataset (a missing folder globs to nothing)
+
+
 def test_from_labels_with_two_connectors_puts_every_modality_on_one_grid(workspace, tmp_path):
     """S2 bands from sentinel_aws and NDVI from IBM Research STAC (NetCDF): one dataset, aligned pixels."""
     from local_stac import LocalStac

@@ -35,6 +35,39 @@ class Fetched:
     date: str
 
 
+LABEL_RULE = ("Label files must be GeoJSON polygons (.geojson/.json, label_type vector) or GeoTIFF rasters with 1 on "
+              "the labelled pixels (.tif, label_type raster), each named with its date: <name>_YYYY-MM-DD.<ext>.")
+DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
+EXTENSIONS = {"vector": (".geojson", ".json"), "raster": (".tif", ".tiff")}
+
+
+def _dated_labels(root: Path, label_type: str, staged: Path) -> Path:
+    """Check every label file's name before Terrakit reads them, and give rasters the date spelling it wants.
+
+    Terrakit 0.2.2 reads a vector label's date as YYYY-MM-DD but a raster label's as YYYYMMDD; users get one
+    rule (YYYY-MM-DD for both), and a file without a date is named here instead of skipped in Terrakit's log.
+    """
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS[label_type])
+    if not files:
+        raise EngineError("0002", f"No {label_type} label file ({', '.join(EXTENSIONS[label_type])}) in {root}.",
+                          LABEL_RULE + " Set onboarding_options.label_type to match the files.")
+    undated = [p.name for p in files if not DATE.search(p.name)]
+    if undated:
+        raise EngineError("0002", f"Label file(s) without a date in the name: {', '.join(undated[:5])}"
+                          f"{' …' if len(undated) > 5 else ''} (in {root}).", LABEL_RULE)
+    if label_type == "vector":
+        return root
+    staged.mkdir(parents=True)
+    for path in files:
+        os.link(path, staged / DATE.sub(r"\1\2\3", path.name)) if _same_device(path, staged) else \
+            shutil.copyfile(path, staged / DATE.sub(r"\1\2\3", path.name))
+    return staged
+
+
+def _same_device(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev
+
+
 def image_suffix(source: DataSource) -> str:
     return f"_{source.modality_tag}.tif"
 
@@ -55,15 +88,16 @@ def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspa
     protocol.progress("labels", 0.03, "reading labels")
     import terrakit
 
+    labels_folder = _dated_labels(labels_root, options.label_type, work / "label_files")
     try:
-        terrakit.process_labels(labels_folder=str(labels_root), dataset_name=name, working_dir=str(work),
+        terrakit.process_labels(labels_folder=str(labels_folder), dataset_name=name, working_dir=str(work),
                                 label_type=options.label_type, datetime_info="filename")
     except Exception as exc:  # noqa: BLE001 - Terrakit raises many kinds; the user needs the folder and the rule
         raise EngineError("0002", f"Could not read the labels in {labels_root}: "
-                          f"{protocol.redact(str(exc))[:300]}",
-                          "Label files must be GeoJSON polygons (label_type vector) or rasters with 1 on the "
-                          "labelled pixels (label_type raster), each named with its date: "
-                          "<name>_YYYY-MM-DD.geojson.") from None
+                          f"{protocol.redact(str(exc))[:300]}", LABEL_RULE) from None
+    if not (work / f"{name}_labels.shp").exists():  # Terrakit logs a bad file and goes on without it
+        raise EngineError("0002", f"None of the label files in {labels_root} could be read as {options.label_type} "
+                          "labels.", LABEL_RULE)
     fetched: list[dict[str, Fetched]] = []
     for i, source in enumerate(spec.data_sources):
         share = 0.15 / len(spec.data_sources)
