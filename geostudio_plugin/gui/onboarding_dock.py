@@ -94,6 +94,11 @@ class OnboardingDock(UiDock):
         for widget in (self.ui.prescanButton, self.ui.dataSuffixesEdit, self.ui.labelSuffixEdit):
             widget.setEnabled(not on)
 
+    def _set_running(self, running: bool) -> None:
+        super()._set_running(running)
+        if not running:
+            self._from_labels_toggled(self.ui.fromLabelsCheck.isChecked())
+
     def _cell(self, table, row: int, column: int) -> str:  # noqa: ANN001
         item = table.item(row, column)
         return item.text().strip() if item else ""
@@ -106,10 +111,9 @@ class OnboardingDock(UiDock):
             self.add_source_row("", "", "", "")
         self.collections[row] = collection
         table.setItem(row, 2, QTableWidgetItem(f"{collection['connector']} / {collection['collection']}"))
-        if collection.get("modality_tag"):
-            table.setItem(row, 1, QTableWidgetItem(collection["modality_tag"]))
-        elif not self._cell(table, row, 1):  # runtime collections have no tag: name the modality after them
-            table.setItem(row, 1, QTableWidgetItem(re.sub(r"\W+", "_", collection["collection"]).upper()))
+        # runtime collections have no tag: name the modality after them (a tag is also a folder name)
+        tag = collection.get("modality_tag") or re.sub(r"[^A-Za-z0-9]+", "_", collection["collection"]).upper()
+        table.setItem(row, 1, QTableWidgetItem(tag))
         if not self._cell(table, row, 3):
             table.setItem(row, 3, QTableWidgetItem(", ".join(b["band_name"] for b in collection.get("bands", []))))
 
@@ -151,7 +155,7 @@ class OnboardingDock(UiDock):
             options.update(pre_days=self.ui.preDaysSpin.value(), post_days=self.ui.postDaysSpin.value(),
                            max_cloud_cover=self.ui.cloudSpin.value())
             label_suffix = label_suffix or ".label.tif"  # unused: the labels are the source's GeoJSON or rasters
-        return credentials.with_endpoints({
+        payload = credentials.with_endpoints({
             "description": "",
             **getattr(self, "payload_extras", {}),
             "dataset_name": self.ui.nameEdit.text().strip(),
@@ -163,6 +167,9 @@ class OnboardingDock(UiDock):
             "onboarding_options": options,
             "version": "v2",
         })
+        for connector, url in getattr(self, "payload_endpoints", {}).items():  # the Connectors settings win
+            payload["onboarding_options"].setdefault("endpoints", {}).setdefault(connector, url)
+        return payload
 
     def choose_payload(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Studio onboarding payload", "", "JSON (*.json)")
@@ -200,8 +207,12 @@ class OnboardingDock(UiDock):
         self.ui.preDaysSpin.setValue(int(options.get("pre_days", 0)))
         self.ui.postDaysSpin.setValue(int(options.get("post_days", 7)))
         self.ui.cloudSpin.setValue(int(float(options.get("max_cloud_cover", 80))))
-        shown = ("ignore_id", "chip_size", "convert_to_cog", "from_labels", "pre_days", "post_days", "max_cloud_cover")
+        shown = ("ignore_id", "chip_size", "convert_to_cog", "from_labels", "pre_days", "post_days", "max_cloud_cover",
+                 "endpoint", "endpoints")
         self.options_extras = {k: v for k, v in options.items() if k not in shown}  # split, seed, label_type...
+        self.payload_endpoints = dict(options.get("endpoints") or {})  # used where Connectors has none set
+        if options.get("endpoint") and sources and sources[0].get("connector"):
+            self.payload_endpoints.setdefault(sources[0]["connector"], options["endpoint"])
         self.payload_extras = {k: v for k, v in payload.items() if k in ("description", "version")}
 
     # --------------------------------------------------------------- pre-scan

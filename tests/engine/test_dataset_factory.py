@@ -262,11 +262,12 @@ def test_from_labels_takes_dated_label_rasters(workspace, tmp_path):
     from rasterio.transform import from_bounds
 
     labels = tmp_path / "labels"
-    labels.mkdir()
+    (labels / "september").mkdir(parents=True)  # nested, upper-case extension, label_type left to detection
     mask = np.zeros((100, 100), dtype="uint8")
     mask[25:50, 25:50] = 1  # two squares on a diagonal: half of their bounding box is labelled
     mask[50:75, 50:75] = 1
-    with rasterio.open(labels / "debris_2018-09-14.tif", "w", driver="GTiff", width=100, height=100, count=1,
+    with rasterio.open(labels / "september" / "debris_2018-09-14.TIF", "w", driver="GTiff", width=100, height=100,
+                       count=1,
                        dtype="uint8", crs="EPSG:4326",
                        transform=from_bounds(-88.185, 15.812, -88.165, 15.832, 100, 100)) as dst:
         dst.write(mask, 1)
@@ -277,7 +278,7 @@ def test_from_labels_takes_dated_label_rasters(workspace, tmp_path):
             "data_sources": [{"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
                               "file_suffix": ".tif", "bands": [{"index": 0, "band_name": "red"}]}],
             "label_categories": [{"id": 0, "name": "Background"}, {"id": 1, "name": "Debris"}],
-            "onboarding_options": {"from_labels": True, "label_type": "raster", "chip_size": 64, "post_days": 7,
+            "onboarding_options": {"from_labels": True, "chip_size": 64, "post_days": 7,
                                    "endpoint": stac.stac_url},
         }
         run = run_ok("onboard", payload, workspace, timeout=300)
@@ -309,6 +310,30 @@ def test_from_labels_names_a_label_file_without_a_date(workspace, tmp_path):
     assert run.returncode == EXIT_INPUT and run.error["code"] == "0002"
     assert "debris_september.geojson" in run.error["message"] and "YYYY-MM-DD" in run.error["hint"]
     assert not any((workspace / "datasets").glob("*"))  # no dataset (a missing folder globs to nothing)
+
+
+def test_secondary_sources_are_resampled_with_their_nodata_kept_apart(tmp_path):
+    """Integer (categorical) data: nearest neighbour, and an int32 nodata float32 cannot hold becomes -9999."""
+    sys.path.insert(0, str(REPO))
+    from geostudio_plugin.engine.datasets.from_labels import _warp_onto
+    from rasterio.transform import from_bounds, from_origin
+
+    categories = np.tile(np.array([3, 7], dtype="int32").repeat(20), (40, 1))
+    categories[:, :4] = 2147483647  # nodata strip on the west edge
+    source = tmp_path / "classes.tif"
+    with rasterio.open(source, "w", driver="GTiff", width=40, height=40, count=1, dtype="int32", crs="EPSG:32616",
+                       transform=from_origin(300000, 1750400, 10, 10), nodata=2147483647) as dst:
+        dst.write(categories, 1)
+    reference = tmp_path / "reference.tif"
+    with rasterio.open(reference, "w", driver="GTiff", width=50, height=50, count=1, dtype="float32",
+                       crs="EPSG:4326", transform=from_bounds(-88.868, 15.820, -88.863, 15.825, 50, 50)) as dst:
+        dst.write(np.zeros((50, 50), dtype="float32"), 1)
+    _warp_onto(source, reference, tmp_path / "out.tif")
+    with rasterio.open(tmp_path / "out.tif") as out, rasterio.open(reference) as ref:
+        assert (out.crs, out.transform, out.shape) == (ref.crs, ref.transform, ref.shape)
+        values = out.read(1)
+        assert out.nodata == -9999
+    assert set(np.unique(values)) == {3.0, 7.0, -9999.0}  # no blend of categories, no nodata bleeding in
 
 
 def test_from_labels_with_two_connectors_puts_every_modality_on_one_grid(workspace, tmp_path):
@@ -343,7 +368,7 @@ def test_from_labels_with_two_connectors_puts_every_modality_on_one_grid(workspa
     assert len(s2_chips) == len(ndvi_chips) == record["n_samples"] >= 2
     checked = 0
     for s2_path, ndvi_path in zip(s2_chips, ndvi_chips):
-        assert s2_path.name.replace("_S2L2A", "") == ndvi_path.name.replace("_NDVI", "")
+        assert s2_path.name.replace("+S2L2A", "") == ndvi_path.name.replace("+NDVI", "")
         with rasterio.open(s2_path) as s2, rasterio.open(ndvi_path) as ndvi:
             assert (s2.crs, s2.transform, s2.shape) == (ndvi.crs, ndvi.transform, ndvi.shape)
             red, nir, index = s2.read(1).astype("float64"), s2.read(2).astype("float64"), ndvi.read(1)

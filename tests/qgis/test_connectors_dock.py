@@ -191,6 +191,13 @@ def test_labels_only_onboarding_from_the_datasets_dock_with_two_connectors(plugi
     dock.ui.fromLabelsCheck.setChecked(True)
     assert not dock.ui.prescanButton.isEnabled() and dock.ui.postDaysSpin.isEnabled()
     table = dock.ui.sourcesTable
+    dock.ui.addSourceButton.click()  # removing a row keeps the picked collections on their rows
+    table.setCurrentCell(table.rowCount() - 1, 2)
+    connectors_dock.ui.tree.setCurrentItem(_child(_top(connectors_dock, "IBM Research STAC"), "marida-ndvi"))
+    table.setCurrentCell(table.rowCount() - 2, 0)
+    dock.ui.removeSourceButton.click()
+    assert dock.collections[table.rowCount() - 1]["collection"] == "marida-ndvi"
+    assert table.item(table.rowCount() - 1, 2).text() == "IBMResearchSTAC / marida-ndvi"
     while table.rowCount():
         table.setCurrentCell(0, 0)
         dock.ui.removeSourceButton.click()

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -36,40 +37,59 @@ class Fetched:
 
 
 LABEL_RULE = ("Label files must be GeoJSON polygons (.geojson/.json, label_type vector) or GeoTIFF rasters with 1 on "
-              "the labelled pixels (.tif, label_type raster), each named with its date: <name>_YYYY-MM-DD.<ext>.")
+              "the labelled pixels (.tif/.tiff, label_type raster), each named with its date: <name>_YYYY-MM-DD.<ext> "
+              "(optionally _CLASS_<n>_ for the class id).")
 DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
+CLASS = re.compile(r"_CLASS_(\d+)_")
 EXTENSIONS = {"vector": (".geojson", ".json"), "raster": (".tif", ".tiff")}
 
 
-def _dated_labels(root: Path, label_type: str, staged: Path) -> Path:
-    """Check every label file's name before Terrakit reads them, and give rasters the date spelling it wants.
-
-    Terrakit 0.2.2 reads a vector label's date as YYYY-MM-DD but a raster label's as YYYYMMDD; users get one
-    rule (YYYY-MM-DD for both), and a file without a date is named here instead of skipped in Terrakit's log.
-    """
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS[label_type])
-    if not files:
-        raise EngineError("0002", f"No {label_type} label file ({', '.join(EXTENSIONS[label_type])}) in {root}.",
+def label_files(root: Path, label_type: Optional[str]) -> tuple[str, list[Path]]:
+    """The label files (any depth, any case of extension) and their type: as given, else what the folder holds."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    by_type = {kind: [p for p in files if p.suffix.lower() in ext] for kind, ext in EXTENSIONS.items()}
+    kind = label_type or ("vector" if by_type["vector"] or not by_type["raster"] else "raster")
+    if not by_type[kind]:
+        raise EngineError("0002", f"No {kind} label file ({', '.join(EXTENSIONS[kind])}) in {root}.",
                           LABEL_RULE + " Set onboarding_options.label_type to match the files.")
-    undated = [p.name for p in files if not DATE.search(p.name)]
-    if undated:
-        raise EngineError("0002", f"Label file(s) without a date in the name: {', '.join(undated[:5])}"
-                          f"{' …' if len(undated) > 5 else ''} (in {root}).", LABEL_RULE)
-    if label_type == "vector":
-        return root
-    staged.mkdir(parents=True)
+    return kind, by_type[kind]
+
+
+def stage_labels(files: list[Path], kind: str, root: Path, staged: Path) -> None:
+    """Give Terrakit the files as it reads them: one flat folder, lower-case extension, the date first.
+
+    Terrakit 0.2.2 globs only the top level (`*json`, `*tif`), reads a vector label's date as YYYY-MM-DD but a
+    raster label's as the first 6-8 digit group, and skips (only logs) a file it cannot date. Users get one
+    rule; an undated or impossible date is named here.
+    """
+    bad = []
     for path in files:
-        os.link(path, staged / DATE.sub(r"\1\2\3", path.name)) if _same_device(path, staged) else \
-            shutil.copyfile(path, staged / DATE.sub(r"\1\2\3", path.name))
-    return staged
-
-
-def _same_device(a: Path, b: Path) -> bool:
-    return a.stat().st_dev == b.stat().st_dev
+        found = DATE.search(path.name)
+        try:
+            day = datetime.strptime(found.group(0), "%Y-%m-%d") if found else None
+        except ValueError:
+            day = None
+        if day is None:
+            bad.append(str(path.relative_to(root)))
+    if bad:
+        raise EngineError("0002", f"Label file(s) without a valid date in the name: {', '.join(bad[:5])}"
+                          f"{' …' if len(bad) > 5 else ''} (in {root}).", LABEL_RULE)
+    staged.mkdir(parents=True)
+    for n, path in enumerate(files):
+        day = DATE.search(path.name)
+        label_class = CLASS.search(path.name)
+        date = day.group(0) if kind == "vector" else "".join(day.groups())
+        extension = ".geojson" if kind == "vector" else ".tif"
+        target = staged / f"{date}{f'_CLASS_{label_class.group(1)}_' if label_class else '_'}n{n}{extension}"
+        try:
+            os.link(path, target)
+        except OSError:  # other device, no hard links there, or not the user's file (protected_hardlinks)
+            shutil.copyfile(path, target)
 
 
 def image_suffix(source: DataSource) -> str:
-    return f"_{source.modality_tag}.tif"
+    """`+` cannot be in a modality tag, so no suffix ends another (`_NDVI.tif` would end `_S2_NDVI.tif`)."""
+    return f"+{source.modality_tag}.tif"
 
 
 def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspace: Any,
@@ -88,16 +108,18 @@ def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspa
     protocol.progress("labels", 0.03, "reading labels")
     import terrakit
 
-    labels_folder = _dated_labels(labels_root, options.label_type, work / "label_files")
+    kind, files = label_files(labels_root, options.label_type)
+    stage_labels(files, kind, labels_root, work / "label_files")
+    note(f"{len(files)} {kind} label file(s)")
     try:
-        terrakit.process_labels(labels_folder=str(labels_folder), dataset_name=name, working_dir=str(work),
-                                label_type=options.label_type, datetime_info="filename")
+        terrakit.process_labels(labels_folder=str(work / "label_files"), dataset_name=name, working_dir=str(work),
+                                label_type=kind, datetime_info="filename")
     except Exception as exc:  # noqa: BLE001 - Terrakit raises many kinds; the user needs the folder and the rule
         raise EngineError("0002", f"Could not read the labels in {labels_root}: "
                           f"{protocol.redact(str(exc))[:300]}", LABEL_RULE) from None
     if not (work / f"{name}_labels.shp").exists():  # Terrakit logs a bad file and goes on without it
-        raise EngineError("0002", f"None of the label files in {labels_root} could be read as {options.label_type} "
-                          "labels.", LABEL_RULE)
+        raise EngineError("0002", f"None of the label files in {labels_root} could be read as {kind} labels.",
+                          LABEL_RULE)
     fetched: list[dict[str, Fetched]] = []
     for i, source in enumerate(spec.data_sources):
         share = 0.15 / len(spec.data_sources)
@@ -172,6 +194,10 @@ def _download(source: DataSource, options: Any, primary: str, work: Path, name: 
 def _align(spec: OnboardSpec, fetched: list[dict[str, Fetched]], out: Path, note: Callable[[str], None]) -> int:
     """Write `<tile>_<date><suffix>` per source on the primary's grid, plus the primary's label."""
     kept = 0
+    for source, scenes in zip(spec.data_sources[1:], fetched[1:]):
+        for tile in sorted(set(scenes) - set(fetched[0])):
+            note(f"label tile {tile.strip('_')}: a {source.modality_tag} scene but no "
+                 f"{spec.data_sources[0].modality_tag} scene (the primary source); tile dropped")
     for tile, first in sorted(fetched[0].items()):
         missing = [s.modality_tag for s, f in zip(spec.data_sources[1:], fetched[1:]) if tile not in f]
         if missing:
@@ -192,7 +218,8 @@ def _align(spec: OnboardSpec, fetched: list[dict[str, Fetched]], out: Path, note
 
 
 def _warp_onto(image: Path, reference: Path, target: Path) -> None:
-    """Resample `image` onto `reference`'s grid (bilinear; outside its footprint -> nodata)."""
+    """Resample `image` onto `reference`'s grid: bilinear for measurements, nearest for integer (categorical)
+    bands; outside its footprint -> nodata (its own where float32 holds it exactly, else -9999)."""
     import numpy as np
     import rasterio
     from rasterio.warp import Resampling, reproject
@@ -201,11 +228,15 @@ def _warp_onto(image: Path, reference: Path, target: Path) -> None:
         if (src.crs, src.transform, src.shape) == (ref.crs, ref.transform, ref.shape):
             shutil.copyfile(image, target)
             return
-        nodata: Optional[float] = src.nodata if src.nodata is not None else NODATA
+        source_nodata = src.nodata
+        keeps = source_nodata is not None and (np.isnan(source_nodata)
+                                               or float(np.float32(source_nodata)) == float(source_nodata))
+        nodata = float(source_nodata) if keeps else NODATA
+        integer = np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
         data = np.full((src.count, ref.height, ref.width), nodata, dtype="float32")
-        reproject(source=src.read(out_dtype="float32"), destination=data, src_transform=src.transform,
-                  src_crs=src.crs, src_nodata=nodata, dst_transform=ref.transform, dst_crs=ref.crs,
-                  dst_nodata=nodata, resampling=Resampling.bilinear)
+        reproject(source=rasterio.band(src, list(range(1, src.count + 1))), destination=data,
+                  src_nodata=source_nodata, dst_transform=ref.transform, dst_crs=ref.crs, dst_nodata=nodata,
+                  resampling=Resampling.nearest if integer else Resampling.bilinear)
         profile = {"driver": "GTiff", "width": ref.width, "height": ref.height, "count": src.count,
                    "dtype": "float32", "crs": ref.crs, "transform": ref.transform, "nodata": nodata,
                    "compress": "DEFLATE"}

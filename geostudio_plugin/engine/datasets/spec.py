@@ -19,7 +19,8 @@ class OnboardingOptions(StudioModel):
     chip_size: Optional[int] = Field(default=None, ge=16, description="cut scenes into chips of this size")
     convert_to_cog: bool = True
     # from_labels: Terrakit fetches each label's imagery (the Studio's defaults)
-    label_type: Literal["vector", "raster"] = "vector"
+    label_type: Optional[Literal["vector", "raster"]] = Field(
+        default=None, description="from_labels: vector (GeoJSON) or raster labels; unset = what the source holds")
     pre_days: int = Field(default=0, ge=0, le=365)
     post_days: int = Field(default=7, ge=0, le=365)
     max_cloud_cover: float = Field(default=80, ge=0, le=100)
@@ -58,9 +59,9 @@ class OnboardSpec(StudioModel):
                              "labels and images need different suffixes")
         if len(set(suffixes)) != len(suffixes):
             raise ValueError("two data sources share a file_suffix; give each modality its own")
-        tags = [s.modality_tag for s in self.data_sources]
-        if len(set(tags)) != len(tags):
-            raise ValueError("two data sources share a modality_tag; each modality needs its own tag")
+        tags = [s.modality_tag.lower() for s in self.data_sources]
+        if len(set(tags)) != len(tags):  # also folder names: S2 and s2 are one folder on Windows and macOS
+            raise ValueError("two data sources share a modality_tag (case ignored); each modality needs its own tag")
         ids = [c.id for c in self.label_categories]
         if len(set(ids)) != len(ids):
             raise ValueError("label_categories has duplicate ids")
