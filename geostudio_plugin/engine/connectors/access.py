@@ -46,6 +46,17 @@ def collection(connector_id: str, name: str, workspace=None, extra: Optional[lis
     return collections[name]
 
 
+def resolve_collection(connector_id: str, name: str, endpoint: Optional[str], workspace=None,  # noqa: ANN001
+                       connector: Any = None) -> dict[str, Any]:
+    """`collection`, where IBM Research STAC's collections exist only on its endpoint: listed there first."""
+    extra = None
+    if connector_id == "IBMResearchSTAC":
+        connector = connector or open_connector(connector_id, endpoint)
+        with connector_errors(connector_id, endpoint_of(connector_id, endpoint), "listing collections"):
+            extra = ibm_collections(connector)
+    return collection(connector_id, name, workspace, extra)
+
+
 def band_keys(connector_id: str, coll: dict[str, Any], names: list[str]) -> list[str]:
     """Request names for the bands (alternative names such as B04 -> red accepted); default R, G, B."""
     if not names:

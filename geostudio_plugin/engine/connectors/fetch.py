@@ -96,11 +96,7 @@ def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
     endpoint = access.endpoint_of(spec.connector, spec.endpoint)
     protocol.progress("fetch", 0.05, f"connecting to {info['name']}")
     connector = access.open_connector(spec.connector, spec.endpoint)
-    extra = None
-    if spec.connector == "IBMResearchSTAC":
-        with access.connector_errors(spec.connector, endpoint, "listing collections"):
-            extra = access.ibm_collections(connector)
-    coll = access.collection(spec.connector, spec.collection, workspace, extra)
+    coll = access.resolve_collection(spec.connector, spec.collection, spec.endpoint, workspace, connector)
     name = coll["collection"]
     bands = access.band_keys(spec.connector, coll, spec.bands)
     rgb_roles = {b["band_name"]: b.get("RGB_band") for b in coll["bands"]}

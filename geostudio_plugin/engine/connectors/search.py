@@ -70,11 +70,7 @@ def search(spec: SearchSpec, workspace: Optional[Workspace]) -> dict[str, Any]:
     endpoint = access.endpoint_of(spec.connector, spec.endpoint)
     protocol.progress("search", 0.1, f"connecting to {info['name']}")
     connector = access.open_connector(spec.connector, spec.endpoint)
-    extra = None
-    if spec.connector == "IBMResearchSTAC":
-        with access.connector_errors(spec.connector, endpoint, "listing collections"):
-            extra = access.ibm_collections(connector)
-    coll = access.collection(spec.connector, spec.collection, workspace, extra)
+    coll = access.resolve_collection(spec.connector, spec.collection, spec.endpoint, workspace, connector)
     name = coll["collection"]
     protocol.progress("search", 0.3, f"searching {name} from {spec.date_start} to {spec.date_end}")
     with access.connector_errors(spec.connector, endpoint, f"searching {name}"):

@@ -150,11 +150,7 @@ def _download(source: DataSource, options: Any, primary: str, work: Path, name: 
     endpoint_override = options.endpoint_for(source.connector, primary)
     access.apply_endpoint(source.connector, endpoint_override)
     endpoint = access.endpoint_of(source.connector, endpoint_override)
-    extra = None
-    if source.connector == "IBMResearchSTAC":
-        with access.connector_errors(source.connector, endpoint, "listing collections"):
-            extra = access.ibm_collections(access.open_connector(source.connector, endpoint_override))
-    coll = access.collection(source.connector, source.collection, workspace, extra)
+    coll = access.resolve_collection(source.connector, source.collection, endpoint_override, workspace)
     bands = access.band_keys(source.connector, coll, [b.band_name for b in source.bands])
     folder = work / source.modality_tag
     folder.mkdir()
