@@ -62,21 +62,18 @@ def stage_labels(files: list[Path], kind: str, root: Path, staged: Path) -> None
     raster label's as the first 6-8 digit group, and skips (only logs) a file it cannot date. Users get one
     rule; an undated or impossible date is named here.
     """
-    bad = []
+    dated, bad = [], []
     for path in files:
         found = DATE.search(path.name)
-        try:
-            day = datetime.strptime(found.group(0), "%Y-%m-%d") if found else None
-        except ValueError:
-            day = None
-        if day is None:
+        if found and _real_date(found.group(0)):
+            dated.append((path, found))
+        else:
             bad.append(str(path.relative_to(root)))
     if bad:
         raise EngineError("0002", f"Label file(s) without a valid date in the name: {', '.join(bad[:5])}"
                           f"{' …' if len(bad) > 5 else ''} (in {root}).", LABEL_RULE)
     staged.mkdir(parents=True)
-    for n, path in enumerate(files):
-        day = DATE.search(path.name)
+    for n, (path, day) in enumerate(dated):
         label_class = CLASS.search(path.name)
         date = day.group(0) if kind == "vector" else "".join(day.groups())
         extension = ".geojson" if kind == "vector" else ".tif"
@@ -85,6 +82,14 @@ def stage_labels(files: list[Path], kind: str, root: Path, staged: Path) -> None
             os.link(path, target)
         except OSError:  # other device, no hard links there, or not the user's file (protected_hardlinks)
             shutil.copyfile(path, target)
+
+
+def _real_date(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
 
 
 def image_suffix(source: DataSource) -> str:
