@@ -23,14 +23,11 @@ import sys
 import threading
 from typing import Any, Iterable, Optional, TextIO
 
-# Documented exit codes (README "Engine protocol").
-EXIT_OK = 0
-EXIT_INTERNAL = 1  # a bug: the error event says so and stderr holds the traceback
-EXIT_USAGE = 2  # unknown command or unreadable spec file
-EXIT_INVALID_SPEC = 3  # the spec does not validate; details name each field
-EXIT_INPUT = 4  # input data is unusable (missing file, wrong raster, ...)
-EXIT_EXTERNAL = 5  # a data connector or other service failed
-EXIT_CANCELLED = 130  # stopped by SIGTERM/SIGINT; outputs were rolled back
+# Exit codes live in ``wire`` (shared with the QGIS side); re-exported here.
+from .wire import (  # noqa: F401,E402 - re-exported names
+    EVENT_ERROR, EVENT_LOG, EVENT_METRIC, EVENT_PROGRESS, EVENT_RESULT, EXIT_CANCELLED, EXIT_EXTERNAL, EXIT_INPUT,
+    EXIT_INTERNAL, EXIT_INVALID_SPEC, EXIT_OK, EXIT_USAGE,
+)
 
 _lock = threading.Lock()
 _stream: TextIO = sys.stdout

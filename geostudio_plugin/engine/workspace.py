@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .protocol import json_safe
-
-KINDS = ("datasets", "tunes", "inferences", "fetched")
+from .wire import FAILED_DIR, KINDS, RECORDS  # noqa: F401 - KINDS, RECORDS re-exported
 
 
 def slugify(text: str, max_len: int = 30) -> str:
