@@ -1,0 +1,480 @@
+"""The QGIS side of the door: what it sends the engine and what it reads back, in one place.
+
+Standard library only (plus ``engine.wire``, itself standard library only), so the engine's tests can
+import it and check every builder against the engine's own spec models (tests/engine/test_contract.py).
+
+- Event kinds, workspace record names and exit codes come from ``engine.wire``.
+- Typed records (``TypedDict``) describe every result and record the QGIS side reads.
+- Spec builders take plain values (paths, bbox lists, dicts), never QGIS objects; the docks and the
+  Processing algorithms both call them, so each rule exists once. ``qgis_inputs`` turns QGIS objects
+  (layers, extents) into those plain values.
+- ``resolve_endpoints`` is the one endpoint precedence rule.
+- ``EngineFailure`` is what a failed job becomes for whoever shows it to the user.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence, TypedDict
+
+from .engine.wire import (
+    EVENT_ERROR,
+    EVENT_LOG,
+    EVENT_METRIC,
+    EVENT_PROGRESS,
+    EVENT_RESULT,
+    EVENTS,
+    EXIT_CANCELLED,
+    FAILED_DIR,
+    KINDS,
+    RECORDS,
+)
+
+__all__ = [
+    "EVENT_ERROR", "EVENT_LOG", "EVENT_METRIC", "EVENT_PROGRESS", "EVENT_RESULT", "EVENTS", "EXIT_CANCELLED",
+    "FAILED_DIR", "KINDS", "RECORDS", "COMMANDS", "DEVICES", "DEVICE_PATTERN",
+    "is_progress", "is_metric", "is_log", "is_result", "is_error",
+    "normalise_device", "resolve_endpoints",
+    "catalog_spec", "search_spec", "fetch_spec", "check_spec", "prescan_spec", "onboard_payload", "tune_spec",
+    "infer_spec", "delete_spec", "dataset_sample_paths", "EngineFailure",
+]
+
+# The engine's commands (``python -m geostudio_plugin.engine <command>``) the QGIS side runs.
+CATALOG, SEARCH, FETCH, CHECK, PRESCAN, ONBOARD, TUNE, INFER, DELETE, LIST = (
+    "catalog", "search", "fetch", "check", "prescan", "onboard", "tune", "infer", "delete", "list")
+COMMANDS = (CATALOG, SEARCH, FETCH, CHECK, PRESCAN, ONBOARD, TUNE, INFER, DELETE, LIST)
+
+# One device vocabulary for tuning and inference (settings, the Fine-tuning dock, the engine's specs).
+DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N" for the N-th GPU
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$")
+
+
+# --------------------------------------------------------------------------------------------- events
+def _kind(event: Mapping[str, Any]) -> Any:
+    return event.get("event") if isinstance(event, Mapping) else None
+
+
+def is_progress(event: Mapping[str, Any]) -> bool:
+    """A progress event: stage, fraction (0..1 within the whole command), message."""
+    return _kind(event) == EVENT_PROGRESS
+
+
+def is_metric(event: Mapping[str, Any]) -> bool:
+    return _kind(event) == EVENT_METRIC
+
+
+def is_log(event: Mapping[str, Any]) -> bool:
+    return _kind(event) == EVENT_LOG
+
+
+def is_result(event: Mapping[str, Any]) -> bool:
+    return _kind(event) == EVENT_RESULT
+
+
+def is_error(event: Mapping[str, Any]) -> bool:
+    return _kind(event) == EVENT_ERROR
+
+
+# -------------------------------------------------------------------------------------------- records
+class ProgressEvent(TypedDict, total=False):
+    event: str
+    stage: str
+    fraction: float
+    message: str
+
+
+class ErrorEvent(TypedDict, total=False):
+    event: str
+    code: str  # snake_case, one of the README's error table
+    message: str
+    hint: str
+    details: list[Any]  # strings, or {"field", "message"} for spec errors
+    studio_code: str  # the Studio's numbered code ("0002") where the error has one
+
+
+class EngineResult(TypedDict):
+    """The ``result`` event: the paths a command wrote and a small summary (one of the *Summary records)."""
+
+    event: str
+    outputs: dict[str, Any]
+    summary: dict[str, Any]
+
+
+class BandEntry(TypedDict, total=False):
+    band_name: str
+    resolution: Optional[str]
+    description: str
+    RGB_band: Optional[str]  # "R", "G", "B" or None
+    alt_names: list[str]
+
+
+class CollectionEntry(TypedDict, total=False):
+    collection: str
+    long_name: str
+    description: str
+    modality_tag: Optional[str]
+    resolution_m: Optional[float]
+    bands: list[BandEntry]
+    source: str
+
+
+class AccessState(TypedDict, total=False):
+    state: str  # "ready", "credentials missing", "unreachable", ...
+    detail: str
+
+
+class ConnectorEntry(TypedDict, total=False):
+    id: str
+    name: str
+    access: AccessState
+    credentials: list[dict[str, Any]]  # {"env", "label", "secret"}
+    endpoint: str
+    endpoint_override: bool
+    credentials_only_for_default_endpoint: bool
+    collections: list[CollectionEntry]
+
+
+class TemplateEntry(TypedDict, total=False):
+    id: str
+    name: str
+    extra_info: dict[str, Any]  # model_category
+
+
+class BackboneEntry(TypedDict, total=False):
+    name: str
+    params_m: float
+    model_params: dict[str, Any]  # model_category
+
+
+class CatalogSummary(TypedDict, total=False):
+    connectors: list[ConnectorEntry]
+    templates: list[TemplateEntry]
+    backbones: list[BackboneEntry]
+
+
+class SearchSummary(TypedDict, total=False):
+    connector: str
+    collection: str
+    bbox: list[float]
+    date_start: str
+    date_end: str
+    maxcc: float
+    results: list[dict[str, Any]]  # [{"bbox", "unique_dates", "available_data"}] (the Studio's data-advice shape)
+    footprints: dict[str, Any]  # GeoJSON FeatureCollection; properties id, date, datetime, cloud_cover
+    suggested_dates: list[str]
+
+
+class FetchedFile(TypedDict, total=False):
+    date: str
+    path: str
+    bands: list[str]
+    width: int
+    height: int
+    rgb: Optional[list[int]]  # 1-based band numbers of R, G, B
+    valid_fraction: float
+
+
+class FetchSummary(TypedDict, total=False):
+    fetch_id: str
+    connector: str
+    collection: str
+    bbox: list[float]
+    files: list[FetchedFile]
+
+
+class CheckSummary(TypedDict, total=False):
+    connector: str
+    ok: bool
+    endpoint: str
+    status: int
+    latency_ms: int
+
+
+class PrescanProblem(TypedDict, total=False):
+    code: str
+    message: str
+
+
+class PrescanReport(TypedDict, total=False):
+    pairs: int
+    problems: list[PrescanProblem]
+    bands_by_suffix: dict[str, list[dict[str, Any]]]  # suffix -> [{"value": band name}, ...]
+    label_values: list[int]
+
+
+class PrescanSummary(TypedDict, total=False):
+    report: PrescanReport
+
+
+class OnboardSummary(TypedDict, total=False):
+    dataset_id: str
+    n_samples: int
+    splits: dict[str, int]
+    training_params: dict[str, Any]
+
+
+class TuneSummary(TypedDict, total=False):
+    tune_id: str
+    device: str
+    seconds: float
+    epochs_run: int
+    best_val_loss: float
+    test_metrics: dict[str, float]
+
+
+class InferLayer(TypedDict, total=False):
+    path: str
+    display_name: str
+    z_index: int
+    visible_by_default: bool
+    geoserver_style: dict[str, Any]  # the Studio's shape: segmentation / regression / rgb lists
+
+
+class InferOutput(TypedDict, total=False):
+    prediction: str
+    class_fraction: dict[str, float]
+
+
+class InferSummary(TypedDict, total=False):
+    inference_id: str
+    tune_id: str
+    device: str
+    seconds: float
+    layers: list[InferLayer]
+    classes: list[dict[str, Any]]
+    outputs: list[InferOutput]
+
+
+class DeleteSummary(TypedDict, total=False):
+    kind: str
+    id: str
+
+
+class DatasetClass(TypedDict, total=False):
+    index: int  # TerraTorch class index, 0..N-1
+    id: int  # the user's label value
+    name: str
+    color: str
+    opacity: float
+
+
+class DatasetRecord(TypedDict, total=False):
+    """``datasets/<id>/dataset.json``."""
+
+    dataset_id: str
+    dataset_name: str
+    purpose: str
+    status: str  # "Succeeded"
+    created: str
+    source: str
+    size_bytes: int
+    n_samples: int
+    modalities: list[str]
+    data_sources: list[dict[str, Any]]  # as validated: file_suffix without a glob
+    label_suffix: str  # without a glob
+    classes: list[DatasetClass]
+    splits: dict[str, list[str]]  # split -> sample stems
+    training_params: dict[str, Any]  # modality -> {train_data_dir, train_labels_dir, bands, rgb_indices, ...}
+    log: list[str]
+
+
+class FailureRecord(TypedDict, total=False):
+    """``failed/<kind>/*.json``: a failed attempt, kept beside the items with its reason and log."""
+
+    name: str
+    status: str  # "Failed"
+    created: str
+    error: ErrorEvent
+    log: list[str]
+    record: str  # the file it was read from
+
+
+class TuneRecord(TypedDict, total=False):
+    """``tunes/<id>/tune.json``."""
+
+    tune_id: str
+    name: str
+    dataset_id: str
+    base_model_id: str
+    tune_template_id: str
+    device: str
+    seconds: float
+    epochs_run: int
+    best_val_loss: float
+    test_metrics: dict[str, float]
+    history: list[dict[str, Any]]  # one entry per epoch: epoch and the metrics
+
+
+class InferenceRecord(TypedDict, total=False):
+    """``inferences/<id>/inference.json``."""
+
+    inference_id: str
+    tune_id: str
+    model_display_name: str
+    description: str
+    device: str
+    layers: list[InferLayer]
+    outputs: list[InferOutput]
+
+
+@dataclass(frozen=True)
+class EngineFailure:
+    """A job that gave no result: what the user reads (message, hint), what "more" shows (details)."""
+
+    message: str
+    hint: str = ""
+    details: str = ""
+    code: str = ""  # the engine's error code; "" when the engine never reported one
+    cancelled: bool = False
+    log_path: Optional[str] = None
+    exit_code: Optional[int] = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.message} {self.hint}".strip()
+
+    @classmethod
+    def from_error_event(cls, error: Mapping[str, Any], **kwargs: Any) -> "EngineFailure":
+        details = "\n".join(f"{d.get('field')}: {d.get('message')}" if isinstance(d, Mapping) else str(d)
+                            for d in error.get("details") or [])
+        return cls(str(error.get("message") or "Engine error"), str(error.get("hint") or ""), details=details,
+                   code=str(error.get("code") or ""), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- rules
+def normalise_device(value: Optional[str]) -> str:
+    """One of auto, cpu, cuda, cuda:N, mps; "gpu" (the older spelling) is "cuda". Raises ValueError otherwise."""
+    device = (value or "auto").strip().lower()
+    if device == "gpu":
+        device = "cuda"
+    if not DEVICE_PATTERN.match(device):
+        raise ValueError(f"unknown device '{value}': use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def payload_endpoints(options: Mapping[str, Any], primary_connector: str = "") -> dict[str, str]:
+    """The endpoints an onboarding payload names itself: ``endpoints``, and the older single ``endpoint``
+    (which belongs to the first data source's connector)."""
+    own = {str(k): str(v) for k, v in (options.get("endpoints") or {}).items() if v}
+    if options.get("endpoint") and primary_connector:
+        own.setdefault(primary_connector, str(options["endpoint"]))
+    return own
+
+
+def resolve_endpoints(connectors: Iterable[str], user: Mapping[str, str],
+                      payload: Mapping[str, str]) -> dict[str, str]:
+    """The one endpoint precedence rule: an endpoint the user set in the Connectors settings wins; a payload's
+    own endpoints apply only to connectors without a user setting. User settings are added only for the
+    ``connectors`` the job uses; the payload's own entries are all kept."""
+    chosen = {k: v for k, v in payload.items() if v}
+    for connector in connectors:
+        if connector and user.get(connector):
+            chosen[connector] = user[connector]
+    return chosen
+
+
+def _bbox(bbox: Sequence[float]) -> list[float]:
+    values = [float(v) for v in bbox]
+    if len(values) != 4:
+        raise ValueError(f"a bbox needs 4 numbers [minx, miny, maxx, maxy], not {list(bbox)}")
+    return values
+
+
+# ------------------------------------------------------------------------------------------- builders
+def catalog_spec(endpoints: Mapping[str, str], credentials_configured: Mapping[str, bool],
+                 check_access: bool = True) -> dict[str, Any]:
+    """Ask for access states; no secret goes into the spec, only whether QGIS holds credentials.
+    A run-time catalogue (IBM Research STAC) is asked for its collections when the user points it somewhere."""
+    return {"check_access": check_access, "discover": "IBMResearchSTAC" in endpoints,
+            "endpoints": dict(endpoints), "credentials_configured": dict(credentials_configured)}
+
+
+def search_spec(connector: str, collection: str, bbox: Sequence[float], date_start: str, date_end: str, *,
+                maxcc: float = 80, endpoint: Optional[str] = None) -> dict[str, Any]:
+    """Scenes and dates of one collection in an EPSG:4326 bbox between two ISO dates."""
+    return {"connector": connector, "endpoint": endpoint or None, "collection": collection, "bbox": _bbox(bbox),
+            "date_start": date_start, "date_end": date_end, "maxcc": maxcc}
+
+
+def fetch_spec(connector: str, collection: str, bbox: Sequence[float], dates: Sequence[str], *,
+               bands: Sequence[str] = (), maxcc: float = 100, endpoint: Optional[str] = None) -> dict[str, Any]:
+    """One mosaic per date of the named bands (default: the collection's R, G, B)."""
+    return {"connector": connector, "endpoint": endpoint or None, "collection": collection, "bbox": _bbox(bbox),
+            "dates": list(dates), "bands": list(bands), "maxcc": maxcc}
+
+
+def check_spec(connector: str, endpoint: Optional[str] = None) -> dict[str, Any]:
+    return {"connector": connector, "endpoint": endpoint or None}
+
+
+def prescan_spec(dataset_url: str, label_suffix: str, data_suffixes: Sequence[str]) -> dict[str, Any]:
+    return {"dataset_url": dataset_url, "label_suffix": label_suffix, "training_data_suffixes": list(data_suffixes)}
+
+
+def onboard_payload(form: Mapping[str, Any], endpoints: Mapping[str, str]) -> dict[str, Any]:
+    """A Studio onboarding v2 payload from a form (the dock's fields or a payload file) and the user's
+    Connectors endpoint settings, with ``onboarding_options.endpoints`` decided by ``resolve_endpoints``.
+    The form is not changed."""
+    payload = {**form, "onboarding_options": dict(form.get("onboarding_options") or {})}
+    payload.setdefault("version", "v2")
+    options = payload["onboarding_options"]
+    sources = list(payload.get("data_sources") or [])
+    primary = str(sources[0].get("connector") or "") if sources else ""
+    own = payload_endpoints(options, primary)
+    if primary:
+        options.pop("endpoint", None)  # folded into endpoints under the first source's connector
+    chosen = resolve_endpoints((str(s.get("connector") or "") for s in sources), endpoints, own)
+    if chosen:
+        options["endpoints"] = chosen
+    else:
+        options.pop("endpoints", None)
+    return payload
+
+
+def tune_spec(name: str, dataset_id: str, base_model_id: str, template_id: str, *, epochs: int, batch_size: int,
+              lr: float, crop_size: Optional[int] = None, device: str = "auto", description: str = "",
+              model_parameters: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """The Studio's tune submission, pointing at local names; ``model_parameters`` are merged under the
+    form's runner/data/optimizer values."""
+    data: dict[str, Any] = {"batch_size": batch_size}
+    if crop_size:
+        data["crop_size"] = crop_size
+    params: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (model_parameters or {}).items()}
+    params.setdefault("runner", {})["max_epochs"] = epochs
+    params.setdefault("data", {}).update(data)
+    params.setdefault("optimizer", {})["lr"] = lr
+    return {"name": name, "description": description, "dataset_id": dataset_id, "base_model_id": base_model_id,
+            "tune_template_id": template_id, "model_parameters": params, "device": normalise_device(device)}
+
+
+def infer_spec(raster_path: str, bbox: Optional[Sequence[float]], model: str, device: str = "auto", *,
+               description: str = "", output_path: Optional[str] = None) -> dict[str, Any]:
+    """A tuned model on one GeoTIFF, optionally only inside an EPSG:4326 bbox."""
+    spec: dict[str, Any] = {
+        "fine_tuning_id": model, "description": description, "device": normalise_device(device),
+        "spatial_domain": {"bbox": [_bbox(bbox)] if bbox else [], "urls": [raster_path] if raster_path else []},
+        "temporal_domain": [],
+    }
+    if output_path:
+        spec["output_path"] = output_path
+    return spec
+
+
+def delete_spec(kind: str, item_id: str) -> dict[str, Any]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown workspace kind '{kind}': one of {', '.join(KINDS)}")
+    return {"kind": kind, "id": item_id}
+
+
+# --------------------------------------------------------------------------------------- record reading
+def dataset_sample_paths(record: Mapping[str, Any], dataset_dir: Path, sample: str,
+                         modality: Optional[str] = None) -> tuple[Path, Path]:
+    """(image, label) files of one sample of an onboarded dataset, from the record's own suffixes."""
+    modality = modality or record["modalities"][0]
+    params = record["training_params"][modality]
+    source = next(s for s in record["data_sources"] if s["modality_tag"] == modality)
+    image = Path(dataset_dir) / params["train_data_dir"] / f"{sample}{source['file_suffix']}"
+    label = Path(dataset_dir) / params.get("train_labels_dir", "labels") / f"{sample}{record['label_suffix']}"
+    return image, label
