@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional
 
+from .engine.workspace import default_workspace, user_data_dir  # noqa: F401 - one rule for both sides
+
 LOCK_NAME = "engine-requirements.lock"
 READY_MARKER = "geostudio-engine.json"
 MIN_PYTHON = (3, 12)
@@ -94,25 +96,9 @@ def lock_hash(lock: Optional[Path] = None) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def user_data_dir() -> Path:
-    """The per-user data folder for GeoStudio, by platform convention."""
-    if sys.platform.startswith("win"):
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "geostudio"
-
-
 def engines_dir() -> Path:
     override = os.environ.get("GEOSTUDIO_ENGINES_DIR")
     return Path(override).expanduser() if override else user_data_dir() / "engines"
-
-
-def default_workspace() -> Path:
-    override = os.environ.get("GEOSTUDIO_WORKSPACE")
-    return Path(override).expanduser() if override else user_data_dir() / "workspace"
 
 
 def managed_env_dir(lock: Optional[Path] = None) -> Path:

@@ -7,7 +7,6 @@ JSON lines (see ``protocol``); exit codes are listed there too.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -19,30 +18,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import protocol
-from .workspace import Workspace
-
-# command -> (module, needs a spec). Modules are imported on demand so that
-# `catalog` never pays for (or depends on) TerraTorch.
-COMMANDS: dict[str, tuple[str, bool, str]] = {
-    "catalog": ("catalog", False, "list connectors, collections, templates and backbones"),
-    "prescan": ("datasets.prescan", True, "check a dataset source before onboarding (nothing is written)"),
-    "onboard": ("datasets", True, "onboard a dataset from a Studio onboarding payload"),
-    "tune": ("tuning", True, "fine-tune a model from a Studio tune payload"),
-    "infer": ("inference", True, "run a tuned model on GeoTIFFs"),
-    "list": ("listing", False, "list datasets, tunes and inference runs in the workspace"),
-    "delete": ("deleting", True, "delete a dataset, tune, inference run or fetch from the workspace"),
-    "search": ("connectors.search", True, "find scenes and dates for an area, dates and collection"),
-    "fetch": ("connectors.fetch", True, "download bands for an area and dates as Cloud-Optimized GeoTIFFs"),
-    "check": ("connectors.check", True, "test the connection and credentials of a connector"),
-}
+from .commands import COMMANDS
+from .workspace import Workspace, default_workspace
 
 log = logging.getLogger("geostudio_plugin.engine")
-
-
-def _default_workspace() -> Path:
-    from ..engine_runtime import default_workspace
-
-    return default_workspace()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,9 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", type=Path, default=None,
                         help="workspace folder (default: $GEOSTUDIO_WORKSPACE or the user data folder)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, needs_spec, help_text) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("spec", nargs=None if needs_spec else "?", help="JSON spec file, or - for stdin")
+    for entry in COMMANDS.values():
+        cmd = sub.add_parser(entry.name, help=entry.help, description=entry.help)
+        cmd.add_argument("spec", nargs=None if entry.needs_spec else "?", help="JSON spec file, or - for stdin")
     return parser
 
 
@@ -116,16 +95,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         return protocol.EXIT_USAGE
     started = time.monotonic()
     try:
-        workspace = Workspace(args.workspace or _default_workspace())
+        workspace = Workspace(args.workspace or default_workspace())
         try:
             workspace.prepare()
         except OSError as exc:
             raise protocol.EngineError("workspace_unusable", f"The workspace {workspace.root} cannot be used: "
                                        f"{exc.strerror or exc}.", "Choose a folder you can write to "
                                        "(--workspace, GEOSTUDIO_WORKSPACE or GeoStudio > Settings).") from None
-        spec = read_spec(args.spec)
-        module = importlib.import_module(f".{COMMANDS[args.command][0]}", __package__)  # lazy: per command
-        module.run(spec, workspace)
+        entry = COMMANDS[args.command]
+        spec = entry.parse(read_spec(args.spec))
+        outputs, summary = entry.command_function()(spec, workspace)  # imported now: each command its own
+        protocol.result(outputs=outputs, summary=summary)
     except protocol.Cancelled as exc:
         protocol.EngineError("cancelled", f"{args.command} was cancelled ({exc}); nothing was kept.").emit()
         return protocol.EXIT_CANCELLED

@@ -3,7 +3,9 @@
 Terrakit's collections and bands are read from the data file Terrakit ships
 (the same file its ``list_data_connectors`` reads), without importing
 Terrakit: its import takes seconds and reconfigures logging and GDAL for the
-whole process. Nothing here imports TerraTorch.
+whole process. Nothing here imports TerraTorch or the connectors: this module is
+data only; the ``catalog`` command (``catalog_command``) adds the connectors'
+access checks and discovered collections.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-from . import protocol
 from .protocol import EngineError, SpecError
 from .workspace import Workspace
 
@@ -164,24 +165,3 @@ def build_catalog(workspace: Optional[Workspace] = None, access: Optional[dict[s
         if access and connector["id"] in access:
             connector["access"] = access[connector["id"]]
     return catalog
-
-
-def run(spec: Any, workspace: Workspace) -> None:
-    from .connectors.spec import CatalogSpec
-    from .specs import parse_spec
-
-    options = parse_spec(CatalogSpec, spec or {}, "catalog")
-    protocol.progress("catalog", 0.1, "reading connectors and collections")
-    access, discovered = None, None
-    if options.check_access or options.discover:
-        from .connectors.access import check_access, discover_collections
-
-        protocol.progress("catalog", 0.3, "checking connector access")
-        if options.discover:
-            discovered = discover_collections(options)
-        if options.check_access:
-            access = check_access(options)
-    catalog = build_catalog(workspace, access, discovered)
-    n_collections = sum(len(c["collections"]) for c in catalog["connectors"])
-    protocol.progress("catalog", 1.0, f"{len(catalog['connectors'])} connectors, {n_collections} collections")
-    protocol.result(outputs={}, summary=catalog)

@@ -8,9 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from . import protocol
 from .protocol import SpecError
-from .specs import StudioModel, parse_spec
+from .specs import StudioModel
 from .workspace import HOST, Workspace
 
 
@@ -19,8 +18,7 @@ class DeleteSpec(StudioModel):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # never "." or ".."
 
 
-def run(spec_data: Any, workspace: Workspace) -> None:
-    spec = parse_spec(DeleteSpec, spec_data, "delete")
+def run(spec: DeleteSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
     folder = workspace.find(spec.kind, spec.id)
     if folder is None or folder.resolve().parent != workspace.dir(spec.kind).resolve():
         raise SpecError("not_found", f"There is no {spec.kind[:-1]} '{spec.id}' in {workspace.root}.",
@@ -28,4 +26,4 @@ def run(spec_data: Any, workspace: Workspace) -> None:
     doomed = workspace.tmp / f"deleted-{spec.id}-{HOST}-pid{os.getpid()}-x"
     os.replace(folder, doomed)  # the item disappears from the workspace in one step
     shutil.rmtree(doomed, ignore_errors=True)
-    protocol.result(outputs={"deleted": str(folder)}, summary={"kind": spec.kind, "id": spec.id})
+    return {"deleted": str(folder)}, {"kind": spec.kind, "id": spec.id}

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import protocol
+from .wire import RECORDS
 from .workspace import Workspace
 
 # the fields of each record worth listing; the full record stays in its JSON file
 FIELDS = {
-    "datasets": ("dataset.json", ["dataset_id", "dataset_name", "purpose", "status", "created", "modalities",
+    "datasets": (RECORDS["datasets"], ["dataset_id", "dataset_name", "purpose", "status", "created", "modalities",
                                   "n_samples", "size_bytes", "classes"]),
-    "tunes": ("tune.json", ["tune_id", "name", "status", "created", "dataset_id", "base_model_id",
+    "tunes": (RECORDS["tunes"], ["tune_id", "name", "status", "created", "dataset_id", "base_model_id",
                             "tune_template_id", "seconds", "best_val_loss", "test_metrics", "classes"]),
-    "inferences": ("inference.json", ["inference_id", "status", "created", "tune_id", "model_display_name",
+    "inferences": (RECORDS["inferences"], ["inference_id", "status", "created", "tune_id", "model_display_name",
                                       "description", "layers"]),
 }
 
 
-def run(spec: Any, workspace: Workspace) -> None:
-    summary = {}
+def run(spec: None, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+    summary: dict[str, Any] = {}
     for kind, (record, fields) in FIELDS.items():
         summary[kind] = [{k: item.get(k) for k in fields} for item in workspace.list(kind, record)]
     summary["failed_datasets"] = workspace.failures("datasets")
-    protocol.result(outputs={"workspace": str(workspace.root)}, summary=summary)
+    return {"workspace": str(workspace.root)}, summary

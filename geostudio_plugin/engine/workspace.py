@@ -12,6 +12,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,23 @@ from .wire import FAILED_DIR, KINDS, RECORDS  # noqa: F401 - KINDS, RECORDS re-e
 def slugify(text: str, max_len: int = 30) -> str:
     slug = re.sub(r"[^a-z0-9.-]+", "-", text.strip().lower()).strip("-.")
     return slug[:max_len].strip("-.") or "item"
+
+
+def user_data_dir() -> Path:
+    """The per-user data folder for GeoStudio, by platform convention."""
+    if sys.platform.startswith("win"):
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "geostudio"
+
+
+def default_workspace() -> Path:
+    """$GEOSTUDIO_WORKSPACE, or ``workspace`` in the user data folder."""
+    override = os.environ.get("GEOSTUDIO_WORKSPACE")
+    return Path(override).expanduser() if override else user_data_dir() / "workspace"
 
 
 HOST = re.sub(r"[^A-Za-z0-9]+", "", socket.gethostname())[:20] or "host"

@@ -14,7 +14,6 @@ from typing import Any
 
 from .. import protocol
 from ..protocol import ExternalError
-from ..specs import parse_spec
 from ..workspace import Workspace
 from . import access, network
 from .spec import CheckSpec
@@ -72,5 +71,5 @@ def check(spec: CheckSpec) -> dict[str, Any]:
             "latency_ms": round(seconds * 1000)}
 
 
-def run(spec_data: Any, workspace: Workspace) -> None:
-    protocol.result(outputs={}, summary=check(parse_spec(CheckSpec, spec_data, "check")))
+def run(spec: CheckSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {}, check(spec)

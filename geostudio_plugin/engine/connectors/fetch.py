@@ -16,7 +16,6 @@ import numpy as np
 from .. import protocol
 from ..protocol import EngineError
 from ..rasters import write_geotiff
-from ..specs import parse_spec
 from ..workspace import Workspace
 from . import access, network
 from .search import nearest_dates
@@ -155,8 +154,7 @@ def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
             "files": outputs}
 
 
-def run(spec_data: Any, workspace: Workspace) -> None:
-    spec = parse_spec(FetchSpec, spec_data, "fetch")
+def run(spec: FetchSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
     summary = fetch(spec, workspace)
-    protocol.result(outputs={"fetch_dir": str(workspace.dir("fetched") / summary["fetch_id"]),
-                             "files": [f["path"] for f in summary["files"]]}, summary=summary)
+    return {"fetch_dir": str(workspace.dir("fetched") / summary["fetch_id"]),
+            "files": [f["path"] for f in summary["files"]]}, summary

@@ -10,7 +10,6 @@ from datetime import date, timedelta
 from typing import Any, Optional
 
 from .. import protocol
-from ..specs import parse_spec
 from ..workspace import Workspace
 from . import access, network
 from .spec import SearchSpec
@@ -103,7 +102,5 @@ def search(spec: SearchSpec, workspace: Optional[Workspace]) -> dict[str, Any]:
     }
 
 
-def run(spec_data: Any, workspace: Workspace) -> None:
-    spec = parse_spec(SearchSpec, spec_data, "search")
-    summary = search(spec, workspace)
-    protocol.result(outputs={}, summary=summary)
+def run(spec: SearchSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {}, search(spec, workspace)

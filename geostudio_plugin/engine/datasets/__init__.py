@@ -1,5 +1,5 @@
 """Dataset factory: onboarding specs, pairing and checks, splits, statistics."""
 
-from .onboard import run
+from .onboard import onboard, run
 
-__all__ = ["run"]
+__all__ = ["onboard", "run"]

@@ -23,7 +23,6 @@ from rasterio.windows import Window
 from .. import protocol
 from ..protocol import EngineError
 from ..rasters import chip_windows, open_raster, read, write_geotiff
-from ..specs import parse_spec
 from ..workspace import Workspace, now_iso, write_json
 from .scan import E_FILES, E_PARAMS, E_SPLIT, E_STATS, Sample, scan
 from .source import materialise
@@ -290,13 +289,10 @@ def _training_params(spec: OnboardSpec, report: Any, samples: list[Sample], stat
     return training_params
 
 
-def run(spec_data: Any, workspace: Workspace) -> None:
-    spec = parse_spec(OnboardSpec, spec_data, "onboarding")
+def run(spec: OnboardSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
     record = onboard(spec, workspace)
     folder = workspace.dir("datasets") / record["dataset_id"]
-    protocol.result(
-        outputs={"dataset_dir": str(folder), "dataset_json": str(folder / "dataset.json")},
-        summary={"dataset_id": record["dataset_id"], "n_samples": record["n_samples"],
-                 "splits": {k: len(v) for k, v in record["splits"].items()},
-                 "training_params": record["training_params"]},
-    )
+    return ({"dataset_dir": str(folder), "dataset_json": str(folder / "dataset.json")},
+            {"dataset_id": record["dataset_id"], "n_samples": record["n_samples"],
+             "splits": {k: len(v) for k, v in record["splits"].items()},
+             "training_params": record["training_params"]})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from .. import protocol
 from ..specs import StudioModel, parse_spec
@@ -21,6 +21,10 @@ from .spec import OnboardSpec
 
 
 class PrescanSpec(StudioModel):
+    """The pre-scan body, or a whole onboarding payload (its other fields are kept: see ``onboarding``)."""
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True, populate_by_name=True)
+
     dataset_url: str = Field(min_length=1)
     label_suffix: str = Field(min_length=1)
     training_data_suffixes: list[str] = []
@@ -34,6 +38,13 @@ class PrescanSpec(StudioModel):
         if not self.training_data_suffixes:
             raise ValueError("give training_data_suffixes (or data_sources with file_suffix)")
         return self
+
+    def onboarding(self) -> Optional[OnboardSpec]:
+        """The whole onboarding payload, validated, when this is one (it names data_sources and dataset_name)."""
+        data = self.model_dump()
+        if not (data.get("data_sources") and data.get("dataset_name")):
+            return None
+        return parse_spec(OnboardSpec, data, "onboarding")
 
 
 def _facts(infos: list[Any]) -> dict[str, Any]:
@@ -77,9 +88,6 @@ def prescan(spec: PrescanSpec, full: Optional[OnboardSpec], workspace: Workspace
     }
 
 
-def run(spec_data: Any, workspace: Workspace) -> None:
-    spec = parse_spec(PrescanSpec, spec_data, "pre-scan")
-    full = parse_spec(OnboardSpec, spec_data, "onboarding") if isinstance(spec_data, dict) and \
-        spec_data.get("data_sources") and spec_data.get("dataset_name") else None
-    summary = prescan(spec, full, workspace)
-    protocol.result(outputs={}, summary={**summary["bands_by_suffix"], "report": summary})
+def run(spec: PrescanSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+    summary = prescan(spec, spec.onboarding(), workspace)
+    return {}, {**summary["bands_by_suffix"], "report": summary}

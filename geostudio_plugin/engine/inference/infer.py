@@ -1,0 +1,130 @@
+"""Inference: run a tuned model over GeoTIFFs and keep georeferenced predictions with their styles.
+
+A run folder (``<workspace>/inferences/<inference_id>/``) holds one
+``<input stem>_pred.tif`` per input and ``inference.json``, whose ``layers``
+say how to show each output (the Studio's ``geoserver_push`` shape).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from .. import protocol
+from ..protocol import EngineError, SpecError
+from ..workspace import Workspace, now_iso, write_json
+from .spec import InferSpec
+
+
+def find_tune(workspace: Workspace, ref: str) -> tuple[dict[str, Any], Path]:
+    folder = workspace.find("tunes", ref)
+    if folder is None:  # a tune's display name works too
+        matches = [t for t in workspace.list("tunes", "tune.json") if t.get("name") == ref]
+        folder = workspace.find("tunes", matches[0]["tune_id"]) if matches else None
+    if folder is None or not (folder / "tune.json").is_file():
+        known = [t["tune_id"] for t in workspace.list("tunes", "tune.json")]
+        raise SpecError("unknown_model", f"No tuned model '{ref}' in the workspace {workspace.root}.",
+                        "Use fine_tuning_id with one of: " + (", ".join(known) or "(no tunes yet: fine-tune first)"))
+    return json.loads((folder / "tune.json").read_text()), folder
+
+
+def local_path(url: str) -> str:
+    parsed = urlparse(url)
+    path = unquote(parsed.path) if parsed.scheme == "file" else url
+    if parsed.scheme not in ("", "file") and not (len(parsed.scheme) == 1 and url[1:3] in (":\\", ":/")):
+        raise SpecError("remote_url", f"spatial_domain.urls entry {url} is not a local file.",
+                        "Download it first, or give a local GeoTIFF path.")
+    if not Path(path).is_file():
+        raise EngineError("missing_input", f"Input raster {path} does not exist.", "Check the path in spatial_domain.urls.")
+    return path
+
+
+def layers_for(record: dict[str, Any], spec: InferSpec, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What to show, in the Studio's geoserver_push terms, with local file paths."""
+    push = spec.geoserver_push or record.get("geoserver_push") or []
+    style = next((p["geoserver_style"] for p in push if p.get("filepath_key", "").startswith("model_output")), None)
+    display = next((p.get("display_name") for p in push if p.get("filepath_key", "").startswith("model_output")),
+                   "Model prediction")
+    return [{"display_name": f"{display}: {Path(o['input']).stem}" if len(outputs) > 1 else display,
+             "path": o["prediction"], "filepath_key": "model_output_image", "z_index": 1,
+             "visible_by_default": True, "geoserver_style": style} for o in outputs]
+
+
+def infer(spec: InferSpec, workspace: Workspace) -> dict[str, Any]:
+    started = time.monotonic()
+    record, tune_dir = find_tune(workspace, spec.model_ref())
+    inputs = [local_path(u) for u in spec.spatial_domain.urls]
+    bbox = spec.spatial_domain.bbox[0] if spec.spatial_domain.bbox else None
+    protocol.progress("load", 0.02, f"loading model {record['tune_id']}")
+    from .predict import load_task, predict_file, resolve_device  # imports torch and TerraTorch
+    from ..rasters import write_geotiff
+
+    device = resolve_device(spec.device)
+    task = load_task(tune_dir, record, device)
+    inference_id = workspace.new_id("inferences", spec.description or record["name"])
+    outputs = []
+    with workspace.staging("inferences", inference_id) as stage:
+        for n, path in enumerate(inputs):
+            share = 0.9 / len(inputs)
+            base = 0.05 + n * share
+            protocol.progress("predict", base, f"{Path(path).name} ({n + 1}/{len(inputs)})")
+
+            def on_batch(fraction: float, base: float = base, share: float = share, name: str = Path(path).name) -> None:
+                protocol.progress("predict", base + share * fraction * 0.95, f"{name}: {fraction:.0%} of tiles")
+
+            prediction, profile, counts = predict_file(task, record, path, bbox, device, spec.batch_size, on_batch)
+            out = stage / f"{Path(path).stem}_pred.tif"
+            if out.exists():  # two inputs with one name (from different folders): keep both
+                out = stage / f"{Path(path).stem}_{n + 1}_pred.tif"
+            write_geotiff(out, prediction[None], profile)
+            total = int(counts.sum())
+            outputs.append({
+                "input": path,
+                "prediction": str(workspace.dir("inferences") / inference_id / out.name),
+                "width": prediction.shape[1], "height": prediction.shape[0],
+                "class_pixels": {str(c["id"]): int(k) for c, k in zip(record["classes"], counts)},
+                "class_fraction": {str(c["id"]): (int(k) / total if total else 0.0)
+                                   for c, k in zip(record["classes"], counts)},
+            })
+        run = {
+            "inference_id": inference_id, "created": now_iso(), "status": "COMPLETED",
+            "tune_id": record["tune_id"], "model_display_name": spec.model_display_name or record["name"],
+            "description": spec.description, "location": spec.location, "device": device,
+            "spatial_domain": spec.spatial_domain.model_dump(), "temporal_domain": spec.temporal_domain,
+            "classes": record["classes"], "outputs": outputs, "layers": layers_for(record, spec, outputs),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        write_json(stage / "inference.json", run)
+    if spec.output_path:
+        _copy_atomically(Path(outputs[0]["prediction"]), Path(spec.output_path))
+    protocol.progress("done", 1.0, f"{len(outputs)} prediction(s) written")
+    return run
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def run(spec: InferSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+    run_record = infer(spec, workspace)
+    folder = workspace.dir("inferences") / run_record["inference_id"]
+    outputs = {"inference_dir": str(folder), "inference_json": str(folder / "inference.json"),
+               "predictions": [o["prediction"] for o in run_record["outputs"]]}
+    if spec.output_path:
+        outputs["output_path"] = str(Path(spec.output_path))
+    return outputs, {
+        "inference_id": run_record["inference_id"], "tune_id": run_record["tune_id"], "device": run_record["device"],
+        "seconds": run_record["seconds"], "layers": run_record["layers"], "classes": run_record["classes"],
+        "outputs": run_record["outputs"]}
