@@ -84,6 +84,7 @@ def set_endpoint(connector_id: str, url: str) -> None:
 
 
 def endpoints() -> dict[str, str]:
+    """Every endpoint override the user set, by connector id (contract.resolve_endpoints gives them precedence)."""
     settings = QgsSettings()
     settings.beginGroup(PREFIX)
     ids = settings.childGroups()
@@ -98,19 +99,3 @@ def for_payload(payload: dict) -> dict[str, str]:
         if source.get("connector"):
             values.update(load(source["connector"]))
     return values
-
-
-def with_endpoints(payload: dict) -> dict:
-    """Put the user's endpoint overrides of the data sources' connectors into onboarding_options.endpoints."""
-    options = payload.setdefault("onboarding_options", {})
-    chosen = dict(options.get("endpoints") or {})
-    sources = payload.get("data_sources") or []
-    if options.get("endpoint") and sources and sources[0].get("connector"):
-        chosen.setdefault(sources[0]["connector"], options["endpoint"])  # the payload's own choice wins
-    for source in sources:
-        connector = source.get("connector")
-        if connector and connector not in chosen and (url := endpoint(connector)):
-            chosen[connector] = url
-    if chosen:
-        options["endpoints"] = chosen
-    return payload

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from . import engine_runtime
+from .contract import EVENT_LOG, EXIT_CANCELLED, EngineFailure, is_error, is_log, is_progress, is_result
 
 EventCallback = Callable[[dict[str, Any]], None]
 CancelCheck = Callable[[], bool]
@@ -50,16 +51,22 @@ class JobOutcome:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return text[-max_chars:]
 
-    def error_text(self) -> tuple[str, str, str]:
-        """(message, hint, details) for the user: the engine's error event, else a generic one."""
+    def failure(self) -> EngineFailure:
+        """What went wrong, for the user: the engine's error event, else a generic one pointing at the log."""
+        log_path = str(self.log_path) if self.log_path else None
         if self.cancelled:
-            return f"{self.command} was cancelled.", "", ""
+            return EngineFailure(f"{self.command} was cancelled; nothing was kept.", cancelled=True,
+                                 log_path=log_path, exit_code=self.returncode)
         if self.error:
-            details = "\n".join(str(d) if not isinstance(d, dict) else f"{d.get('field')}: {d.get('message')}"
-                                for d in self.error.get("details") or [])
-            return self.error.get("message", "Engine error"), self.error.get("hint", ""), details
-        return (f"The engine stopped with exit code {self.returncode} before reporting a result.",
-                "The engine log below says why.", self.stderr_tail())
+            return EngineFailure.from_error_event(self.error, log_path=log_path, exit_code=self.returncode)
+        return EngineFailure(f"The engine stopped with exit code {self.returncode} before reporting a result.",
+                             "The engine log says why.", details=self.stderr_tail(), log_path=log_path,
+                             exit_code=self.returncode)
+
+    def error_text(self) -> tuple[str, str, str]:
+        """(message, hint, details) of ``failure()``."""
+        failure = self.failure()
+        return failure.message, failure.hint, failure.details
 
 
 class EngineNotReady(Exception):
@@ -138,9 +145,9 @@ class EngineJob:
                         continue
                     event = _parse(line)
                     outcome.events.append(event)
-                    if event.get("event") == "result":
+                    if is_result(event):
                         outcome.result = event
-                    elif event.get("event") == "error":
+                    elif is_error(event):
                         outcome.error = event
                     on_event(event)
                 outcome.returncode = self.process.wait()
@@ -151,7 +158,7 @@ class EngineJob:
                 engine_runtime.terminate_group(self.process, CANCEL_GRACE_S)
             shutil.rmtree(private, ignore_errors=True)  # the spec file goes as soon as the job ends
         outcome.seconds = time.monotonic() - started
-        if outcome.returncode == 130 or (outcome.cancelled and outcome.returncode != 0):
+        if outcome.returncode == EXIT_CANCELLED or (outcome.cancelled and outcome.returncode != 0):
             outcome.cancelled = True
         return outcome
 
@@ -169,7 +176,7 @@ def _parse(line: str) -> dict[str, Any]:
             return event
     except json.JSONDecodeError:
         pass
-    return {"event": "log", "level": "info", "message": line}
+    return {"event": EVENT_LOG, "level": "info", "message": line}
 
 
 def _prune_logs(log_dir: Path, keep: int = 100) -> None:
@@ -184,9 +191,9 @@ def _prune_logs(log_dir: Path, keep: int = 100) -> None:
 def run_cli(command: str, spec: Optional[dict[str, Any]] = None, **kwargs: Any) -> JobOutcome:
     """Convenience for scripts: run a job, print its progress to stderr."""
     def show(event: dict[str, Any]) -> None:
-        if event.get("event") == "progress":
+        if is_progress(event):
             print(f"  [{event.get('fraction', 0):5.0%}] {event.get('stage')}: {event.get('message')}",
                   file=sys.stderr, flush=True)
-        elif event.get("event") == "log" and event.get("level") in ("warning", "error"):
+        elif is_log(event) and event.get("level") in ("warning", "error"):
             print(f"  {event.get('level')}: {event.get('message')}", file=sys.stderr, flush=True)
     return EngineJob(command, spec, **kwargs).run(show)

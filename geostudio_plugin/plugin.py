@@ -37,6 +37,7 @@ class GeoStudioPlugin:
         self.actions: dict[str, QAction] = {}
         self.docks: dict = {}
         self.store = None
+        self._wired = False  # the Connectors dock's picks reach the Datasets dock
 
     # ------------------------------------------------------------ lifecycle
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API
@@ -72,11 +73,7 @@ class GeoStudioPlugin:
         return action
 
     def unload(self) -> None:
-        for task in tasks.running():  # their callbacks would reach docks that are about to be deleted
-            for name in ("on_success", "on_failure"):
-                if hasattr(task, name):
-                    setattr(task, name, None)
-            task.report_errors = False
+        for task in tasks.running():  # Qt disconnects their signals from the docks deleted below
             task.cancel()
         for dock in self.docks.values():
             self.iface.removeDockWidget(dock)
@@ -133,7 +130,7 @@ class GeoStudioPlugin:
     def _wire(self) -> None:
         """A collection picked in the Connectors dock pre-fills the onboarding form."""
         connectors, onboarding = self.docks.get("connectors"), self.docks.get("onboarding")
-        if connectors is not None and onboarding is not None and not getattr(self, "_wired", False):
+        if connectors is not None and onboarding is not None and not self._wired:
             connectors.collectionSelected.connect(onboarding.use_collection)
             self._wired = True
 

@@ -8,6 +8,7 @@ from typing import Optional
 from qgis.core import QgsSettings
 
 from . import engine_runtime
+from .contract import normalise_device
 
 PREFIX = "GeoStudio"
 
@@ -57,8 +58,14 @@ def set_allow_downloads(value: bool) -> None:
 
 
 def device() -> str:
-    return _get("engine/device", "auto") or "auto"
+    """Where tuning and inference run: auto, cpu, cuda, cuda:N or mps (contract.DEVICES); an unusable stored
+    value reads as auto, the older "gpu" as cuda."""
+    try:
+        return normalise_device(_get("engine/device", "auto"))
+    except ValueError:
+        return "auto"
 
 
 def set_device(value: str) -> None:
-    _set("engine/device", value)
+    """Raises ValueError for a value outside the device vocabulary."""
+    _set("engine/device", normalise_device(value))

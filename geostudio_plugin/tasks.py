@@ -1,8 +1,9 @@
 """The QgsTask bridge: engine jobs and engine setup as cancellable background tasks.
 
-Rules (qgis-patterns.md, section 4): everything a task needs is captured in its
-constructor on the main thread; ``run()`` touches no layer or widget; results
-become layers in ``finished()``, which runs on the main thread.
+Everything a task needs is captured in its constructor on the main thread; ``run()`` touches no layer
+or widget. A task reports only through Qt signals, emitted in ``finished()`` on the main thread:
+``succeeded`` with the result, ``failed`` with a ``contract.EngineFailure``. Whoever started it (a dock,
+a dialog) decides what the user sees; a receiver that is deleted is disconnected by Qt.
 """
 
 from __future__ import annotations
@@ -11,17 +12,16 @@ import logging
 import re
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from . import engine_runtime, settings
+from .contract import EngineFailure, is_progress
 from .engine_client import EngineJob, EngineNotReady, JobOutcome
 
 log = logging.getLogger(__name__)
-
-ResultCallback = Callable[[dict[str, Any]], None]
 
 # Tasks must stay referenced from Python until they end, or finished() may never run (qgis/QGIS#59464).
 _alive: set[QgsTask] = set()
@@ -41,9 +41,12 @@ def running() -> list[QgsTask]:
 
 
 class EngineTask(QgsTask):
-    """Run one engine command. ``eventReceived`` carries every engine event to the main thread."""
+    """Run one engine command. ``eventReceived`` carries every engine event to the main thread;
+    ``succeeded`` the result event, ``failed`` an EngineFailure (also when cancelled: ``cancelled`` is set)."""
 
     eventReceived = pyqtSignal(dict)
+    succeeded = pyqtSignal(dict)
+    failed = pyqtSignal(object)
 
     def __init__(
         self,
@@ -51,21 +54,15 @@ class EngineTask(QgsTask):
         command: str,
         spec: Optional[dict[str, Any]] = None,
         *,
-        on_success: Optional[ResultCallback] = None,
-        on_failure: Optional[Callable[["EngineTask"], None]] = None,
         secrets: Optional[dict[str, str]] = None,
         python: Optional[Path] = None,
         workspace: Optional[Path] = None,
-        report_errors: bool = True,
     ) -> None:
         super().__init__(description, QgsTask.Flag.CanCancel)
         self.command = command
         self.job = EngineJob(
             command, spec, python=python or settings.engine_python(), workspace=workspace or settings.workspace(),
             secrets=secrets, allow_downloads=settings.allow_downloads())
-        self.on_success = on_success
-        self.on_failure = on_failure
-        self.report_errors = report_errors
         self.outcome: Optional[JobOutcome] = None
         self.exception: Optional[BaseException] = None
         self.stage = ""
@@ -82,7 +79,7 @@ class EngineTask(QgsTask):
             return False
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "progress":
+        if is_progress(event):
             self.stage = str(event.get("message") or event.get("stage") or "")
             self.setProgress(100.0 * float(event.get("fraction") or 0.0))
         self.eventReceived.emit(event)
@@ -91,40 +88,39 @@ class EngineTask(QgsTask):
     def finished(self, result: bool) -> None:
         if result and self.outcome and self.outcome.result is not None:
             log.info("%s finished in %.1f s", self.description(), self.outcome.seconds)
-            if self.on_success:
-                self.on_success(self.outcome.result)
-            return
-        if self.on_failure:
-            self.on_failure(self)
-        if not self.report_errors:
-            return
-        from .gui.messages import show_error, show_info
+            self.succeeded.emit(self.outcome.result)
+        else:
+            self.failed.emit(self.failure())
 
+    def failure(self) -> EngineFailure:
+        """Why there is no result: cancelled, no engine, a crash of the bridge, or the engine's error."""
         if self.isCanceled() or (self.outcome and self.outcome.cancelled):
-            show_info("GeoStudio", f"{self.description()} was cancelled; nothing was kept.")
-            return
+            log_path = str(self.outcome.log_path) if self.outcome and self.outcome.log_path else None
+            return EngineFailure(f"{self.description()} was cancelled; nothing was kept.", cancelled=True,
+                                 log_path=log_path)
+        if isinstance(self.exception, EngineNotReady):
+            return EngineFailure(str(self.exception))
         if self.exception is not None:
-            if isinstance(self.exception, EngineNotReady):
-                show_error(self.description(), str(self.exception))
-            else:
-                show_error(self.description(), f"{type(self.exception).__name__}: {self.exception}",
-                           details="".join(traceback.format_exception(self.exception)))
-            return
+            return EngineFailure(f"{type(self.exception).__name__}: {self.exception}",
+                                 details="".join(traceback.format_exception(self.exception)))
         assert self.outcome is not None
-        message, hint, details = self.outcome.error_text()
+        failure = self.outcome.failure()
         tail = self.outcome.stderr_tail(4000)
-        full = "\n\n".join(p for p in (details, f"Engine log: {self.outcome.log_path}\n{tail}".rstrip()) if p)
-        show_error(self.description(), message, hint=hint, details=full)
+        log_text = f"Engine log: {self.outcome.log_path}\n{tail}".rstrip()
+        return EngineFailure(failure.message, failure.hint, "\n\n".join(p for p in (failure.details, log_text) if p),
+                             failure.code, failure.cancelled, failure.log_path, failure.exit_code)
 
 
 class SetupEngineTask(QgsTask):
-    """Build the managed engine environment from the lock file, streaming pip's output."""
+    """Build the managed engine environment from the lock file, streaming pip's output.
+    ``succeeded`` carries the engine's Python (a Path), ``failed`` an EngineFailure."""
 
     lineReceived = pyqtSignal(str)
+    succeeded = pyqtSignal(object)
+    failed = pyqtSignal(object)
 
-    def __init__(self, on_success: Optional[Callable[[Path], None]] = None) -> None:
+    def __init__(self) -> None:
         super().__init__("Set up the GeoStudio engine", QgsTask.Flag.CanCancel)
-        self.on_success = on_success
         self.lock = engine_runtime.lock_file()
         self.packages = sum(1 for line in self.lock.read_text().splitlines()
                             if re.match(r"^[A-Za-z0-9_.-]+==", line))
@@ -155,14 +151,12 @@ class SetupEngineTask(QgsTask):
         self.lineReceived.emit(line)
 
     def finished(self, result: bool) -> None:
-        from .gui.messages import show_error, show_info, show_success
-
         if result and self.python:
-            show_success("GeoStudio", f"Engine ready: {self.python}")
-            if self.on_success:
-                self.on_success(self.python)
+            self.succeeded.emit(self.python)
         elif isinstance(self.exception, engine_runtime.SetupCancelled) or self.isCanceled():
-            show_info("GeoStudio", "Engine setup was cancelled; the unfinished environment was removed.")
-        elif self.exception is not None:
-            hint = getattr(self.exception, "hint", "")
-            show_error("Engine setup failed", getattr(self.exception, "message", str(self.exception)), hint=hint)
+            self.failed.emit(EngineFailure("Engine setup was cancelled; the unfinished environment was removed.",
+                                           cancelled=True))
+        else:
+            exc = self.exception
+            message = str(getattr(exc, "message", exc)) if exc is not None else "Engine setup failed."
+            self.failed.emit(EngineFailure(message, str(getattr(exc, "hint", "") or "")))

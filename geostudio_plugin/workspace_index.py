@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import settings
+from .contract import RECORDS, DatasetRecord, FailureRecord, InferenceRecord, TuneRecord
 from .engine.workspace import Workspace  # standard library only, no engine dependency
 
 
@@ -12,18 +11,18 @@ def _workspace() -> Workspace:
     return Workspace(settings.workspace())
 
 
-def datasets() -> list[dict[str, Any]]:
-    return _workspace().list("datasets", "dataset.json")
+def datasets() -> list[DatasetRecord]:
+    return _workspace().list("datasets", RECORDS["datasets"])
 
 
-def tunes() -> list[dict[str, Any]]:
-    return _workspace().list("tunes", "tune.json")
+def tunes() -> list[TuneRecord]:
+    return _workspace().list("tunes", RECORDS["tunes"])
 
 
-def inferences() -> list[dict[str, Any]]:
-    return _workspace().list("inferences", "inference.json")
+def inferences() -> list[InferenceRecord]:
+    return _workspace().list("inferences", RECORDS["inferences"])
 
 
-def failed_datasets() -> list[dict[str, Any]]:
+def failed_datasets() -> list[FailureRecord]:
     """Onboarding attempts that failed: the reason and the log, never a dataset."""
     return _workspace().failures("datasets")

@@ -9,7 +9,9 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QFrame, QScrollArea, QWidget
 
 from .. import tasks
+from ..contract import EngineFailure
 from ..paths import ui_file
+from .messages import show_failure
 
 
 class UiDock(QgsDockWidget):
@@ -35,6 +37,7 @@ class UiDock(QgsDockWidget):
         self.setWidget(scroll)
         self.ui = self.content
         self.task: Optional[tasks.EngineTask] = None
+        self._on_success: Optional[Callable[[dict[str, Any]], None]] = None  # the running task's result handler
         if self.CANCEL_BUTTON:
             getattr(self.ui, self.CANCEL_BUTTON).clicked.connect(self.cancel_task)
 
@@ -42,22 +45,35 @@ class UiDock(QgsDockWidget):
                           on_success: Callable[[dict[str, Any]], None],
                           on_event: Optional[Callable[[dict[str, Any]], None]] = None,
                           secrets: Optional[dict[str, str]] = None) -> Optional[tasks.EngineTask]:
-        """One engine job at a time per dock; the progress bar and the buttons follow it."""
+        """One engine job at a time per dock; the progress bar and the buttons follow it. The task's
+        signals reach this dock's methods (``on_success``, ``on_event`` are methods too), so Qt drops
+        them if the dock is deleted first. A failure is shown in the message bar."""
         if self.task is not None:
             return None
-
-        def succeeded(result: dict[str, Any]) -> None:
-            self._task_ended(100)
-            on_success(result)
-
-        self.task = tasks.EngineTask(description, command, spec, on_success=succeeded, secrets=secrets,
-                                     on_failure=lambda _task: self._task_ended(0))
-        self.task.progressChanged.connect(lambda value: self.ui.progressBar.setValue(int(value)))
+        self.task = tasks.EngineTask(description, command, spec, secrets=secrets)
+        self._on_success = on_success
+        self.task.succeeded.connect(self._task_succeeded)
+        self.task.failed.connect(self._task_failed)
+        self.task.progressChanged.connect(self._show_progress)
         if on_event is not None:
             self.task.eventReceived.connect(on_event)
         self.ui.progressBar.setValue(0)
         self._set_running(True)
         return tasks.start(self.task)
+
+    def _show_progress(self, value: float) -> None:
+        self.ui.progressBar.setValue(int(value))
+
+    def _task_succeeded(self, result: dict[str, Any]) -> None:
+        handler = self._on_success
+        self._task_ended(100)
+        if handler is not None:
+            handler(result)
+
+    def _task_failed(self, failure: EngineFailure) -> None:
+        description = self.task.description() if self.task is not None else self.TITLE
+        self._task_ended(0)
+        show_failure(description, failure)
 
     def cancel_task(self) -> None:
         if self.task is not None:
@@ -65,6 +81,7 @@ class UiDock(QgsDockWidget):
 
     def _task_ended(self, progress: int) -> None:
         self.task = None
+        self._on_success = None
         self.ui.progressBar.setValue(progress)
         self._set_running(False)
 

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
-from .. import credentials, tasks
+from .. import contract, credentials, tasks
 from ..engine.catalog import connector_facts  # the engine's data file; plain JSON, no engine dependency
 
 
@@ -16,7 +16,7 @@ class CatalogStore(QObject):
 
     def __init__(self, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
-        self.catalog: Optional[dict[str, Any]] = None
+        self.catalog: Optional[contract.CatalogSummary] = None
         self._task: Optional[tasks.EngineTask] = None
 
     def load(self, force: bool = False) -> None:
@@ -25,8 +25,9 @@ class CatalogStore(QObject):
             return
         if self._task is not None:
             return  # a load is under way; its result reaches every listener
-        self._task = tasks.EngineTask("GeoStudio: load catalog", "catalog", catalog_spec(),
-                                      on_success=self._loaded, on_failure=self._failed)
+        self._task = tasks.EngineTask("GeoStudio: load catalog", contract.CATALOG, catalog_spec())
+        self._task.succeeded.connect(self._loaded)
+        self._task.failed.connect(self._failed)
         tasks.start(self._task)
 
     def _loaded(self, result: dict[str, Any]) -> None:
@@ -34,14 +35,12 @@ class CatalogStore(QObject):
         self.catalog = result["summary"]
         self.changed.emit(self.catalog)
 
-    def _failed(self, task: "tasks.EngineTask") -> None:
+    def _failed(self, failure: contract.EngineFailure) -> None:
         self._task = None
-        message = task.outcome.error_text()[0] if task.outcome else str(task.exception)
-        self.failed.emit(message)
+        self.failed.emit(failure.message)
 
 
 def catalog_spec() -> dict[str, Any]:
-    """Ask for access states; no secret goes into the spec, only whether QGIS holds credentials."""
-    endpoints = credentials.endpoints()
-    return {"check_access": True, "discover": "IBMResearchSTAC" in endpoints, "endpoints": endpoints,
-            "credentials_configured": {c["id"]: credentials.configured(c["id"]) for c in connector_facts()}}
+    """The user's endpoints and which connectors have credentials in QGIS (never the values)."""
+    return contract.catalog_spec(credentials.endpoints(),
+                                 {c["id"]: credentials.configured(c["id"]) for c in connector_facts()})

@@ -6,24 +6,17 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from qgis.core import (
-    QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
-    QgsProject,
-    QgsRasterLayer,
-    QgsRectangle,
-)
+from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import QDate, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QTreeWidgetItem
 
-from .. import credentials, layers
+from .. import contract, credentials, layers, qgis_inputs
 from .base import UiDock
 from .catalog_store import CatalogStore
 from .messages import show_success
 
 ROLE = Qt.ItemDataRole.UserRole
-WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 ACCESS_COLOURS = {"ready": "#1a9641", "credentials missing": "#d7301f", "unreachable": "#b35806"}
 
 
@@ -41,10 +34,10 @@ class ConnectorsDock(UiDock):
         self.store = store
         self.selected: Optional[dict[str, Any]] = None  # the collection the availability tools work on
         self.connectors: dict[str, dict[str, Any]] = {}
-        self.last_search: Optional[dict[str, Any]] = None
-        self.footprints = None
+        self.last_search: Optional[contract.SearchSummary] = None
+        self.footprints: Optional[QgsVectorLayer] = None
         self.fetched_layers: list[QgsRasterLayer] = []
-        self.ui.extentWidget.setOutputCrs(WGS84)
+        self.ui.extentWidget.setOutputCrs(qgis_inputs.WGS84)
         self.ui.extentWidget.setMapCanvas(iface.mapCanvas())
         self.ui.extentWidget.setNullValueAllowed(True, "Map canvas extent")
         self.ui.extentWidget.clear()
@@ -163,34 +156,35 @@ class ConnectorsDock(UiDock):
         return dialog
 
     # ---------------------------------------------------- availability, fetch
-    def _request_base(self) -> Optional[dict[str, Any]]:
-        """Connector, collection, area and dates from the widgets (main thread, before the task)."""
+    def _request(self) -> Optional[dict[str, Any]]:
+        """Connector, endpoint, collection and area from the widgets (main thread, before the task); the area
+        is the extent widget's, else the map canvas's."""
         if self.selected is None:
             QMessageBox.information(self, "GeoStudio", "Select a collection in the tree first.")
             return None
-        extent = self.ui.extentWidget.outputExtent() if self.ui.extentWidget.isValid() else QgsRectangle()
-        if extent.isNull() or extent.isEmpty():
-            canvas = self.iface.mapCanvas()
-            to_wgs84 = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), WGS84, QgsProject.instance())
-            extent = to_wgs84.transformBoundingBox(canvas.extent())
+        bbox = qgis_inputs.widget_bbox(self.ui.extentWidget, self.iface.mapCanvas())
+        if bbox is None:
+            QMessageBox.information(self, "GeoStudio", "Draw an area, or show it in the map canvas.")
+            return None
         connector = self.selected["connector"]
         return {"connector": connector, "endpoint": credentials.endpoint(connector),
-                "collection": self.selected["collection"],
-                "bbox": [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()],
-                "maxcc": self.ui.maxccSpin.value()}
+                "collection": self.selected["collection"], "bbox": bbox}
 
     def check_availability(self):  # noqa: ANN201
-        spec = self._request_base()
-        if spec is None:
+        request = self._request()
+        if request is None:
             return None
-        spec.update(date_start=self.ui.dateStartEdit.date().toString("yyyy-MM-dd"),
-                    date_end=self.ui.dateEndEdit.date().toString("yyyy-MM-dd"))
+        spec = contract.search_spec(request["connector"], request["collection"], request["bbox"],
+                                    self.ui.dateStartEdit.date().toString("yyyy-MM-dd"),
+                                    self.ui.dateEndEdit.date().toString("yyyy-MM-dd"),
+                                    maxcc=self.ui.maxccSpin.value(), endpoint=request["endpoint"])
         self.ui.availabilityLabel.setText("Searching…")
-        return self.start_engine_task(f"GeoStudio: availability of {spec['collection']}", "search", spec,
+        return self.start_engine_task(f"GeoStudio: availability of {spec['collection']}", contract.SEARCH, spec,
                                       self._show_availability, secrets=credentials.load(spec["connector"]))
 
     def _show_availability(self, result: dict[str, Any]) -> None:
-        summary = self.last_search = result["summary"]
+        summary: contract.SearchSummary = result["summary"]
+        self.last_search = summary
         dates = summary["results"][0]["unique_dates"]
         features = summary["footprints"]["features"]
         self.ui.datesList.clear()
@@ -226,19 +220,20 @@ class ConnectorsDock(UiDock):
                 if self.ui.datesList.item(i).checkState() == Qt.CheckState.Checked]
 
     def fetch_checked(self):  # noqa: ANN201
-        spec = self._request_base()
+        request = self._request()
         dates = self.checked_dates()
-        if spec is None or not dates:
-            if spec is not None:
+        if request is None or not dates:
+            if request is not None:
                 QMessageBox.information(self, "GeoStudio", "Check availability and tick the dates to fetch.")
             return None
         bands = [b.strip() for b in re.split(r"[,;\s]+", self.ui.bandsEdit.text()) if b.strip()]
-        spec.update(dates=dates, bands=bands)
-        return self.start_engine_task(f"GeoStudio: fetch {spec['collection']}", "fetch", spec, self._show_fetched,
-                                      secrets=credentials.load(spec["connector"]))
+        spec = contract.fetch_spec(request["connector"], request["collection"], request["bbox"], dates, bands=bands,
+                                   maxcc=self.ui.maxccSpin.value(), endpoint=request["endpoint"])
+        return self.start_engine_task(f"GeoStudio: fetch {spec['collection']}", contract.FETCH, spec,
+                                      self._show_fetched, secrets=credentials.load(spec["connector"]))
 
     def _show_fetched(self, result: dict[str, Any]) -> None:
-        summary = result["summary"]
+        summary: contract.FetchSummary = result["summary"]
         group = layers.result_group(f"GeoStudio fetch: {summary['connector']} / {summary['collection']}")
         self.fetched_layers = []
         for info in summary["files"]:

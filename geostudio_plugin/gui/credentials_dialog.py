@@ -7,7 +7,7 @@ from typing import Any, Optional
 from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QLineEdit
 
-from .. import credentials, tasks
+from .. import contract, credentials, tasks
 from ..paths import ui_file
 
 
@@ -17,7 +17,7 @@ class CredentialsDialog(QDialog):
         uic.loadUi(str(ui_file("credentials_dialog.ui")), self)
         self.connector = connector
         self.task: Optional[tasks.EngineTask] = None
-        self.result_summary: Optional[dict[str, Any]] = None
+        self.result_summary: Optional[contract.CheckSummary] = None
         self.setWindowTitle(f"{connector['name']}: credentials")
         stored = credentials.load(connector["id"])
         self.fields: dict[str, QLineEdit] = {}
@@ -71,10 +71,11 @@ class CredentialsDialog(QDialog):
         """Runs the engine's ``check`` with what the fields hold now (saved or not)."""
         if self.task is not None:
             return None
-        spec = {"connector": self.connector["id"], "endpoint": self.endpoint()}
-        self.task = tasks.EngineTask(f"GeoStudio: test {self.connector['name']}", "check", spec,
-                                     secrets=self.values(), on_success=self._passed, on_failure=self._failed,
-                                     report_errors=False)
+        spec = contract.check_spec(self.connector["id"], self.endpoint())
+        self.task = tasks.EngineTask(f"GeoStudio: test {self.connector['name']}", contract.CHECK, spec,
+                                     secrets=self.values())
+        self.task.succeeded.connect(self._passed)
+        self.task.failed.connect(self._failed)  # shown in the dialog, not in the message bar
         self.testButton.setEnabled(False)
         self.statusLabel.setText("Testing…")
         return tasks.start(self.task)
@@ -85,8 +86,7 @@ class CredentialsDialog(QDialog):
         self.testButton.setEnabled(True)
         self.statusLabel.setText(f"✔ {self.connector['name']} answered in {result['summary']['latency_ms']} ms.")
 
-    def _failed(self, task: tasks.EngineTask) -> None:
+    def _failed(self, failure: contract.EngineFailure) -> None:
         self.task = None
         self.testButton.setEnabled(True)
-        message, hint, _details = task.outcome.error_text() if task.outcome else (str(task.exception), "", "")
-        self.statusLabel.setText(f"✘ {message} {hint}".strip())
+        self.statusLabel.setText(f"✘ {failure.text}")

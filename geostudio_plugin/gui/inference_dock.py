@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerProxyModel, QgsRasterLayer
+from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
 from qgis.PyQt.QtWidgets import QMessageBox
 
-from .. import layers, settings, tasks, workspace_index
+from .. import contract, layers, qgis_inputs, settings, tasks, workspace_index
 from .base import UiDock
 from .messages import show_success
-
-WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
 
 class InferenceDock(UiDock):
@@ -26,7 +24,7 @@ class InferenceDock(UiDock):
         super().__init__(iface, parent)
         self.loaded_layers: list[QgsRasterLayer] = []
         self.ui.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.ui.extentWidget.setOutputCrs(WGS84)
+        self.ui.extentWidget.setOutputCrs(qgis_inputs.WGS84)  # then the picked layer's CRS
         self.ui.extentWidget.setMapCanvas(iface.mapCanvas())
         self.ui.extentWidget.setNullValueAllowed(True, "Whole raster")
         self.ui.extentWidget.clear()
@@ -44,27 +42,20 @@ class InferenceDock(UiDock):
             self.ui.tuneCombo.setCurrentIndex(max(self.ui.tuneCombo.findData(current), 0))
 
     def _on_layer(self, layer: Optional[QgsRasterLayer]) -> None:
+        """An extent is kept in the layer's CRS, as Processing's extent parameter keeps its own; both become an
+        EPSG:4326 bbox through one rule (qgis_inputs.bbox_4326)."""
         if layer is not None:
             canvas = self.iface.mapCanvas()
             self.ui.extentWidget.setOriginalExtent(layer.extent(), layer.crs())
             self.ui.extentWidget.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
+            self.ui.extentWidget.setOutputCrs(layer.crs())
 
     def build_payload(self) -> dict[str, Any]:
         """Everything is read from the widgets here, on the main thread, before the task starts."""
         layer = self.ui.layerCombo.currentLayer()
-        source = layer.dataProvider().dataSourceUri().split("|")[0] if layer else ""
-        bbox: list[list[float]] = []
-        if self.ui.extentWidget.isValid() and not self.ui.extentWidget.outputExtent().isNull():
-            extent = self.ui.extentWidget.outputExtent()  # in EPSG:4326, the Studio's bbox convention
-            bbox = [[extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]]
-        return {
-            "model_display_name": self.ui.tuneCombo.currentText(),
-            "fine_tuning_id": self.ui.tuneCombo.currentData() or "",
-            "description": layer.name() if layer else "",
-            "spatial_domain": {"bbox": bbox, "urls": [source] if source else []},
-            "temporal_domain": [],
-            "device": settings.device(),
-        }
+        return contract.infer_spec(qgis_inputs.layer_path(layer), qgis_inputs.widget_bbox(self.ui.extentWidget),
+                                   self.ui.tuneCombo.currentData() or "", settings.device(),
+                                   description=layer.name() if layer else "")
 
     def start_inference(self) -> Optional[tasks.EngineTask]:
         if self.task is not None:
@@ -73,15 +64,15 @@ class InferenceDock(UiDock):
         if not payload["spatial_domain"]["urls"] or not Path(payload["spatial_domain"]["urls"][0]).is_file():
             QMessageBox.warning(self, "GeoStudio", "Pick an input raster stored in a local file (GeoTIFF).")
             return None
-        return self.start_engine_task(f"GeoStudio: inference on {payload['description']}", "infer", payload,
+        return self.start_engine_task(f"GeoStudio: inference on {payload['description']}", contract.INFER, payload,
                                       self._done, on_event=self._show_stage)
 
     def _show_stage(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "progress":
+        if contract.is_progress(event):
             self.ui.resultLabel.setText(str(event.get("message", "")))
 
     def _done(self, result: dict[str, Any]) -> None:
-        summary = result["summary"]
+        summary: contract.InferSummary = result["summary"]
         self.loaded_layers = layers.load_inference_layers(summary, f"GeoStudio inference: {summary['inference_id']}")
         shares = summary["outputs"][0]["class_fraction"] if summary.get("outputs") else {}
         names = {str(c["id"]): c["name"] for c in summary.get("classes", [])}

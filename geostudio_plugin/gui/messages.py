@@ -1,11 +1,13 @@
-"""User messages: the message bar (short, with a Details button) and the GeoStudio log tab (full text)."""
+"""User messages: the message bar (short; details behind QGIS's own "more" button) and the GeoStudio log
+tab (full text). Tasks never call these: the docks and dialogs that start them do."""
 
 from __future__ import annotations
 
 import logging
 
 from qgis.core import Qgis
-from qgis.PyQt.QtWidgets import QMessageBox, QPushButton
+
+from ..contract import EngineFailure
 
 log = logging.getLogger("geostudio_plugin")
 
@@ -19,27 +21,24 @@ def _iface():
     return iface
 
 
-def show_details(title: str, text: str, parent=None) -> QMessageBox:
-    box = QMessageBox(QMessageBox.Icon.Critical, title, text.split("\n\n")[0][:500], QMessageBox.StandardButton.Close,
-                      parent)
-    box.setDetailedText(text)
-    box.setModal(False)
-    box.show()
-    return box
-
-
 def show_error(title: str, message: str, hint: str = "", details: str = "") -> None:
+    """The message and hint in the bar; with details, QGIS's "more" button shows them all."""
     text = f"{message} {hint}".strip()
     full = "\n\n".join(p for p in (message, hint, details) if p)
     log.error("%s: %s", title, full)
     bar = _iface().messageBar()
-    widget = bar.createMessage(title, text)
     if details:
-        button = QPushButton("Details")
-        button.setObjectName("geostudioDetailsButton")
-        button.clicked.connect(lambda: show_details(title, full, _iface().mainWindow()))
-        widget.layout().addWidget(button)
-    bar.pushWidget(widget, Qgis.MessageLevel.Critical, ERROR_SECONDS)
+        bar.pushMessage(title, text, full, Qgis.MessageLevel.Critical, ERROR_SECONDS)
+    else:
+        bar.pushMessage(title, text, Qgis.MessageLevel.Critical, ERROR_SECONDS)
+
+
+def show_failure(title: str, failure: EngineFailure) -> None:
+    """A task's failure as the user reads it: a cancel is news, anything else an error."""
+    if failure.cancelled:
+        show_info("GeoStudio", failure.message)
+    else:
+        show_error(title, failure.message, hint=failure.hint, details=failure.details)
 
 
 def show_info(title: str, message: str) -> None:

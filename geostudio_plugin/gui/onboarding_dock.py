@@ -13,11 +13,12 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QTableWidgetItem
 
-from .. import credentials, layers, settings, tasks, workspace_index
+from .. import contract, credentials, layers, settings, tasks, workspace_index
 from .base import UiDock
 from .messages import show_success
 
 ROLE = Qt.ItemDataRole.UserRole
+COLLECTION_COLUMN = 2  # its item carries the row's picked collection (or loaded payload source) as ROLE data
 PALETTE = ["#d9d9d9", "#1f78b4", "#e31a1c", "#33a02c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#fb9a99",
            "#b2df8a", "#fdbf6f", "#cab2d6", "#ffff99", "#8dd3c7", "#bebada", "#80b1d3"]
 
@@ -35,9 +36,13 @@ class OnboardingDock(UiDock):
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
-        self.collections: dict[int, dict[str, Any]] = {}  # sources-table row -> picked collection
-        self.prescan_report: Optional[dict[str, Any]] = None
+        self.prescan_report: Optional[contract.PrescanReport] = None
         self.preview_layers: list[QgsRasterLayer] = []
+        self.status_item: Optional[QListWidgetItem] = None  # the running onboarding's line in the dataset list
+        # what a loaded payload holds that the form does not show, kept for build_payload
+        self.options_extras: dict[str, Any] = {}  # split, seed, label_type...
+        self.payload_extras: dict[str, Any] = {}  # description, version
+        self.payload_endpoints: dict[str, str] = {}  # the payload's own endpoints (contract.resolve_endpoints)
         for table in (self.ui.sourcesTable, self.ui.categoriesTable):
             table.horizontalHeader().setStretchLastSection(True)
             table.verticalHeader().setVisible(False)
@@ -84,8 +89,7 @@ class OnboardingDock(UiDock):
         row = table.currentRow() if table.currentRow() >= 0 else table.rowCount() - 1
         if row < 0:
             return
-        table.removeRow(row)
-        self.collections = {(r if r < row else r - 1): c for r, c in self.collections.items() if r != row}
+        table.removeRow(row)  # the picked collections of the other rows move with them
 
     def _from_labels_toggled(self, on: bool) -> None:
         """Labels only: no pairing to pre-scan, no data files; the date window and cloud limit apply."""
@@ -103,14 +107,23 @@ class OnboardingDock(UiDock):
         item = table.item(row, column)
         return item.text().strip() if item else ""
 
+    def row_collection(self, row: int) -> dict[str, Any]:
+        """The collection picked for a data-source row ({"payload_source": ...} for a loaded payload's row)."""
+        item = self.ui.sourcesTable.item(row, COLLECTION_COLUMN)
+        return (item.data(ROLE) if item is not None else None) or {}
+
+    def _set_collection(self, row: int, text: str, collection: dict[str, Any]) -> None:
+        item = QTableWidgetItem(text)
+        item.setData(ROLE, collection)
+        self.ui.sourcesTable.setItem(row, COLLECTION_COLUMN, item)
+
     def use_collection(self, collection: dict[str, Any]) -> None:
         """A collection picked in the Connectors dock fills the selected data-source row."""
         table = self.ui.sourcesTable
         row = max(table.currentRow(), 0)
         if table.rowCount() == 0:
             self.add_source_row("", "", "", "")
-        self.collections[row] = collection
-        table.setItem(row, 2, QTableWidgetItem(f"{collection['connector']} / {collection['collection']}"))
+        self._set_collection(row, f"{collection['connector']} / {collection['collection']}", collection)
         # runtime collections have no tag: name the modality after them (a tag is also a folder name)
         tag = collection.get("modality_tag") or re.sub(r"[^A-Za-z0-9]+", "_", collection["collection"]).upper()
         table.setItem(row, 1, QTableWidgetItem(tag))
@@ -130,7 +143,7 @@ class OnboardingDock(UiDock):
             if not suffix:
                 continue
             connector, _, collection = (p.strip() for p in self._cell(table, row, 2).partition("/"))
-            picked = self.collections.get(row, {})
+            picked = self.row_collection(row)
             names = _split(self._cell(table, row, 3))
             loaded = picked.get("payload_source")
             loaded_bands = sorted(loaded.get("bands", []), key=lambda b: int(b.get("index", 0))) if loaded else []
@@ -146,7 +159,7 @@ class OnboardingDock(UiDock):
         categories = [{"id": self._cell(self.ui.categoriesTable, r, 0), "name": self._cell(self.ui.categoriesTable, r, 1),
                        "color": self._cell(self.ui.categoriesTable, r, 2), "opacity": 1}
                       for r in range(self.ui.categoriesTable.rowCount())]
-        options: dict[str, Any] = {**getattr(self, "options_extras", {}), "ignore_id": self.ui.ignoreSpin.value(),
+        options: dict[str, Any] = {**self.options_extras, "ignore_id": self.ui.ignoreSpin.value(),
                                    "convert_to_cog": self.ui.cogCheck.isChecked(), "from_labels": from_labels}
         if self.ui.chipSpin.value():
             options["chip_size"] = self.ui.chipSpin.value()
@@ -155,9 +168,11 @@ class OnboardingDock(UiDock):
             options.update(pre_days=self.ui.preDaysSpin.value(), post_days=self.ui.postDaysSpin.value(),
                            max_cloud_cover=self.ui.cloudSpin.value())
             label_suffix = label_suffix or ".label.tif"  # unused: the labels are the source's GeoJSON or rasters
-        payload = credentials.with_endpoints({
+        if self.payload_endpoints:
+            options["endpoints"] = dict(self.payload_endpoints)
+        form = {
             "description": "",
-            **getattr(self, "payload_extras", {}),
+            **self.payload_extras,
             "dataset_name": self.ui.nameEdit.text().strip(),
             "dataset_url": self.ui.folderWidget.filePath().strip(),
             "label_suffix": label_suffix,
@@ -166,10 +181,8 @@ class OnboardingDock(UiDock):
             "label_categories": categories,
             "onboarding_options": options,
             "version": "v2",
-        })
-        for connector, url in getattr(self, "payload_endpoints", {}).items():  # the Connectors settings win
-            payload["onboarding_options"].setdefault("endpoints", {}).setdefault(connector, url)
-        return payload
+        }
+        return contract.onboard_payload(form, credentials.endpoints())
 
     def choose_payload(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Studio onboarding payload", "", "JSON (*.json)")
@@ -188,14 +201,13 @@ class OnboardingDock(UiDock):
         sources = payload.get("data_sources", [])
         self.ui.dataSuffixesEdit.setText(", ".join(str(s.get("file_suffix", "")) for s in sources))
         self.ui.sourcesTable.setRowCount(0)
-        self.collections = {}
         for row, source in enumerate(sources):
             bands = sorted(source.get("bands", []), key=lambda b: int(b.get("index", 0)))
             collection = f"{source.get('connector', '')} / {source.get('collection', '')}".strip(" /")
             self.add_source_row(str(source.get("file_suffix", "")), str(source.get("modality_tag", "")), collection,
                                 ", ".join(str(b["band_name"]) for b in bands))
             # keep what the table does not show: band positions, R/G/B roles, scaling, align_dates
-            self.collections[row] = {"payload_source": source}
+            self._set_collection(row, collection, {"payload_source": source})
         self.ui.categoriesTable.setRowCount(0)
         for category in payload.get("label_categories", []):
             self.add_category(category["id"], str(category["name"]), str(category.get("color", "#000000")))
@@ -209,22 +221,21 @@ class OnboardingDock(UiDock):
         self.ui.cloudSpin.setValue(int(float(options.get("max_cloud_cover", 80))))
         shown = ("ignore_id", "chip_size", "convert_to_cog", "from_labels", "pre_days", "post_days", "max_cloud_cover",
                  "endpoint", "endpoints")
-        self.options_extras = {k: v for k, v in options.items() if k not in shown}  # split, seed, label_type...
-        self.payload_endpoints = dict(options.get("endpoints") or {})  # used where Connectors has none set
-        if options.get("endpoint") and sources and sources[0].get("connector"):
-            self.payload_endpoints.setdefault(sources[0]["connector"], options["endpoint"])
+        self.options_extras = {k: v for k, v in options.items() if k not in shown}
+        self.payload_endpoints = contract.payload_endpoints(options, str(sources[0].get("connector") or "")
+                                                            if sources else "")
         self.payload_extras = {k: v for k, v in payload.items() if k in ("description", "version")}
 
     # --------------------------------------------------------------- pre-scan
     def start_prescan(self) -> Optional[tasks.EngineTask]:
-        body = {"dataset_url": self.ui.folderWidget.filePath().strip(),
-                "label_suffix": self.ui.labelSuffixEdit.text().strip(),
-                "training_data_suffixes": _split(self.ui.dataSuffixesEdit.text())}
+        spec = contract.prescan_spec(self.ui.folderWidget.filePath().strip(), self.ui.labelSuffixEdit.text().strip(),
+                                     _split(self.ui.dataSuffixesEdit.text()))
         self.ui.prescanLabel.setText("Scanning…")
-        return self.start_engine_task("GeoStudio: pre-scan", "prescan", body, self._show_prescan)
+        return self.start_engine_task("GeoStudio: pre-scan", contract.PRESCAN, spec, self._show_prescan)
 
     def _show_prescan(self, result: dict[str, Any]) -> None:
-        report = self.prescan_report = result["summary"]["report"]
+        report: contract.PrescanReport = result["summary"]["report"]
+        self.prescan_report = report
         problems = report["problems"]
         text = f"{report['pairs']} pair(s); " + (
             "no problem found." if not problems else
@@ -254,7 +265,7 @@ class OnboardingDock(UiDock):
     # ---------------------------------------------------------------- onboard
     def start_onboarding(self) -> Optional[tasks.EngineTask]:
         payload = self.build_payload()
-        task = self.start_engine_task(f"GeoStudio: onboard {payload['dataset_name'] or 'dataset'}", "onboard",
+        task = self.start_engine_task(f"GeoStudio: onboard {payload['dataset_name'] or 'dataset'}", contract.ONBOARD,
                                       payload, self._done, on_event=self._show_status,
                                       secrets=credentials.for_payload(payload))
         if task is not None:  # the Studio's statuses: Pending, then Onboarding with its stage, then the record
@@ -265,13 +276,13 @@ class OnboardingDock(UiDock):
         return task
 
     def _show_status(self, event: dict[str, Any]) -> None:
-        item = getattr(self, "status_item", None)
-        if event.get("event") == "progress" and item is not None:
+        item = self.status_item
+        if contract.is_progress(event) and item is not None:
             name = item.text().split(" — ")[0]
             item.setText(f"{name} — onboarding: {event.get('stage')} {float(event.get('fraction') or 0):.0%}")
 
     def _done(self, result: dict[str, Any]) -> None:
-        summary = result["summary"]
+        summary: contract.OnboardSummary = result["summary"]
         splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
         show_success("GeoStudio", f"Dataset {summary['dataset_id']} onboarded ({summary['n_samples']} samples: {splits}).")
         self.refresh_datasets()
@@ -326,9 +337,11 @@ class OnboardingDock(UiDock):
                                       f"({record['dataset_id']}) and its files?")
         if answer != QMessageBox.StandardButton.Yes:
             return None
-        return self.start_engine_task(f"GeoStudio: delete {record['dataset_id']}", "delete",
-                                      {"kind": "datasets", "id": record["dataset_id"]},
-                                      lambda _result: self.refresh_datasets())
+        return self.start_engine_task(f"GeoStudio: delete {record['dataset_id']}", contract.DELETE,
+                                      contract.delete_spec("datasets", record["dataset_id"]), self._deleted)
+
+    def _deleted(self, _result: dict[str, Any]) -> None:
+        self.refresh_datasets()
 
     def preview_selected(self, count: int = 3) -> list[QgsRasterLayer]:
         """A few sample pairs as layers: the image in true colour (or grey), the label paletted by category."""
@@ -336,11 +349,8 @@ class OnboardingDock(UiDock):
         if record is None or record.get("status") != "Succeeded":
             return []
         folder = Path(settings.workspace()) / "datasets" / record["dataset_id"]
-        params = record["training_params"]
         first = record["modalities"][0]
-        modality = params[first]
-        suffix = modality["file_suffix"].lstrip("*")
-        label_suffix = params["label_suffix"].lstrip("*")
+        modality = record["training_params"][first]
         rgb = [modality["bands"][i] + 1 for i in modality.get("rgb_indices") or []] or None
         group = layers.result_group(f"GeoStudio preview: {record['dataset_name']}")
         style = [{"quantity": c["index"], "color": c["color"], "label": c["name"], "opacity": 0.8}
@@ -348,8 +358,9 @@ class OnboardingDock(UiDock):
         self.preview_layers = []
         samples = (record["splits"]["train"] + record["splits"]["val"] + record["splits"]["test"])[:count]
         for sample in samples:
-            image = QgsRasterLayer(str(folder / modality["train_data_dir"] / f"{sample}{suffix}"), f"{sample} ({first})")
-            label = QgsRasterLayer(str(folder / "labels" / f"{sample}{label_suffix}"), f"{sample} label")
+            image_path, label_path = contract.dataset_sample_paths(record, folder, sample, first)
+            image = QgsRasterLayer(str(image_path), f"{sample} ({first})")
+            label = QgsRasterLayer(str(label_path), f"{sample} label")
             layers.show_bands(image, rgb)
             layers.apply_style(label, {"segmentation": style})
             layers.add_to_group(image, group)

@@ -8,7 +8,9 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QMessageBox
 
 from .. import engine_runtime, settings, tasks
+from ..contract import EngineFailure
 from ..paths import ui_file
+from .messages import show_failure, show_success
 
 
 class SettingsDialog(QDialog):
@@ -38,9 +40,13 @@ class SettingsDialog(QDialog):
         self.engineStatusLabel.setText(state)
 
     def save(self) -> None:
+        try:
+            settings.set_device(self.deviceCombo.currentText())
+        except ValueError as exc:
+            QMessageBox.warning(self, "GeoStudio", str(exc))
+            return
         settings.set_engine_python_override(self.pythonWidget.filePath())
         settings.set_workspace(self.workspaceWidget.filePath())
-        settings.set_device(self.deviceCombo.currentText())
         settings.set_allow_downloads(self.downloadsCheck.isChecked())
         self.accept()
 
@@ -53,13 +59,24 @@ class SettingsDialog(QDialog):
             f"{engine_runtime.ENV_SIZE_NOTE}. It takes about 5-20 minutes. Continue?")
         if answer != QMessageBox.StandardButton.Yes:
             return
-        self.setup_task = tasks.SetupEngineTask(on_success=lambda _p: self.refresh_status())
+        self.setup_task = tasks.SetupEngineTask()
+        self.setup_task.succeeded.connect(self._setup_succeeded)
+        self.setup_task.failed.connect(self._setup_failed)
         self.setup_task.lineReceived.connect(self.setupLog.appendPlainText)
-        self.setup_task.progressChanged.connect(lambda v: self.setupProgress.setValue(int(v)))
+        self.setup_task.progressChanged.connect(self._setup_progress)
         self.setup_task.taskCompleted.connect(self._setup_ended)
         self.setup_task.taskTerminated.connect(self._setup_ended)
         self.setupButton.setEnabled(False)
         tasks.start(self.setup_task)
+
+    def _setup_progress(self, value: float) -> None:
+        self.setupProgress.setValue(int(value))
+
+    def _setup_succeeded(self, python: object) -> None:
+        show_success("GeoStudio", f"Engine ready: {python}")
+
+    def _setup_failed(self, failure: EngineFailure) -> None:
+        show_failure("Engine setup failed", failure)
 
     def _setup_ended(self) -> None:
         self.setup_task = None

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QListWidgetItem, QTableWidgetItem
+from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QTableWidgetItem
 
-from .. import tasks, workspace_index
+from .. import contract, settings, tasks, workspace_index
 from .base import UiDock
 from .catalog_store import CatalogStore
 from .messages import show_success
@@ -26,6 +26,8 @@ class TuningDock(UiDock):
     def __init__(self, iface, store: CatalogStore, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
         self.store = store
+        self.backbones: list[contract.BackboneEntry] = []
+        self.ui.deviceCombo.setCurrentText(settings.device())  # the Settings' device; this tune may differ
         self.ui.metricsTable.horizontalHeader().setStretchLastSection(True)
         self.ui.metricsTable.verticalHeader().setVisible(False)
         self.ui.metricsTable.setColumnWidth(0, 150)
@@ -62,7 +64,7 @@ class TuningDock(UiDock):
 
     def show_tune(self, item: Optional[QListWidgetItem]) -> None:
         """The final metrics of a finished tune (its last epoch and its test split)."""
-        record = item.data(Qt.ItemDataRole.UserRole) if item else None
+        record: Optional[contract.TuneRecord] = item.data(Qt.ItemDataRole.UserRole) if item else None
         if not record or self.task is not None:
             return
         self.ui.metricsTable.setRowCount(0)
@@ -89,39 +91,36 @@ class TuningDock(UiDock):
         if not template:
             return
         category = template["extra_info"]["model_category"]
-        for backbone in getattr(self, "backbones", []):
+        for backbone in self.backbones:
             if backbone["model_params"]["model_category"] == category:
                 self.ui.backboneCombo.addItem(f"{backbone['name']} ({backbone['params_m']:g} M)", backbone["name"])
 
     # -------------------------------------------------------------- run
     def build_payload(self) -> dict[str, Any]:
+        """Raises ValueError when the device is outside the device vocabulary."""
         template = self.ui.templateCombo.currentData() or {}
-        data: dict[str, Any] = {"batch_size": self.ui.batchSpin.value()}
-        if self.ui.cropSpin.value():
-            data["crop_size"] = self.ui.cropSpin.value()
-        return {
-            "name": self.ui.nameEdit.text().strip() or "my-tune",
-            "description": "",
-            "dataset_id": self.ui.datasetCombo.currentData() or "",
-            "base_model_id": self.ui.backboneCombo.currentData() or "",
-            "tune_template_id": template.get("id", ""),
-            "model_parameters": {"runner": {"max_epochs": self.ui.epochsSpin.value()}, "data": data,
-                                 "optimizer": {"lr": self.ui.lrSpin.value()}},
-            "train_options": {"accelerator": self.ui.deviceCombo.currentText()},
-        }
+        return contract.tune_spec(
+            self.ui.nameEdit.text().strip() or "my-tune", self.ui.datasetCombo.currentData() or "",
+            self.ui.backboneCombo.currentData() or "", template.get("id", ""), epochs=self.ui.epochsSpin.value(),
+            batch_size=self.ui.batchSpin.value(), lr=self.ui.lrSpin.value(), crop_size=self.ui.cropSpin.value() or None,
+            device=self.ui.deviceCombo.currentText())
 
     def start_tuning(self) -> Optional[tasks.EngineTask]:
-        payload = self.build_payload()
-        task = self.start_engine_task(f"GeoStudio: fine-tune {payload['name']}", "tune", payload, self._done,
+        try:
+            payload = self.build_payload()
+        except ValueError as exc:
+            QMessageBox.warning(self, "GeoStudio", str(exc))
+            return None
+        task = self.start_engine_task(f"GeoStudio: fine-tune {payload['name']}", contract.TUNE, payload, self._done,
                                       on_event=self._on_event)
         if task is not None:
             self.ui.metricsTable.setRowCount(0)
         return task
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "progress":
+        if contract.is_progress(event):
             self.ui.stageLabel.setText(str(event.get("message", "")))
-        elif event.get("event") == "metric" and event.get("name") in SHOWN_METRICS:
+        elif contract.is_metric(event) and event.get("name") in SHOWN_METRICS:
             self._set_metric(event["name"], float(event["value"]), event.get("epoch"))
 
     def _set_metric(self, name: str, value: float, epoch: Optional[int]) -> None:
@@ -135,7 +134,7 @@ class TuningDock(UiDock):
         table.setItem(row, 2, QTableWidgetItem("" if epoch is None else str(epoch + 1)))
 
     def _done(self, result: dict[str, Any]) -> None:
-        summary = result["summary"]
+        summary: contract.TuneSummary = result["summary"]
         show_success("GeoStudio", f"Tune {summary['tune_id']} finished on {summary['device']} in "
                      f"{summary['seconds']:.0f} s (best val/loss {summary['best_val_loss']:.3f}).")
         self.refresh_workspace()

@@ -7,6 +7,7 @@ from typing import Any, Optional
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback
 
 from .. import settings
+from ..contract import is_log, is_progress
 from ..engine_client import EngineJob, EngineNotReady
 
 
@@ -16,10 +17,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         """The engine's result event, or None when cancelled; an engine error becomes QgsProcessingException."""
 
         def on_event(event: dict[str, Any]) -> None:
-            if event.get("event") == "progress":
+            if is_progress(event):
                 feedback.setProgress(100.0 * float(event.get("fraction") or 0))
                 feedback.setProgressText(str(event.get("message", "")))
-            elif event.get("event") == "log":
+            elif is_log(event):
                 feedback.pushInfo(str(event.get("message", "")))
 
         job = EngineJob(command, spec, python=settings.engine_python(), workspace=settings.workspace(),
@@ -31,8 +32,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         if outcome.cancelled or feedback.isCanceled():
             return None
         if not outcome.ok:
-            message, hint, details = outcome.error_text()
-            if details:
-                feedback.reportError(details)
-            raise QgsProcessingException(f"{message} {hint}".strip())
+            failure = outcome.failure()
+            if failure.details:
+                feedback.reportError(failure.details)
+            raise QgsProcessingException(failure.text)
         return outcome.result

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -16,10 +15,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .. import layers, settings, workspace_index
+from .. import contract, layers, qgis_inputs, settings, workspace_index
 from .engine_algorithm import EngineAlgorithm
-
-WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
 
 class _StylePrediction(QgsProcessingLayerPostProcessorInterface):
@@ -69,26 +66,27 @@ class InferRasterAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only inside this extent", optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Prediction"))
 
-    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
-                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+    def build_spec(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+        """The ``infer`` spec, by the same builder and rules as the Inference dock's."""
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException("The input raster could not be opened.")
-        source = layer.dataProvider().dataSourceUri().split("|")[0]
-        model = self.parameterAsString(parameters, self.MODEL, context).strip()
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        bbox: list[list[float]] = []
-        if parameters.get(self.EXTENT):
-            extent = self.parameterAsExtent(parameters, self.EXTENT, context, WGS84)
-            if not extent.isNull() and not extent.isEmpty():
-                bbox = [[extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]]
-        spec = {"fine_tuning_id": model, "description": layer.name(), "device": settings.device(),
-                "spatial_domain": {"bbox": bbox, "urls": [source]}, "output_path": output}
+        bbox = qgis_inputs.bbox_4326(self.parameterAsExtent(parameters, self.EXTENT, context),
+                                     self.parameterAsExtentCrs(parameters, self.EXTENT, context),
+                                     context.transformContext())
+        return contract.infer_spec(qgis_inputs.layer_path(layer), bbox,
+                                   self.parameterAsString(parameters, self.MODEL, context).strip(), settings.device(),
+                                   description=layer.name(),
+                                   output_path=self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
 
-        result = self.run_engine("infer", spec, feedback)
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        spec = self.build_spec(parameters, context)
+        output = spec["output_path"]
+        result = self.run_engine(contract.INFER, spec, feedback)
         if result is None:
             return {}
-        summary = result["summary"]
+        summary: contract.InferSummary = result["summary"]
         style = (summary.get("layers") or [{}])[0].get("geoserver_style")
         if context.willLoadLayerOnCompletion(output):
             post = _StylePrediction(style)

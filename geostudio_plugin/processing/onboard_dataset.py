@@ -22,7 +22,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .. import credentials
+from .. import contract, credentials
 from .engine_algorithm import EngineAlgorithm
 
 PURPOSES = ["Segmentation", "Regression"]
@@ -71,8 +71,9 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
                 "dataset in the GeoStudio workspace: pairing by stem, checks, a seeded 60/20/20 split, per-band "
                 "statistics of the training split. Give a Studio onboarding payload (JSON), or fill the fields for "
                 "one data source. Categories: 'id:name:#colour' separated by commas. To onboard from labels alone "
-                "(imagery fetched by the connectors: onboarding_options.from_labels), give a payload; the endpoint "
-                "overrides and credentials set in the Connectors dock are used.")
+                "(imagery fetched by the connectors: onboarding_options.from_labels), give a payload; the credentials "
+                "set in the Connectors dock are used, and so are its endpoint overrides, which win over endpoints "
+                "the payload names.")
 
     def createInstance(self) -> "OnboardDatasetAlgorithm":  # noqa: N802
         return OnboardDatasetAlgorithm()
@@ -124,12 +125,16 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
             "version": "v2",
         }
 
+    def build_payload(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+        """The ``onboard`` payload, with the endpoint rule the Datasets dock uses (contract.onboard_payload)."""
+        return contract.onboard_payload(self.payload(parameters, context), credentials.endpoints())
+
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        payload = credentials.with_endpoints(self.payload(parameters, context))
-        result = self.run_engine("onboard", payload, feedback, secrets=credentials.for_payload(payload))
+        payload = self.build_payload(parameters, context)
+        result = self.run_engine(contract.ONBOARD, payload, feedback, secrets=credentials.for_payload(payload))
         if result is None:
             return {}
-        summary = result["summary"]
+        summary: contract.OnboardSummary = result["summary"]
         feedback.pushInfo(f"Dataset {summary['dataset_id']}: {summary['n_samples']} samples, splits {summary['splits']}")
         return {self.DATASET_ID: summary["dataset_id"], self.DATASET_FOLDER: result["outputs"]["dataset_dir"]}

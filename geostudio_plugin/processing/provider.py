@@ -1,4 +1,5 @@
-"""Processing provider: every GeoStudio workflow as an algorithm (Model Designer, qgis_process)."""
+"""Processing provider ``geostudio``: onboarding a dataset and inference on a raster layer as algorithms
+(Model Designer, qgis_process)."""
 
 from __future__ import annotations
 

@@ -59,19 +59,21 @@ def workspace(session_workspace: Path, engine_python: Path):
 
 @pytest.fixture()
 def extended_iface(qgis_iface):
-    """pytest-qgis's iface stub lacks a few calls real QGIS has; add them, recording what they get."""
+    """pytest-qgis's iface stub lacks a few calls real QGIS has; add them. Its message bar also takes QGIS's
+    pushMessage(title, text, showMore, level, duration) and keeps each message's details in ``bar.details``."""
     from qgis.core import Qgis
-    from qgis.gui import QgsMessageBarItem
 
     bar = qgis_iface.messageBar()
-    bar.widgets = []
+    bar.details = []  # (title, text, showMore, level) of every message pushed
 
-    def push_widget(widget, level=Qgis.MessageLevel.Info, duration=0):
-        bar.widgets.append((widget, level))
-        bar.messages[level].append(f"{widget.title()}:{widget.text()}")
+    def push_message(title, text, *rest):
+        show_more = rest[0] if rest and isinstance(rest[0], str) else ""
+        rest = rest[1:] if rest and isinstance(rest[0], str) else rest
+        level = rest[0] if rest else Qgis.MessageLevel.Info
+        bar.messages[level].append(f"{title}:{text}")
+        bar.details.append((title, text, show_more, level))
 
-    bar.createMessage = lambda title, text="": QgsMessageBarItem(title, text)
-    bar.pushWidget = push_widget
+    bar.pushMessage = push_message
     window = qgis_iface.mainWindow()
     qgis_iface.addDockWidget = window.addDockWidget
     qgis_iface.removeDockWidget = window.removeDockWidget

@@ -196,7 +196,7 @@ def test_labels_only_onboarding_from_the_datasets_dock_with_two_connectors(plugi
     connectors_dock.ui.tree.setCurrentItem(_child(_top(connectors_dock, "IBM Research STAC"), "marida-ndvi"))
     table.setCurrentCell(table.rowCount() - 2, 0)
     dock.ui.removeSourceButton.click()
-    assert dock.collections[table.rowCount() - 1]["collection"] == "marida-ndvi"
+    assert dock.row_collection(table.rowCount() - 1)["collection"] == "marida-ndvi"
     assert table.item(table.rowCount() - 1, 2).text() == "IBMResearchSTAC / marida-ndvi"
     while table.rowCount():
         table.setCurrentCell(0, 0)

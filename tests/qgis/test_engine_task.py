@@ -1,4 +1,5 @@
-"""The QgsTask bridge against the real engine: progress, errors in the message bar and log, cancel."""
+"""The QgsTask bridge against the real engine: progress, the succeeded/failed signals, errors shown in the
+message bar and log by whoever started the task, cancel."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ def run_task(task, timeout: float = 180):
 def test_catalog_task_reports_progress_and_result(extended_iface, workspace):
     from geostudio_plugin.tasks import EngineTask
 
-    results, progress = [], []
-    task = EngineTask("catalog", "catalog", on_success=results.append)
+    results, failures, progress = [], [], []
+    task = EngineTask("catalog", "catalog")
+    task.succeeded.connect(results.append)
+    task.failed.connect(failures.append)
     task.progressChanged.connect(progress.append)
     run_task(task)
-    assert results, task.outcome.error_text() if task.outcome else task.exception
+    assert results and not failures, failures
     connectors = {c["id"]: c for c in results[0]["summary"]["connectors"]}
     assert {"sentinelhub", "sentinel_aws", "nasa_earthdata", "IBMResearchSTAC", "TheWeatherCompany",
             "climate_data_store"} <= set(connectors)
@@ -34,35 +37,59 @@ def test_catalog_task_reports_progress_and_result(extended_iface, workspace):
 
 
 def test_engine_error_reaches_message_bar_with_details_and_log(plugin, extended_iface):
+    """The task signals a typed failure and shows nothing itself; the dock that started it shows the message
+    with QGIS's own "more" details and logs the full text."""
     from qgis.core import Qgis, QgsApplication
-    from qgis.PyQt.QtWidgets import QApplication, QMessageBox, QPushButton
 
-    from geostudio_plugin.tasks import EngineTask
+    from geostudio_plugin.contract import EngineFailure
 
     logged = []
     QgsApplication.messageLog().messageReceived.connect(lambda msg, tab, level: logged.append((tab, msg)))
     payload = sample_onboarding_payload()
     payload["label_suffix"] = "_S1Hand.tif"  # equal to the data suffix: the spec is invalid
-    task = run_task(EngineTask("GeoStudio: onboard", "onboard", payload))
-    assert task.outcome.returncode == 3
-    (widget, level), = extended_iface.messageBar().widgets
-    assert level == Qgis.MessageLevel.Critical
-    assert "label_suffix '_S1Hand.tif' equals a data source's file_suffix" in widget.text()
-    assert "Value error" not in widget.text()
-    details, = [b for b in widget.findChildren(QPushButton) if b.text() == "Details"]
-    details.click()
-    box = next(w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible())
-    assert "label_suffix" in box.detailedText() and "Engine log" in box.detailedText()
-    box.close()
+    plugin.toggle_dock("onboarding")
+    dock = plugin.docks["onboarding"]
+    bar = extended_iface.messageBar()
+    bar.details.clear()
+    failures = []
+    task = dock.start_engine_task("GeoStudio: onboard", "onboard", payload, dock._done)
+    task.failed.connect(failures.append)
+    wait_for(lambda: dock.task is None, timeout=120)
+    failure, = failures
+    assert isinstance(failure, EngineFailure) and not failure.cancelled
+    assert failure.code == "invalid_spec" and failure.exit_code == 3 == task.outcome.returncode
+    assert failure.log_path == str(task.outcome.log_path)
+    (title, text, details, level), = [d for d in bar.details if d[3] == Qgis.MessageLevel.Critical]
+    assert title == "GeoStudio: onboard"
+    assert "label_suffix '_S1Hand.tif' equals a data source's file_suffix" in text
+    assert "Value error" not in text
+    assert "label_suffix" in details and "Engine log" in details
     assert any(tab == "GeoStudio" and "label_suffix" in msg for tab, msg in logged)
+
+
+def test_a_task_alone_shows_nothing(extended_iface, workspace, tmp_path):
+    """Tasks never reach the message bar: a task nobody listens to fails silently, its signal says why."""
+    from geostudio_plugin.tasks import EngineTask
+
+    bar = extended_iface.messageBar()
+    bar.details.clear()
+    failures = []
+    task = EngineTask("GeoStudio: catalog", "catalog", python=tmp_path / "no-such-python")
+    task.failed.connect(failures.append)
+    run_task(task)
+    assert "Set up engine" in failures[0].message
+    assert bar.details == []
 
 
 def test_missing_engine_gives_setup_hint(extended_iface, workspace, tmp_path):
     from qgis.core import Qgis
 
+    from geostudio_plugin.gui.messages import show_failure
     from geostudio_plugin.tasks import EngineTask
 
-    run_task(EngineTask("GeoStudio: catalog", "catalog", python=tmp_path / "no-such-python"))
+    task = EngineTask("GeoStudio: catalog", "catalog", python=tmp_path / "no-such-python")
+    task.failed.connect(lambda failure: show_failure(task.description(), failure))
+    run_task(task)
     messages = extended_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
     assert any("Set up engine" in m for m in messages), messages
 
@@ -78,13 +105,16 @@ def _group_alive(pgid: int) -> bool:
 
 def test_cancel_mid_training_stops_engine_and_keeps_nothing(extended_iface, workspace, trained_tune):
     from geostudio_plugin import tasks
+    from geostudio_plugin.contract import is_progress
     from geostudio_plugin.tasks import EngineTask
 
     tunes_before = set(os.listdir(workspace / "tunes"))
     payload = tiny_tune_payload(trained_tune["dataset_id"], epochs=50, name="to-cancel")
     task = EngineTask("GeoStudio: tune to cancel", "tune", payload)
+    failures = []
+    task.failed.connect(failures.append)
     stages = []
-    task.eventReceived.connect(lambda e: e.get("event") == "progress" and stages.append(e.get("stage")))
+    task.eventReceived.connect(lambda e: is_progress(e) and stages.append(e.get("stage")))
     tasks.start(task)
     wait_for(lambda: "train" in stages, timeout=120)
     pgid = task.job.process.pid  # started with start_new_session: its pid is the group id
@@ -94,6 +124,7 @@ def test_cancel_mid_training_stops_engine_and_keeps_nothing(extended_iface, work
     wait_for(lambda: task not in tasks._alive, timeout=30)
     assert time.monotonic() - started < 5.0
     assert task.outcome.cancelled
+    assert failures and failures[0].cancelled
     wait_for(lambda: not _group_alive(pgid), timeout=2)
     assert set(os.listdir(workspace / "tunes")) == tunes_before
     assert not [p for p in (workspace / ".tmp").iterdir() if "to-cancel" in p.name]

@@ -57,12 +57,14 @@ def test_setup_task_builds_an_env_from_a_lock_and_streams_pip_output(qgis_iface,
     lock.write_text("six==1.16.0\n")
     monkeypatch.setenv("GEOSTUDIO_ENGINES_DIR", str(tmp_path / "engines"))
     monkeypatch.setattr(engine_runtime, "lock_file", lambda: lock)
-    pythons, lines = [], []
-    task = tasks.SetupEngineTask(on_success=pythons.append)
+    pythons, failures, lines = [], [], []
+    task = tasks.SetupEngineTask()
+    task.succeeded.connect(pythons.append)
+    task.failed.connect(failures.append)
     task.lineReceived.connect(lines.append)
     tasks.start(task)
     wait_for(lambda: task not in tasks._alive, timeout=300)
-    assert task.exception is None, task.exception
+    assert task.exception is None and not failures, (task.exception, failures)
     env_dir = engine_runtime.managed_env_dir(lock)
     assert pythons == [engine_runtime.venv_python(env_dir)]
     marker = json.loads((env_dir / engine_runtime.READY_MARKER).read_text())
