@@ -5,7 +5,8 @@ Events (every line is an object with an ``event`` key):
   log       level, message
   metric    name, value, and optional epoch, step, stage
   result    outputs (paths), summary (small facts)
-  error     code, message, hint, and optional details
+  error     code, message, hint, details, and studio_code where the Studio numbers the error
+            (every code, its exit status and what the user does: ``errors``)
 
 Libraries print to stdout too (Lightning's model summary, tqdm, C code).
 ``claim_stdout`` keeps the real stdout for the protocol and points file
@@ -23,8 +24,9 @@ import sys
 import threading
 from typing import Any, Iterable, Optional, TextIO
 
+from . import errors
 # Exit codes live in ``wire`` (shared with the QGIS side); re-exported here.
-from .wire import (  # noqa: F401,E402 - re-exported names
+from .wire import (  # noqa: F401 - re-exported names
     EVENT_ERROR, EVENT_LOG, EVENT_METRIC, EVENT_PROGRESS, EVENT_RESULT, EXIT_CANCELLED, EXIT_EXTERNAL, EXIT_INPUT,
     EXIT_INTERNAL, EXIT_INVALID_SPEC, EXIT_OK, EXIT_USAGE,
 )
@@ -112,22 +114,35 @@ def result(outputs: dict[str, Any], summary: Optional[dict[str, Any]] = None) ->
 
 
 class EngineError(Exception):
-    """An error the user can act on: a code, a message naming what is wrong, a hint saying how to fix it."""
+    """An error the user can act on: a code, a message naming what is wrong, a hint saying how to fix it.
+
+    ``code`` is a name of the ``errors`` table (a Studio number such as "0002" is taken as its name); the exit
+    status is the table's unless given, and the class's for a code the table lacks.
+    """
 
     exit_code = EXIT_INPUT
 
     def __init__(self, code: str, message: str, hint: str = "", details: Optional[list] = None,
                  exit_code: Optional[int] = None) -> None:
         super().__init__(message)
-        self.code = code
+        entry = errors.lookup(code)
+        self.code = entry.code if entry else code
+        self.studio_code = entry.studio_code if entry else None
         self.message = message
         self.hint = hint
         self.details = details or []
         if exit_code is not None:
             self.exit_code = exit_code
+        elif entry is not None:
+            self.exit_code = entry.exit
+
+    def fields(self) -> dict[str, Any]:
+        """The error event's fields (also kept in failure records)."""
+        studio = {"studio_code": self.studio_code} if self.studio_code else {}
+        return {"code": self.code, **studio, "message": self.message, "hint": self.hint, "details": self.details}
 
     def emit(self) -> None:
-        emit("error", code=self.code, message=self.message, hint=self.hint, details=self.details)
+        emit("error", **self.fields())
 
 
 class SpecError(EngineError):

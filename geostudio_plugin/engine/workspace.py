@@ -131,16 +131,16 @@ class Workspace:
 
     def record_failure(self, kind: str, name: str, error: Any, log: list[str]) -> Path:
         """A failed attempt is not an item: it is kept beside them, with the reason and the log."""
-        folder = self.root / "failed" / kind
+        folder = self.root / FAILED_DIR / kind
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{slugify(name)}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}.json"
         write_json(path, {"name": name, "status": "Failed", "created": now_iso(),
-                          "error": {"code": error.code, "message": error.message, "hint": error.hint},
+                          "error": {k: v for k, v in error.fields().items() if k != "details"},
                           "log": log})
         return path
 
     def failures(self, kind: str) -> list[dict[str, Any]]:
-        folder = self.root / "failed" / kind
+        folder = self.root / FAILED_DIR / kind
         items = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:

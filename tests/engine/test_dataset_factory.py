@@ -36,6 +36,11 @@ def flood_folder(tmp_path) -> Path:
     return folder
 
 
+def studio(error: dict) -> tuple:
+    """(code, studio_code) of an error event or failure record: the name and the Studio's number."""
+    return error["code"], error.get("studio_code")
+
+
 def terratorch_fit_one_epoch(dataset_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     """Build the config from dataset.json alone, then run the real `terratorch fit` CLI."""
     sys.path.insert(0, str(REPO))
@@ -116,7 +121,7 @@ def test_archive_member_escaping_the_folder_is_refused(workspace, tmp_path):
         zipped.writestr("../../escaped.tif", b"not written")
         zipped.writestr("/tmp/absolute-escape.tif", b"not written")
     run = run_engine("onboard", marida_payload(archive), workspace)
-    assert run.returncode == EXIT_INPUT and run.error["code"] == "0001"
+    assert run.returncode == EXIT_INPUT and studio(run.error) == ("dataset_source", "0001")
     assert "../../escaped.tif" in run.error["message"] and "/tmp/absolute-escape.tif" in run.error["message"]
     assert not any(workspace.parent.rglob("escaped.tif")) and not any(tmp_path.parent.glob("escaped.tif"))
     assert not list((workspace / "datasets").iterdir())
@@ -126,7 +131,7 @@ def test_empty_archive(workspace, tmp_path):
     empty = tmp_path / "empty.zip"
     zipfile.ZipFile(empty, "w").close()
     run = run_engine("onboard", marida_payload(empty), workspace)
-    assert run.error["code"] == "0001" and "empty.zip is empty" in run.error["message"]
+    assert studio(run.error) == ("dataset_source", "0001") and "empty.zip is empty" in run.error["message"]
 
 
 class _Server:
@@ -165,7 +170,7 @@ def test_url_source_downloads_and_a_broken_download_leaves_nothing(workspace, tm
         run = run_engine("onboard", marida_payload(f"{server.url}/marida.zip"), workspace, timeout=120)
     finally:
         server.close()
-    assert run.returncode == EXIT_INPUT and run.error["code"] == "0001"
+    assert run.returncode == EXIT_INPUT and studio(run.error) == ("dataset_source", "0001")
     assert "Downloading http://127.0.0.1" in run.error["message"]
     assert len(list((workspace / "datasets").iterdir())) == 1  # only the first, complete one
     assert not list((workspace / ".tmp").iterdir())
@@ -189,7 +194,8 @@ def test_prescan_answers_in_the_studio_shape_and_lists_every_problem(workspace, 
     (broken / "S2_14-9-18_16PCC_30.tif").write_bytes(b"not a tiff")  # a corrupt image
     report = run_ok("prescan", {**marida_payload(broken)}, workspace).result["summary"]["report"]
     codes = {p["code"] for p in report["problems"]}
-    assert codes == {"0002", "0004"}, report["problems"]
+    assert codes == {"dataset_files", "dataset_pairing"}, report["problems"]
+    assert {p["studio_code"] for p in report["problems"]} == {"0002", "0004"}
     assert any("S2_3-11-16_16PDC_4" in p["message"] for p in report["problems"])
     assert any("S2_14-9-18_16PCC_30.tif" in p["message"] for p in report["problems"])
     assert not list((workspace / "datasets").iterdir()) and not (workspace / "failed").exists()
@@ -199,12 +205,13 @@ def test_a_failed_onboarding_keeps_its_reason_and_log_but_no_dataset(workspace, 
     payload = marida_payload(MARIDA)
     payload["label_categories"] = [c for c in payload["label_categories"] if c["id"] not in ("7", "10")]
     run = run_engine("onboard", payload, workspace)
-    assert run.error["code"] == "0011"
+    assert studio(run.error) == ("dataset_params", "0011")
     assert not list((workspace / "datasets").iterdir())
     listing = run_ok("list", None, workspace).result["summary"]
     failed, = listing["failed_datasets"]
-    assert failed["status"] == "Failed" and failed["error"]["code"] == "0011"
-    assert failed["name"] == "MARIDA marine debris" and any("failed: [0011]" in line for line in failed["log"])
+    assert failed["status"] == "Failed" and studio(failed["error"]) == ("dataset_params", "0011")
+    assert failed["name"] == "MARIDA marine debris"
+    assert any("failed: [dataset_params]" in line for line in failed["log"])
 
 
 def test_delete_removes_a_dataset(workspace):
@@ -307,7 +314,7 @@ def test_from_labels_names_a_label_file_without_a_date(workspace, tmp_path):
                "label_categories": [{"id": 0, "name": "Background"}, {"id": 1, "name": "Debris"}],
                "onboarding_options": {"from_labels": True}}
     run = run_engine("onboard", payload, workspace)
-    assert run.returncode == EXIT_INPUT and run.error["code"] == "0002"
+    assert run.returncode == EXIT_INPUT and studio(run.error) == ("dataset_files", "0002")
     assert "debris_september.geojson" in run.error["message"] and "YYYY-MM-DD" in run.error["hint"]
     assert not any((workspace / "datasets").glob("*"))  # no dataset (a missing folder globs to nothing)
 
@@ -414,7 +421,7 @@ def test_label_nodata_that_is_a_category_is_refused(workspace, tmp_path):
     with rasterio.open(label, "r+") as dst:
         dst.nodata = 7  # "Marine Water" would silently become no data
     run = run_engine("onboard", marida_payload(folder), workspace)
-    assert run.error["code"] == "0011" and "nodata = 7" in run.error["message"]
+    assert studio(run.error) == ("dataset_params", "0011") and "nodata = 7" in run.error["message"]
 
 
 def test_labels_on_another_grid_are_refused(workspace, tmp_path):
@@ -424,4 +431,4 @@ def test_labels_on_another_grid_are_refused(workspace, tmp_path):
     with rasterio.open(label, "r+") as dst:
         dst.transform = dst.transform @ dst.transform.translation(3, 0)  # three pixels east
     run = run_engine("onboard", marida_payload(folder), workspace)
-    assert run.error["code"] == "0003" and "not on the same grid" in run.error["message"]
+    assert studio(run.error) == ("dataset_dimensions", "0003") and "not on the same grid" in run.error["message"]

@@ -21,7 +21,7 @@ from .. import protocol
 from ..connectors import access, network
 from ..protocol import EngineError
 from ..specs import DataSource
-from .scan import E_SOURCE
+from .scan import E_FILES, E_PARAMS, E_PREPARE, E_SOURCE
 from .spec import OnboardSpec
 
 LABEL_SUFFIX = ".label.tif"
@@ -50,7 +50,7 @@ def label_files(root: Path, label_type: Optional[str]) -> tuple[str, list[Path]]
     by_type = {kind: [p for p in files if p.suffix.lower() in ext] for kind, ext in EXTENSIONS.items()}
     kind = label_type or ("vector" if by_type["vector"] or not by_type["raster"] else "raster")
     if not by_type[kind]:
-        raise EngineError("0002", f"No {kind} label file ({', '.join(EXTENSIONS[kind])}) in {root}.",
+        raise EngineError(E_FILES, f"No {kind} label file ({', '.join(EXTENSIONS[kind])}) in {root}.",
                           LABEL_RULE + " Set onboarding_options.label_type to match the files.")
     return kind, by_type[kind]
 
@@ -70,7 +70,7 @@ def stage_labels(files: list[Path], kind: str, root: Path, staged: Path) -> None
         else:
             bad.append(str(path.relative_to(root)))
     if bad:
-        raise EngineError("0002", f"Label file(s) without a valid date in the name: {', '.join(bad[:5])}"
+        raise EngineError(E_FILES, f"Label file(s) without a valid date in the name: {', '.join(bad[:5])}"
                           f"{' …' if len(bad) > 5 else ''} (in {root}).", LABEL_RULE)
     staged.mkdir(parents=True)
     for n, (path, day) in enumerate(dated):
@@ -104,7 +104,7 @@ def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspa
     primary = spec.data_sources[0].connector
     for i, source in enumerate(spec.data_sources):
         if not source.connector or not source.collection:
-            raise EngineError("0011", f"from_labels needs data_sources[{i}]'s connector and collection.",
+            raise EngineError(E_PARAMS, f"from_labels needs data_sources[{i}]'s connector and collection.",
                               f"Set data_sources[{i}].connector and .collection (pick them in the Connectors dock).")
         access.check_credentials(source.connector, options.endpoint_for(source.connector, primary))
     network.install()
@@ -120,10 +120,10 @@ def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspa
         terrakit.process_labels(labels_folder=str(work / "label_files"), dataset_name=name, working_dir=str(work),
                                 label_type=kind, datetime_info="filename")
     except Exception as exc:  # noqa: BLE001 - Terrakit raises many kinds; the user needs the folder and the rule
-        raise EngineError("0002", f"Could not read the labels in {labels_root}: "
+        raise EngineError(E_FILES, f"Could not read the labels in {labels_root}: "
                           f"{protocol.redact(str(exc))[:300]}", LABEL_RULE) from None
     if not (work / f"{name}_labels.shp").exists():  # Terrakit logs a bad file and goes on without it
-        raise EngineError("0002", f"None of the label files in {labels_root} could be read as {kind} labels.",
+        raise EngineError(E_FILES, f"None of the label files in {labels_root} could be read as {kind} labels.",
                           LABEL_RULE)
     fetched: list[dict[str, Fetched]] = []
     for i, source in enumerate(spec.data_sources):
@@ -177,10 +177,10 @@ def _download(source: DataSource, options: Any, primary: str, work: Path, name: 
         match = FETCHED.match(path.name[len(prefix):]) if path.name.startswith(prefix) else None
         label = path.with_name(path.name[:-len(".tif")] + "_label.tif")
         if match is None or not label.exists():
-            raise EngineError("0012", f"Unexpected file from Terrakit's download: {path.name}.",
+            raise EngineError(E_PREPARE, f"Unexpected file from Terrakit's download: {path.name}.",
                               "Report this with the engine log; the Terrakit version may have changed its naming.")
         if match["tile"] in found:
-            raise EngineError("0012", f"{coll['collection']}: two scenes for one label tile ({path.name}).",
+            raise EngineError(E_PREPARE, f"{coll['collection']}: two scenes for one label tile ({path.name}).",
                               "Give each label file its own date, or onboard fewer label files at once.")
         found[match["tile"]] = Fetched(path, label, match["date"])
     if not found:

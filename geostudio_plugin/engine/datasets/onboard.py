@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from .. import protocol
 from ..protocol import EngineError
 from ..rasters import chip_windows, open_raster, read, write_geotiff
 from ..workspace import Workspace, now_iso, write_json
-from .scan import E_FILES, E_PARAMS, E_SPLIT, E_STATS, Sample, scan
+from .scan import E_FILES, E_PARAMS, E_SPLIT, E_STATS, E_WRITE, Sample, scan
 from .source import materialise
 from .spec import OnboardSpec
 from .stats import BandStats
@@ -97,6 +98,14 @@ def _padded(window: Optional[Window], src: Any) -> bool:
                                    window.row_off + window.height > src.height)
 
 
+def _write(path: Path, data: np.ndarray, profile: dict[str, Any], **options: Any) -> None:
+    try:
+        write_geotiff(path, data, profile, **options)
+    except (OSError, RasterioError) as exc:
+        raise EngineError(E_WRITE, f"Writing {path.name} failed: {exc}.",
+                          "Check the free space and permissions of the workspace folder.") from None
+
+
 def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, int], train: bool) -> dict[str, Any]:
     """Write one sample's images and label; return the pixels the statistics need (train split only)."""
     options = spec.onboarding_options
@@ -117,7 +126,7 @@ def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, 
         if train:
             pixels[source.modality_tag] = (data[[b.index for b in source.bands]], nodata)
         out = stage / "training_data" / source.modality_tag / f"{item.sample_id}{source.file_suffix}"
-        write_geotiff(out, data, profile, cog=options.convert_to_cog, descriptions=descriptions)
+        _write(out, data, profile, cog=options.convert_to_cog, descriptions=descriptions)
     with open_raster(item.source.label, E_FILES) as src:
         pad = _padded(item.window, src)
         fill = src.nodata if src.nodata is not None else options.ignore_id  # padding is never a class
@@ -131,7 +140,7 @@ def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, 
         profile["nodata"] = -1
     else:
         labels = raw.astype(np.float32)
-    write_geotiff(stage / "labels" / f"{item.sample_id}{spec.label_suffix}", labels[None], profile)
+    _write(stage / "labels" / f"{item.sample_id}{spec.label_suffix}", labels[None], profile)
     return {"pixels": pixels, "labels": labels if train else None}
 
 

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from pydantic import ConfigDict, Field, model_validator
 
 from .. import protocol
+from ..errors import CODES
 from ..specs import StudioModel, parse_spec
 from ..workspace import Workspace
 from .scan import scan
@@ -45,6 +46,10 @@ class PrescanSpec(StudioModel):
         if not (data.get("data_sources") and data.get("dataset_name")):
             return None
         return parse_spec(OnboardSpec, data, "onboarding")
+
+
+def studio_code(code: str) -> Optional[str]:
+    return CODES[code].studio_code if code in CODES else None
 
 
 def _facts(infos: list[Any]) -> dict[str, Any]:
@@ -83,7 +88,7 @@ def prescan(spec: PrescanSpec, full: Optional[OnboardSpec], workspace: Workspace
         "pairs": len(report.samples),
         "facts": facts,
         "label_values": report.label_values,
-        "problems": [{"code": c, "message": m} for c, m in report.problems],
+        "problems": [{"code": c, "studio_code": studio_code(c), "message": m} for c, m in report.problems],
         "ok": not report.problems,
     }
 

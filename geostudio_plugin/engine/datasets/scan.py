@@ -1,7 +1,7 @@
 """Find image/label files, pair them by stem and check them, before anything is written.
 
 ``scan`` collects every problem (pre-scan shows them all); onboarding stops on the first kind of
-problem with all its instances listed. Error codes are the Studio dataset factory's.
+problem with all its instances listed. Error codes are the Studio dataset factory's, by name.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import numpy as np
 from ..protocol import EngineError
 from ..rasters import RasterInfo, open_raster, raster_info
 
-# Error codes of the Studio's dataset factory (geostudio-studio.md, section 2.3).
-E_SOURCE, E_FILES, E_DIMENSIONS, E_STEMS, E_SPLIT, E_STATS, E_WRITE, E_PARAMS = (
-    "0001", "0002", "0003", "0004", "0005", "0007", "0008", "0011")
+# The Studio dataset factory's errors, by name (``errors``: 0001, 0002, 0003, 0004, 0005, 0007, 0008, 0011, 0012).
+E_SOURCE, E_FILES, E_DIMENSIONS, E_STEMS, E_SPLIT, E_STATS, E_WRITE, E_PARAMS, E_PREPARE = (
+    "dataset_source", "dataset_files", "dataset_dimensions", "dataset_pairing", "dataset_split", "dataset_bands",
+    "dataset_write", "dataset_params", "dataset_prepare")
 
 HINTS = {
     E_FILES: "Check the suffixes against the file names (they include the extension, e.g. '_LabelHand.tif'), "

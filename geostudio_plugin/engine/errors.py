@@ -1,0 +1,151 @@
+"""Every error code the engine can emit, in one table: exit status, what it means, what the user does.
+
+Standard library only, so the QGIS side, the tests and the README generator read it without the
+engine's environment. ``protocol.EngineError`` takes its default exit status from here, and the
+README's error table is ``markdown_table()`` (a test checks the two agree, and that every code the
+source raises is here).
+
+The Studio's dataset factory numbers its errors (``0001`` ... ``0012``); those errors have names here
+and carry the number as ``studio_code`` in the error event and in failure records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .wire import EXIT_CANCELLED, EXIT_EXTERNAL, EXIT_INPUT, EXIT_INTERNAL, EXIT_INVALID_SPEC, EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    exit: int
+    meaning: str
+    action: str
+    studio_code: Optional[str] = None  # the Studio's dataset-factory number, where it has one
+
+
+_U, _S, _I, _E = EXIT_USAGE, EXIT_INVALID_SPEC, EXIT_INPUT, EXIT_EXTERNAL
+
+_TABLE = [
+    # the command line and the spec
+    ErrorCode("no_command", _U, "No command was given.", "Name one of the commands (`scripts/engine --help`)."),
+    ErrorCode("spec_unreadable", _U, "The spec file cannot be read.", "Check the path and that it is a UTF-8 text file."),
+    ErrorCode("spec_not_json", _U, "The spec is not valid JSON.", "Fix the JSON syntax at the line and column named."),
+    ErrorCode("invalid_spec", _S, "The spec does not validate; `details` names each bad field.",
+              "Fix the named fields."),
+    ErrorCode("workspace_unusable", _I, "The workspace folder cannot be created or written.",
+              "Choose a folder you can write to (--workspace, GEOSTUDIO_WORKSPACE or GeoStudio > Settings)."),
+    ErrorCode("not_found", _S, "`delete` names an item the workspace does not hold.", "Refresh the list."),
+    ErrorCode("cancelled", EXIT_CANCELLED, "The command was stopped (SIGTERM/SIGINT); nothing was kept.",
+              "Nothing; run it again when you want."),
+    ErrorCode("internal_error", EXIT_INTERNAL, "A bug in GeoStudio; the traceback is in the engine log.",
+              "Report it with the engine log."),
+    ErrorCode("no_gpu", _S, "The `device` setting asks for a GPU that torch does not see.",
+              "Use device `auto` or `cpu`, or check the GPU driver; the message says what torch sees."),
+    # catalog
+    ErrorCode("terrakit_missing", _I, "Terrakit is not installed in the engine environment.",
+              "Rebuild the engine environment (GeoStudio > Settings > Set up engine, or `make engine`)."),
+    ErrorCode("catalog_file_invalid", _I, "`<workspace>/catalog/collections.json` is not valid.",
+              "Fix or remove that file."),
+    # connectors
+    ErrorCode("unknown_connector", _S, "The connector is not in the catalog.", "Use one the message lists."),
+    ErrorCode("unknown_collection", _S, "The connector has no such collection.", "Use one the message lists."),
+    ErrorCode("unknown_band", _S, "The collection has no such band.", "Use the band names the message lists."),
+    ErrorCode("bands_required", _S, "No bands were named and the collection has no R/G/B bands to default to.",
+              "Name the bands."),
+    ErrorCode("endpoint_not_supported", _S, "This connector cannot be redirected to another endpoint.",
+              "Clear its endpoint setting."),
+    ErrorCode("credentials_missing", _I, "The connector needs credentials that are not set.",
+              "Set them in GeoStudio > Connectors > Credentials…."),
+    ErrorCode("credentials_rejected", _E, "The service refused the credentials.",
+              "Check or renew them in GeoStudio > Connectors > Credentials…."),
+    ErrorCode("no_data", _I, "The connector found nothing for the area and dates.",
+              "Widen the dates or the area, or raise the maximum cloud cover."),
+    ErrorCode("invalid_request", _I, "The service refused the request as invalid.",
+              "Check the collection, bands, dates and area."),
+    ErrorCode("connector_timeout", _E, "The service did not answer in time.", "Try again later; check network and proxy."),
+    ErrorCode("connector_refused", _E, "The service cannot be reached.",
+              "Check the endpoint URL, the network and the proxy settings."),
+    ErrorCode("connector_server", _E, "The service answered with a server error.", "Try again later."),
+    ErrorCode("connector_truncated", _E, "A download broke off or was unreadable.", "Try again later."),
+    ErrorCode("connector_http_error", _E, "The connection test got an unexpected HTTP answer.",
+              "Check the endpoint URL; the message has the status."),
+    ErrorCode("connector_other", _E, "The connector failed in another way; the message has the detail.",
+              "See the engine log."),
+    # datasets: the Studio's dataset-factory codes
+    ErrorCode("dataset_source", _I, "The dataset source cannot be obtained (missing folder, bad archive, failed "
+              "download, no imagery for the labels).", "Check `dataset_url` or the connector settings.", "0001"),
+    ErrorCode("dataset_files", _I, "Files cannot be found or read (no file with a suffix, two files for a stem, "
+              "an unreadable GeoTIFF).", "Check the suffixes against the file names; replace broken files.", "0002"),
+    ErrorCode("dataset_dimensions", _I, "An image and its label differ in size, CRS or grid.",
+              "Re-export them on one grid.", "0003"),
+    ErrorCode("dataset_pairing", _I, "Images and labels do not pair up by stem.",
+              "Add the missing files or remove the extra ones.", "0004"),
+    ErrorCode("dataset_split", _I, "The split leaves a split empty.",
+              "Add samples, set `onboarding_options.chip_size`, or change `onboarding_options.split`.", "0005"),
+    ErrorCode("dataset_bands", _I, "A band index is out of range, or a band has no valid pixel for the statistics.",
+              "Fix the 0-based band indices of the data source.", "0007"),
+    ErrorCode("dataset_write", _I, "Writing the dataset's GeoTIFFs (COG) failed.",
+              "Check the free space and permissions of the workspace.", "0008"),
+    ErrorCode("dataset_params", _I, "Label values or options do not fit the label categories.",
+              "Add a label category per value, or set `onboarding_options.ignore_id`.", "0011"),
+    ErrorCode("dataset_prepare", _I, "Preparing the imagery for the labels gave unexpected files.",
+              "See the message; report it if it repeats.", "0012"),
+    ErrorCode("unreadable_raster", _I, "An input raster is not a readable GeoTIFF.", "Replace the file."),
+    # tuning
+    ErrorCode("unknown_dataset", _S, "`dataset_id` is not in the workspace.", "Onboard it, or use a listed one."),
+    ErrorCode("unknown_backbone", _S, "`base_model_id` is not a known backbone.", "Use one the message lists."),
+    ErrorCode("unknown_template", _S, "`tune_template_id` is not a known template.", "Use one the message lists."),
+    ErrorCode("incompatible_backbone", _S, "The backbone does not fit the template's model category.",
+              "Pick a backbone of the template's category."),
+    ErrorCode("purpose_mismatch", _S, "The template's purpose differs from the dataset's.",
+              "Pick a template of the dataset's purpose."),
+    ErrorCode("multimodal_not_supported", _S, "The template takes one modality; the dataset has several.",
+              "Pick a multi-modal template."),
+    ErrorCode("unknown_parameter", _S, "`model_parameters` names a parameter the template does not have.",
+              "Use the parameter names the message lists."),
+    ErrorCode("invalid_parameter", _S, "A value in `model_parameters` has the wrong type or range.",
+              "Fix the value named."),
+    ErrorCode("template_error", _S, "The template could not be rendered with these parameters.",
+              "Check the parameters named in the message."),
+    ErrorCode("invalid_config", _I, "TerraTorch rejected the rendered training config.",
+              "The reason is in the engine log; check the template and parameters."),
+    ErrorCode("training_out_of_memory", _I, "Training ran out of memory.",
+              "Lower `data.batch_size`, set `data.crop_size`, or pick a smaller backbone."),
+    ErrorCode("training_data_error", _I, "The dataset's samples do not fit in one batch.",
+              "Onboard with a `chip_size`, or set `batch_size` 1."),
+    ErrorCode("no_checkpoint", _I, "Training ended without saving a checkpoint.",
+              "Check that the validation split is not empty."),
+    # inference
+    ErrorCode("unknown_model", _S, "The tuned model is not in the workspace.", "Use a listed tune id."),
+    ErrorCode("remote_url", _S, "An input is a URL, not a local file.", "Download it first."),
+    ErrorCode("missing_input", _I, "An input raster does not exist.", "Check the path."),
+    ErrorCode("checkpoint_mismatch", _I, "The tune's checkpoint does not fit its config.", "Run the tune again."),
+    ErrorCode("no_crs", _I, "The input has no CRS, so the bbox cannot be placed on it.", "Assign the raster's CRS."),
+    ErrorCode("bbox_outside", _I, "The bbox does not overlap the input.", "Draw the extent over the raster."),
+    ErrorCode("band_count", _I, "The input has fewer bands than the model reads.",
+              "Predict on imagery with the bands the model was trained on."),
+]
+
+CODES: dict[str, ErrorCode] = {e.code: e for e in _TABLE}
+BY_STUDIO_CODE: dict[str, ErrorCode] = {e.studio_code: e for e in _TABLE if e.studio_code}
+assert len(CODES) == len(_TABLE), "duplicate error code"
+
+
+def lookup(code: str) -> Optional[ErrorCode]:
+    """The entry of a code name, or of a Studio number (``"0002"``); None for an unknown code."""
+    return CODES.get(code) or BY_STUDIO_CODE.get(code)
+
+
+def markdown_table() -> str:
+    """The README's error table (between ``<!-- error-codes:start -->`` and ``<!-- error-codes:end -->``)."""
+    rows = ["| code | exit | Studio | meaning | what to do |", "|---|---|---|---|---|"]
+    for e in _TABLE:
+        rows.append(f"| `{e.code}` | {e.exit} | {e.studio_code or ''} | {e.meaning} | {e.action} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
