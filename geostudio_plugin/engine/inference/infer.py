@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .. import protocol
+from ..device import resolve_device
 from ..protocol import EngineError, SpecError
 from ..workspace import Workspace, now_iso, write_json
 from .spec import InferSpec
@@ -61,10 +62,10 @@ def infer(spec: InferSpec, workspace: Workspace) -> dict[str, Any]:
     inputs = [local_path(u) for u in spec.spatial_domain.urls]
     bbox = spec.spatial_domain.bbox[0] if spec.spatial_domain.bbox else None
     protocol.progress("load", 0.02, f"loading model {record['tune_id']}")
-    from .predict import load_task, predict_file, resolve_device  # imports torch and TerraTorch
-    from ..rasters import write_geotiff
-
     device = resolve_device(spec.device)
+    from ..rasters import write_geotiff
+    from .predict import load_task, predict_file  # imports torch and TerraTorch
+
     task = load_task(tune_dir, record, device)
     inference_id = workspace.new_id("inferences", spec.description or record["name"])
     outputs = []

@@ -17,17 +17,6 @@ from ..rasters import open_raster, read
 PRED_NODATA = -9999
 
 
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise EngineError("no_gpu", f"device '{requested}' asked for, but torch sees no CUDA device.",
-                          "Use device 'auto' or 'cpu'.")
-    return requested
-
-
 def load_task(tune_dir: Path, record: dict[str, Any], device: str) -> Any:
     """Build the task from config_deploy.yaml and load the state-dict checkpoint (no datamodule, no trainer)."""
     import torch

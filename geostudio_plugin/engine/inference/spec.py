@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from ..device import PATTERN as DEVICE_PATTERN
 from ..specs import DataSource, StudioModel
 
 
@@ -42,7 +43,7 @@ class InferSpec(StudioModel):
     maxcc: float = Field(default=100, ge=0, le=100)
     # GeoStudio additions
     output_path: Optional[str] = Field(default=None, description="also write the prediction of a single input here")
-    device: str = Field(default="auto", pattern="^(auto|cpu|cuda|cuda:[0-9]+|mps)$")
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda, cuda:N or mps")
     batch_size: int = Field(default=16, ge=1)
 
     @model_validator(mode="after")

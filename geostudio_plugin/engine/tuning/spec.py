@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from ..device import LEGACY_ACCELERATORS
+from ..device import PATTERN as DEVICE_PATTERN
 from ..specs import DataSource, LabelCategory, StudioModel
 
 
@@ -24,8 +26,9 @@ class TrainOptions(StudioModel):
     post_processing: dict[str, Any] = {}
     tune_type: str = ""
     # GeoStudio additions for running on the user's own machine
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: int = Field(default=1, ge=1)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        default="auto", description="the older device setting (Lightning's names); TuneSpec.device wins")
+    devices: int = Field(default=1, ge=1, description="how many GPUs, for device cuda")
     precision: Optional[str] = Field(default=None, description="default: 16-mixed on a GPU, 32 on a CPU")
     seed: int = 0
     limit_train_batches: Optional[float] = Field(default=None, gt=0, description="fraction or count per epoch")
@@ -39,6 +42,15 @@ class TuneSpec(StudioModel):
     tune_template_id: str = Field(min_length=1)
     model_parameters: dict[str, Any] = {}
     train_options: TrainOptions = TrainOptions()
+    device: str = Field(default="", pattern=DEVICE_PATTERN.replace("^(", "^(|gpu|"),
+                        description="auto, cpu, cuda, cuda:N or mps; empty: train_options.accelerator")
+
+    @model_validator(mode="after")
+    def _device(self) -> "TuneSpec":
+        """One device setting: ``device``, else the older ``train_options.accelerator`` ("gpu" is cuda)."""
+        chosen = self.device or self.train_options.accelerator
+        self.device = LEGACY_ACCELERATORS.get(chosen, chosen)
+        return self
 
     @field_validator("name")
     @classmethod

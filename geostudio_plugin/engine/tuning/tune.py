@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import protocol
 from ..catalog import compatible, find_backbone, find_template
+from ..device import resolve_device, trainer_device
 from ..protocol import EngineError, SpecError
 from ..workspace import Workspace, now_iso, write_json
 from .render import build_context, merge_parameters, render
@@ -30,17 +31,11 @@ def load_dataset(workspace: Workspace, dataset_id: str) -> tuple[dict[str, Any],
     return json.loads((folder / "dataset.json").read_text()), folder
 
 
-def resolve_trainer(options: Any) -> dict[str, Any]:
-    import torch
-
-    accelerator = options.accelerator
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    elif accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise SpecError("no_gpu", "train_options.accelerator asks for a GPU, but torch sees no CUDA device.",
-                        "Use accelerator 'auto' or 'cpu', or check the NVIDIA driver.")
-    precision = options.precision or ("16-mixed" if accelerator in ("gpu", "cuda") else "32")
-    return {"accelerator": accelerator, "devices": options.devices, "precision": precision}
+def resolve_trainer(spec: TuneSpec) -> dict[str, Any]:
+    """Lightning's accelerator, devices and precision for the spec's device (16-mixed on a GPU by default)."""
+    trainer = trainer_device(resolve_device(spec.device), spec.train_options.devices)
+    precision = spec.train_options.precision or ("16-mixed" if trainer["accelerator"] == "gpu" else "32")
+    return {**trainer, "precision": precision}
 
 
 def geoserver_style(classes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -73,7 +68,7 @@ def tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
                         f"{dataset['dataset_id']} has {dataset['modalities']}.", "Pick a multi-modal template.")
     params = merge_parameters(template["model_params"], spec.model_parameters)
     protocol.progress("load", 0.03, "loading TerraTorch")
-    trainer = resolve_trainer(spec.train_options)
+    trainer = resolve_trainer(spec)
     from .train import fit, read_metrics_csv  # imports torch, lightning, terratorch
 
     tune_id = workspace.new_id("tunes", spec.name)
