@@ -1,0 +1,114 @@
+"""The dock path and the Processing path build the same spec for the same inputs (one builder, one rule each).
+
+No engine runs here: the specs are compared as they would be sent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SAMPLES
+
+HOLDOUT = SAMPLES / "holdout" / "USA_905409_S1Hand.tif"
+
+
+@pytest.fixture()
+def projected_layer(qgis_new_project, tmp_path):
+    """The holdout scene warped to UTM 15N (EPSG:32615), in the project."""
+    from osgeo import gdal
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    path = tmp_path / "holdout_utm.tif"
+    gdal.Warp(str(path), str(HOLDOUT), dstSRS="EPSG:32615")
+    layer = QgsRasterLayer(str(path), "holdout utm")
+    assert layer.isValid() and layer.crs().authid() == "EPSG:32615"
+    QgsProject.instance().addMapLayer(layer)
+    yield layer
+    QgsProject.instance().removeAllMapLayers()
+
+
+def processing_context():
+    from qgis.core import QgsProcessingContext, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    return context
+
+
+def test_inference_spec_is_the_same_from_the_dock_and_from_processing(extended_iface, projected_layer, tmp_path):
+    from qgis.core import QgsRectangle, QgsReferencedRectangle
+
+    from geostudio_plugin.gui.inference_dock import InferenceDock
+    from geostudio_plugin.processing.infer_raster import InferRasterAlgorithm
+
+    full = projected_layer.extent()
+    # whole metres: the extent widget keeps what its text fields show (QgsExtentWidget rounds to its decimals)
+    quarter = QgsRectangle(round(full.xMinimum()), round(full.center().y()), round(full.center().x()),
+                           round(full.yMaximum()))
+    dock = InferenceDock(extended_iface)
+    dock.ui.tuneCombo.addItem("water (tune-1)", "tune-1")
+    dock.ui.layerCombo.setLayer(projected_layer)
+    dock.ui.extentWidget.setOutputExtentFromUser(quarter, projected_layer.crs())
+    from_dock = dock.build_payload()
+
+    algorithm = InferRasterAlgorithm().createInstance()
+    algorithm.initAlgorithm({})
+    output = str(tmp_path / "prediction.tif")
+    for extent in (QgsReferencedRectangle(quarter, projected_layer.crs()),
+                   f"{quarter.xMinimum()!r},{quarter.xMaximum()!r},{quarter.yMinimum()!r},{quarter.yMaximum()!r}"
+                   " [EPSG:32615]"):
+        from_processing = algorithm.build_spec({"INPUT": projected_layer, "MODEL": "tune-1", "EXTENT": extent,
+                                                "OUTPUT": output}, processing_context())
+        assert from_processing.pop("output_path") == output
+        assert from_processing == from_dock
+    (minx, miny, maxx, maxy), = from_dock["spatial_domain"]["bbox"]
+    assert -95 < minx < maxx < -94 and 38 < miny < maxy < 39  # degrees, not metres
+    assert from_dock["spatial_domain"]["urls"] == [projected_layer.source()]
+
+    # no extent: the whole raster from both
+    dock.ui.extentWidget.clear()
+    whole = algorithm.build_spec({"INPUT": projected_layer, "MODEL": "tune-1", "OUTPUT": output},
+                                 processing_context())
+    whole.pop("output_path")
+    assert whole == dock.build_payload() and whole["spatial_domain"]["bbox"] == []
+    dock.deleteLater()
+
+
+def test_onboarding_endpoints_follow_one_rule_from_the_dock_and_from_processing(extended_iface, tmp_path):
+    """A payload naming endpoints for two connectors, the Connectors settings naming another for one of them:
+    the setting wins for that one, the payload's own applies to the other, on both paths."""
+    from geostudio_plugin import credentials
+    from geostudio_plugin.gui.onboarding_dock import OnboardingDock
+    from geostudio_plugin.processing.onboard_dataset import OnboardDatasetAlgorithm
+
+    payload = json.loads((SAMPLES.parents[2] / "scripts" / "demo_payloads" / "onboard_sen1floods11.json").read_text())
+    first = payload["data_sources"][0]
+    payload["data_sources"] = [
+        {**first, "connector": "sentinel_aws", "collection": "sentinel-2-l2a"},
+        {**first, "connector": "IBMResearchSTAC", "collection": "marida-ndvi", "file_suffix": "_NDVI.tif",
+         "modality_tag": "NDVI"},
+    ]
+    payload["onboarding_options"] = {**payload.get("onboarding_options", {}),
+                                     "endpoint": "https://payload.example/aws",  # the older single form
+                                     "endpoints": {"IBMResearchSTAC": "https://payload.example/ibm"}}
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(payload))
+    credentials.set_endpoint("sentinel_aws", "https://settings.example/aws")
+    try:
+        dock = OnboardingDock(extended_iface)
+        dock.load_payload(payload)
+        from_dock = dock.build_payload()
+        algorithm = OnboardDatasetAlgorithm().createInstance()
+        algorithm.initAlgorithm({})
+        from_processing = algorithm.build_payload({"PAYLOAD": str(path)}, processing_context())
+    finally:
+        credentials.set_endpoint("sentinel_aws", "")
+    expected = {"sentinel_aws": "https://settings.example/aws", "IBMResearchSTAC": "https://payload.example/ibm"}
+    for built in (from_dock, from_processing):
+        options = built["onboarding_options"]
+        assert options["endpoints"] == expected
+        assert "endpoint" not in options  # folded into endpoints, where the rule decided it
+        assert [(s["connector"], s["collection"]) for s in built["data_sources"]] == [
+            ("sentinel_aws", "sentinel-2-l2a"), ("IBMResearchSTAC", "marida-ndvi")]
+    assert payload["onboarding_options"]["endpoint"] == "https://payload.example/aws"  # the input is not changed
+    dock.deleteLater()
