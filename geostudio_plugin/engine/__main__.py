@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-from . import protocol
+from . import patches, protocol
 from .commands import COMMANDS
 from .workspace import Workspace, default_workspace
 
@@ -119,6 +119,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "This is a bug in GeoStudio; the full traceback is in the engine log (stderr).",
             details=traceback.format_exc().splitlines()[-12:]).emit()
         return protocol.EXIT_INTERNAL
+    finally:
+        patches.undo_all()  # third-party code as it was (requests, GDAL/fsspec settings, Terrakit endpoints)
     log.info("%s finished in %.1f s", args.command, time.monotonic() - started)
     return protocol.EXIT_OK
 

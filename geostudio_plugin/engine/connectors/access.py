@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 from urllib.parse import urlparse
 
-from .. import protocol
+from .. import patches, protocol
 from ..catalog import connector_facts, connectors
 from ..protocol import EngineError, ExternalError, SpecError
+from .failures import classify
 
 WHERE_CREDENTIALS = "GeoStudio > Connectors: select the connector, then 'Credentials…'"
 WHERE_ENDPOINT = "GeoStudio > Connectors: select the connector, then 'Credentials…' (endpoint URL)"
@@ -44,17 +45,6 @@ def collection(connector_id: str, name: str, workspace=None, extra: Optional[lis
         raise SpecError("unknown_collection", f"{entry['name']} has no collection '{name}'.",
                         "Use one of: " + (", ".join(sorted(collections)) or "(none known: check the endpoint)"))
     return collections[name]
-
-
-def resolve_collection(connector_id: str, name: str, endpoint: Optional[str], workspace=None,  # noqa: ANN001
-                       connector: Any = None) -> dict[str, Any]:
-    """`collection`, where IBM Research STAC's collections exist only on its endpoint: listed there first."""
-    extra = None
-    if connector_id == "IBMResearchSTAC":
-        connector = connector or open_connector(connector_id, endpoint)
-        with connector_errors(connector_id, endpoint_of(connector_id, endpoint), "listing collections"):
-            extra = ibm_collections(connector)
-    return collection(connector_id, name, workspace, extra)
 
 
 def band_keys(connector_id: str, coll: dict[str, Any], names: list[str]) -> list[str]:
@@ -102,18 +92,9 @@ def apply_endpoint(connector_id: str, endpoint: Optional[str]) -> Optional[str]:
         raise SpecError("endpoint_not_supported", f"{info['name']} cannot be redirected to another endpoint.",
                         "Remove the endpoint override for this connector.")
     if connector_id == "IBMResearchSTAC":
-        os.environ["IBMRESEARCH_STAC_URL"] = endpoint.rstrip("/")
+        patches.ibm_stac_endpoint(endpoint)
     elif connector_id == "sentinel_aws":
-        from terrakit.download.data_connectors.sentinel_aws import Sentinel_AWS
-
-        original = getattr(Sentinel_AWS, "_geostudio_original_init", Sentinel_AWS.__init__)
-
-        def init(self) -> None:  # noqa: ANN001
-            original(self)
-            self.stac_url = endpoint
-
-        Sentinel_AWS._geostudio_original_init = original
-        Sentinel_AWS.__init__ = init
+        patches.sentinel_aws_endpoint(endpoint)
     return endpoint
 
 
@@ -122,47 +103,6 @@ def endpoint_of(connector_id: str, endpoint: Optional[str]) -> str:
 
 
 # ------------------------------------------------------------------ errors
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def classify(exc: BaseException) -> str:
-    """timeout | refused | server | truncated | nodata | invalid | other"""
-    names = " ".join(type(e).__name__ for e in _chain(exc))
-    text = " ".join(str(e) for e in _chain(exc)).lower()
-    if "NoDataFound" in names or "no items found" in text or "no data" in text:
-        return "nodata"
-    status = next((getattr(e, "status_code", None) for e in _chain(exc) if isinstance(getattr(e, "status_code", None), int)), None)
-    if status is not None and status >= 500:
-        return "server"
-    if "Timeout" in names or "timed out" in text or "timeout was reached" in text or "operation too slow" in text:
-        return "timeout"
-    if "refused" in text or "ConnectionRefused" in names or "couldn't connect" in text \
-            or "failed to establish" in text or "name or service not known" in text or "resolve host" in text:
-        return "refused"
-    if any(f"{code}" in text for code in ("status code 5", " 500", " 502", " 503", " 504", "too many 500")) \
-            or "RetryError" in names or "max retries exceeded" in text and "responses" in text:
-        return "server"
-    if "IncompleteRead" in names or "ChunkedEncodingError" in names or "truncated" in text \
-            or "not recognized as being in a supported file format" in text or "read error" in text \
-            or "IReadBlock failed" in text.lower() or "ireadblock failed" in text or "JSONDecodeError" in names \
-            or "expecting value" in text or "unterminated string" in text or "transfer closed" in text \
-            or "RasterioIOError" in names or "error opening" in text:
-        return "truncated"
-    if "Validation" in names or "ValueError" in names or "AssertionError" in names:
-        return "invalid"
-    return "other"
-
-
-def transient(exc: BaseException) -> bool:
-    """Worth another try of the whole step. Timeouts are not: every HTTP layer already retried them."""
-    return classify(exc) in ("refused", "server", "truncated")
 
 
 @contextmanager

@@ -17,8 +17,9 @@ from .. import protocol
 from ..protocol import EngineError
 from ..rasters import write_geotiff
 from ..workspace import Workspace
-from . import access, network
+from .failures import classify
 from .search import nearest_dates
+from .session import open_collection
 from .spec import FetchSpec, SearchSpec
 
 NODATA = -9999.0
@@ -88,16 +89,9 @@ def _day_window(connector_id: str, day: date) -> tuple[str, str]:
 
 
 def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
-    info = access.facts(spec.connector)
-    access.check_credentials(spec.connector, spec.endpoint)
-    policy = network.install()
-    access.apply_endpoint(spec.connector, spec.endpoint)
-    endpoint = access.endpoint_of(spec.connector, spec.endpoint)
-    protocol.progress("fetch", 0.05, f"connecting to {info['name']}")
-    connector = access.open_connector(spec.connector, spec.endpoint)
-    coll = access.resolve_collection(spec.connector, spec.collection, spec.endpoint, workspace, connector)
-    name = coll["collection"]
-    bands = access.band_keys(spec.connector, coll, spec.bands)
+    session = open_collection(spec.connector, spec.collection, spec.endpoint, workspace, bands=spec.bands,
+                              announce=lambda message: protocol.progress("fetch", 0.05, message))
+    connector, name, bands, coll = session.connector, session.name, session.bands, session.collection
     rgb_roles = {b["band_name"]: b.get("RGB_band") for b in coll["bands"]}
     days = sorted(set(spec.dates))
     fetch_id = workspace.new_id("fetched", f"{spec.connector}-{name}")
@@ -107,24 +101,21 @@ def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
             share = 0.9 / len(days)
             protocol.progress("fetch", 0.05 + n * share, f"{name} {day}: {', '.join(bands)}")
             start, end = _day_window(spec.connector, day)
-            doing = f"fetching {name} for {day}"
 
             def get(start: str = start, end: str = end) -> Any:
                 data = connector.get_data(name, start, end, bbox=list(spec.bbox), bands=list(bands), maxcc=spec.maxcc)
                 return data.load() if hasattr(data, "load") else data  # lazy (NetCDF over http): read it here
 
-            with access.connector_errors(spec.connector, endpoint, doing):
+            with session.errors(f"fetching {name} for {day}"):
                 try:
-                    data_array = network.with_retries(
-                        get, access.transient, policy,
-                        lambda k, e: protocol.log(f"{day}: retry {k} after: {protocol.redact(str(e))[:200]}", "warning"))
+                    data_array = session.retrying(get, prefix=f"{day}: ")
                 except Exception as exc:  # noqa: BLE001
-                    if access.classify(exc) != "nodata":
+                    if classify(exc) != "nodata":
                         raise
                     near = nearest_dates(connector, SearchSpec(connector=spec.connector, collection=name,
                                                                bbox=spec.bbox, date_start=day, date_end=day,
                                                                maxcc=spec.maxcc), name)
-                    raise EngineError("no_data", f"{info['name']}: no {name} scene on {day} over the area"
+                    raise EngineError("no_data", f"{session.title}: no {name} scene on {day} over the area"
                                       f"{f' below {spec.maxcc:g}% cloud' if spec.maxcc < 100 else ''}.",
                                       "Nearest dates with data: " + (", ".join(near) or "none within 120 days")
                                       + ".") from None
@@ -137,7 +128,7 @@ def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
             scaled = raw * np.asarray(scales)[:, None, None] + np.asarray(offsets)[:, None, None]
             out = np.where(valid, scaled, NODATA).astype("float32")
             if not valid.any():
-                raise EngineError("no_data", f"{info['name']}: the {day} scene has no valid pixel inside the area.",
+                raise EngineError("no_data", f"{session.title}: the {day} scene has no valid pixel inside the area.",
                                   "Check the area against the scene footprints (Check availability).")
             path = stage / f"{spec.connector}_{name}_{day.isoformat()}.tif"
             profile = {"crs": crs, "transform": transform, "nodata": NODATA}

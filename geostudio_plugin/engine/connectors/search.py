@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 from .. import protocol
 from ..workspace import Workspace
-from . import access, network
+from .failures import classify
+from .session import open_collection
 from .spec import SearchSpec
 
 
@@ -40,7 +41,7 @@ def find(connector: Any, connector_id: str, collection: str, bbox: list[float], 
     try:
         return connector.find_data(collection, start.isoformat(), end.isoformat(), bbox=list(bbox), maxcc=maxcc)
     except Exception as exc:  # noqa: BLE001 - "nothing found" is an answer, the rest are errors
-        if access.classify(exc) == "nodata":
+        if classify(exc) == "nodata":
             return [], []
         raise
 
@@ -62,21 +63,13 @@ def nearest_dates(connector: Any, spec: SearchSpec, collection: str, limit: int 
 
 
 def search(spec: SearchSpec, workspace: Optional[Workspace]) -> dict[str, Any]:
-    info = access.facts(spec.connector)
-    access.check_credentials(spec.connector, spec.endpoint)
-    policy = network.install()
-    access.apply_endpoint(spec.connector, spec.endpoint)
-    endpoint = access.endpoint_of(spec.connector, spec.endpoint)
-    protocol.progress("search", 0.1, f"connecting to {info['name']}")
-    connector = access.open_connector(spec.connector, spec.endpoint)
-    coll = access.resolve_collection(spec.connector, spec.collection, spec.endpoint, workspace, connector)
-    name = coll["collection"]
+    session = open_collection(spec.connector, spec.collection, spec.endpoint, workspace,
+                              announce=lambda message: protocol.progress("search", 0.1, message))
+    connector, name = session.connector, session.name
     protocol.progress("search", 0.3, f"searching {name} from {spec.date_start} to {spec.date_end}")
-    with access.connector_errors(spec.connector, endpoint, f"searching {name}"):
-        dates, items = network.with_retries(
-            lambda: find(connector, spec.connector, name, spec.bbox, spec.date_start, spec.date_end, spec.maxcc),
-            access.transient, policy, lambda n, e: protocol.log(f"retry {n} after: {protocol.redact(str(e))[:200]}",
-                                                                "warning"))
+    with session.errors(f"searching {name}"):
+        dates, items = session.retrying(
+            lambda: find(connector, spec.connector, name, spec.bbox, spec.date_start, spec.date_end, spec.maxcc))
         geometries = {}
         if items and spec.connector == "sentinel_aws" and not items[0].get("geometry"):
             geometries = _stac_geometries(connector.stac_url, name, spec.bbox, spec.date_start, spec.date_end)

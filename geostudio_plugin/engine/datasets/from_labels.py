@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import protocol
-from ..connectors import access, network
+from ..connectors import access
+from ..connectors.session import ConnectorSession, open_collection
 from ..protocol import EngineError
 from ..specs import DataSource
 from .scan import E_FILES, E_PARAMS, E_PREPARE, E_SOURCE
@@ -106,8 +107,7 @@ def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspa
         if not source.connector or not source.collection:
             raise EngineError(E_PARAMS, f"from_labels needs data_sources[{i}]'s connector and collection.",
                               f"Set data_sources[{i}].connector and .collection (pick them in the Connectors dock).")
-        access.check_credentials(source.connector, options.endpoint_for(source.connector, primary))
-    network.install()
+        access.check_credentials(source.connector, options.endpoint_for(source.connector, primary))  # fail early
     work.mkdir(parents=True, exist_ok=True)
     name = "labels"
     protocol.progress("labels", 0.03, "reading labels")
@@ -125,10 +125,12 @@ def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspa
     if not (work / f"{name}_labels.shp").exists():  # Terrakit logs a bad file and goes on without it
         raise EngineError(E_FILES, f"None of the label files in {labels_root} could be read as {kind} labels.",
                           LABEL_RULE)
+    sessions = [open_collection(source.connector, source.collection, options.endpoint_for(source.connector, primary),
+                                workspace, bands=[b.band_name for b in source.bands]) for source in spec.data_sources]
     fetched: list[dict[str, Fetched]] = []
-    for i, source in enumerate(spec.data_sources):
+    for i, (source, session) in enumerate(zip(spec.data_sources, sessions)):
         share = 0.15 / len(spec.data_sources)
-        fetched.append(_download(source, options, primary, work, name, 0.05 + i * share, workspace, note))
+        fetched.append(_download(session, source, options, work, name, 0.05 + i * share, note))
     aligned = work / "aligned"
     aligned.mkdir()
     kept = _align(spec, fetched, aligned, note)
@@ -149,23 +151,19 @@ def images_from_labels(spec: OnboardSpec, labels_root: Path, work: Path, workspa
     return aligned, onboarded
 
 
-def _download(source: DataSource, options: Any, primary: str, work: Path, name: str, at: float,
-              workspace: Any, note: Callable[[str], None]) -> dict[str, Fetched]:
+def _download(session: ConnectorSession, source: DataSource, options: Any, work: Path, name: str, at: float,
+              note: Callable[[str], None]) -> dict[str, Fetched]:
     """One source's scenes (and rasterised labels), keyed by Terrakit's tile suffix."""
-    endpoint_override = options.endpoint_for(source.connector, primary)
-    access.apply_endpoint(source.connector, endpoint_override)
-    endpoint = access.endpoint_of(source.connector, endpoint_override)
-    coll = access.resolve_collection(source.connector, source.collection, endpoint_override, workspace)
-    bands = access.band_keys(source.connector, coll, [b.band_name for b in source.bands])
+    coll = session.collection
     folder = work / source.modality_tag
     folder.mkdir()
     protocol.progress("download", at, f"fetching {coll['collection']} for each label")
     import terrakit
 
-    with access.connector_errors(source.connector, endpoint, f"fetching {coll['collection']} for the labels"):
+    with session.errors(f"fetching {coll['collection']} for the labels"):
         queried = terrakit.download_data(
             data_sources=[{"data_connector": source.connector, "collection_name": coll["collection"],
-                           "bands": bands, "save_file": ""}],
+                           "bands": session.bands, "save_file": ""}],
             date_allowance={"pre_days": options.pre_days, "post_days": options.post_days},
             transform={"scale_data_xarray": True, "impute_nans": True, "reproject": True},
             dataset_name=name, working_dir=str(folder), max_cloud_cover=int(options.max_cloud_cover),

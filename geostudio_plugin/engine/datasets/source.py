@@ -104,9 +104,7 @@ def download(url: str, target: Path) -> Path:
                 raise requests.exceptions.ChunkedEncodingError(f"got {written} of {expected} bytes")
 
     try:
-        network.with_retries(fetch, lambda e: isinstance(e, (requests.ConnectionError, requests.Timeout,
-                                                             requests.exceptions.ChunkedEncodingError)) or
-                             getattr(getattr(e, "response", None), "status_code", 0) >= 500, policy)
+        network.with_retries(fetch, policy)  # the one retry rule: what urllib3 did not retry already
     except requests.RequestException as exc:
         partial.unlink(missing_ok=True)
         raise EngineError(E_SOURCE, f"Downloading {url} failed: {protocol.redact(str(exc))[:300]}.",
