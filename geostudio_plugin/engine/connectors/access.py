@@ -1,7 +1,9 @@
-"""Opening a Terrakit connector: validate names, check credentials, redirect endpoints, map errors.
+"""The steps of opening a Terrakit connector (``session.open_collection`` runs them in order): validate
+names, check credentials, redirect endpoints, open the connector, map its failures to error events; and
+the catalog's connector access states.
 
-Every failure becomes an ``error`` event that names the connector and says what to check; secrets
-never appear in it (protocol redacts the credential values of the job).
+Every failure becomes an ``error`` event that names the connector and says what to check (its kind is
+``failures.classify``'s); secrets never appear in it (protocol redacts the credential values of the job).
 """
 
 from __future__ import annotations
