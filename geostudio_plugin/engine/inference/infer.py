@@ -64,9 +64,11 @@ def infer(spec: InferSpec, workspace: Workspace) -> dict[str, Any]:
     protocol.progress("load", 0.02, f"loading model {record['tune_id']}")
     device = resolve_device(spec.device)
     from ..rasters import write_geotiff
-    from .predict import load_task, predict_file  # imports torch and TerraTorch
+    from .predict import Preprocessing, load_task, predict_file, read_deploy_config  # imports torch, TerraTorch
 
-    task = load_task(tune_dir, record, device)
+    config = read_deploy_config(tune_dir, record)
+    prep = Preprocessing.from_deploy_config(config)  # normalisation, nodata and tiling as in training
+    task = load_task(config, tune_dir, record, device)
     inference_id = workspace.new_id("inferences", spec.description or record["name"])
     outputs = []
     with workspace.staging("inferences", inference_id) as stage:
@@ -78,7 +80,8 @@ def infer(spec: InferSpec, workspace: Workspace) -> dict[str, Any]:
             def on_batch(fraction: float, base: float = base, share: float = share, name: str = Path(path).name) -> None:
                 protocol.progress("predict", base + share * fraction * 0.95, f"{name}: {fraction:.0%} of tiles")
 
-            prediction, profile, counts = predict_file(task, record, path, bbox, device, spec.batch_size, on_batch)
+            prediction, profile, counts = predict_file(task, record, prep, path, bbox, device, spec.batch_size,
+                                                         on_batch)
             out = stage / f"{Path(path).stem}_pred.tif"
             if out.exists():  # two inputs with one name (from different folders): keep both
                 out = stage / f"{Path(path).stem}_{n + 1}_pred.tif"

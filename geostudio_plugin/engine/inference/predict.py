@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -17,12 +18,55 @@ from ..rasters import open_raster, read
 PRED_NODATA = -9999
 
 
-def load_task(tune_dir: Path, record: dict[str, Any], device: str) -> Any:
-    """Build the task from config_deploy.yaml and load the state-dict checkpoint (no datamodule, no trainer)."""
-    import torch
+def read_deploy_config(tune_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The tune's ``config_deploy.yaml``: TerraTorch's own record of the model and of the data's preprocessing."""
     import yaml
 
-    config = yaml.safe_load((tune_dir / record["deploy_config"]).read_text())
+    return yaml.safe_load((tune_dir / record["deploy_config"]).read_text())
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What TerraTorch's generic datamodule did to a training image, read from the deploy config's ``data``.
+
+    Its dataset opens the file with nodata masked, fills the masked and NaN pixels with ``no_data_replace``
+    (None: no filling), keeps ``output_bands`` (positions in ``dataset_bands``, the file's bands),
+    multiplies by ``constant_scale``, and the datamodule normalises with ``means`` and ``stds``.
+    """
+
+    bands: list[int]  # 0-based band indices in the input file
+    means: np.ndarray
+    stds: np.ndarray
+    constant_scale: float
+    no_data_replace: Optional[float]
+    tiles: dict[str, Any]  # the task's tiled_inference_parameters
+
+    @classmethod
+    def from_deploy_config(cls, config: dict[str, Any]) -> "Preprocessing":
+        data = config["data"]["init_args"]
+        dataset_bands, output_bands = data.get("dataset_bands"), data.get("output_bands")
+        if dataset_bands and output_bands:
+            bands = [dataset_bands.index(b) for b in output_bands]
+        else:
+            bands = list(range(len(data["means"])))
+        replace = data.get("no_data_replace")
+        return cls(bands=bands,
+                   means=np.asarray(data["means"], dtype=np.float32)[:, None, None],
+                   stds=np.asarray(data["stds"], dtype=np.float32)[:, None, None],
+                   constant_scale=float(data.get("constant_scale", 1.0)),
+                   no_data_replace=None if replace is None else float(replace),
+                   tiles=dict(config["model"]["init_args"].get("tiled_inference_parameters") or {}))
+
+    def apply(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Bands-first float32 pixels -> the model's input (invalid pixels filled as in training)."""
+        data[:, ~valid] = np.nan if self.no_data_replace is None else self.no_data_replace
+        return (data * self.constant_scale - self.means) / self.stds
+
+
+def load_task(config: dict[str, Any], tune_dir: Path, record: dict[str, Any], device: str) -> Any:
+    """Build the task from the deploy config and load the state-dict checkpoint (no datamodule, no trainer)."""
+    import torch
+
     module_name, _, class_name = config["model"]["class_path"].rpartition(".")
     task_class = getattr(importlib.import_module(module_name), class_name)
     task = task_class(**config["model"]["init_args"])
@@ -63,18 +107,19 @@ def _expected_batches(shape: tuple[int, int], tiles: dict[str, Any], batch_size:
     return max(1, -(-rows * cols // batch_size))
 
 
-def predict_file(task: Any, record: dict[str, Any], path: str, bbox: Optional[list[float]], device: str,
-                 batch_size: int, on_batch: Callable[[float], None]) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
+def predict_file(task: Any, record: dict[str, Any], prep: Preprocessing, path: str, bbox: Optional[list[float]],
+                 device: str, batch_size: int, on_batch: Callable[[float], None]
+                 ) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
     """Returns (prediction in user label ids, output profile, per-class pixel counts)."""
     import torch
     from terratorch.tasks.tiled_inference import tiled_inference
 
-    spec = record["data_spec"]
-    bands = spec["bands"]
+    bands = prep.bands
     with open_raster(Path(path)) as src:
         if src.count < max(bands) + 1:
+            names = record.get("data_spec", {}).get("band_names") or []
             raise EngineError("band_count", f"{path} has {src.count} band(s); tune {record['tune_id']} reads band "
-                              f"indices {bands} ({', '.join(spec['band_names'])}).",
+                              f"indices {bands}" + (f" ({', '.join(names)})." if names else "."),
                               "Predict on imagery with the bands the model was trained on.")
         window = window_for_bbox(src, bbox, path)
         data = read(src, Path(path), indexes=[b + 1 for b in bands], window=window, out_dtype="float32")
@@ -84,12 +129,9 @@ def predict_file(task: Any, record: dict[str, Any], path: str, bbox: Optional[li
     valid = np.isfinite(data).all(axis=0)
     if nodata is not None and not np.isnan(nodata):
         valid &= (data != nodata).all(axis=0)
-    data[:, ~valid] = 0.0  # as training: nodata becomes 0 before scaling and normalising
-    means = np.asarray(spec["norm_means"], dtype=np.float32)[:, None, None]
-    stds = np.asarray(spec["norm_stds"], dtype=np.float32)[:, None, None]
-    data = (data * float(spec.get("constant_scale", 1.0)) - means) / stds
+    data = prep.apply(data, valid)
     classes = record["classes"]
-    tiles = dict(record["tiled_inference_parameters"])
+    tiles = prep.tiles
     batch = torch.from_numpy(data[None]).to(device)
     expected = _expected_batches(data.shape[1:], tiles, batch_size)
     done = [0]
