@@ -1,7 +1,8 @@
 """``python -m geostudio_plugin.engine [--workspace DIR] <command> [SPEC]``.
 
 SPEC is a JSON file, or ``-`` for standard input. Events go to stdout as
-JSON lines (see ``protocol``); exit codes are listed there too.
+JSON lines (see ``protocol``); the commands are in ``commands``, exit codes in
+``wire`` and error codes in ``errors``.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ _U, _S, _I, _E = EXIT_USAGE, EXIT_INVALID_SPEC, EXIT_INPUT, EXIT_EXTERNAL
 _TABLE = [
     # the command line and the spec
     ErrorCode("no_command", _U, "No command was given.", "Name one of the commands (`scripts/engine --help`)."),
-    ErrorCode("spec_unreadable", _U, "The spec file cannot be read.", "Check the path and that it is a UTF-8 text file."),
+    ErrorCode("spec_unreadable", _U, "The spec file cannot be read.",
+              "Check the path and that it is a UTF-8 text file."),
     ErrorCode("spec_not_json", _U, "The spec is not valid JSON.", "Fix the JSON syntax at the line and column named."),
     ErrorCode("invalid_spec", _S, "The spec does not validate; `details` names each bad field.",
               "Fix the named fields."),
@@ -65,7 +66,8 @@ _TABLE = [
               "Widen the dates or the area, or raise the maximum cloud cover."),
     ErrorCode("invalid_request", _I, "The service refused the request as invalid.",
               "Check the collection, bands, dates and area."),
-    ErrorCode("connector_timeout", _E, "The service did not answer in time.", "Try again later; check network and proxy."),
+    ErrorCode("connector_timeout", _E, "The service did not answer in time.",
+              "Try again later; check network and proxy."),
     ErrorCode("connector_refused", _E, "The service cannot be reached.",
               "Check the endpoint URL, the network and the proxy settings."),
     ErrorCode("connector_server", _E, "The service answered with a server error.", "Try again later."),

@@ -55,8 +55,8 @@ def test_commands_module_is_stdlib_only():
 
 def test_no_command_module_emits_result_itself():
     """``__main__`` emits the one result event; command functions return (outputs, summary)."""
-    offenders = [str(p.relative_to(REPO)) for p in ENGINE.rglob("*.py")
-                 if p.name not in ("protocol.py", "__main__.py") and "protocol.result(" in p.read_text(encoding="utf-8")]
+    offenders = [str(p.relative_to(REPO)) for p in ENGINE.rglob("*.py") if p.name not in ("protocol.py", "__main__.py")
+                 and "protocol.result(" in p.read_text(encoding="utf-8")]
     assert offenders == []
 
 

@@ -42,7 +42,7 @@ class OnboardingOptions(StudioModel):
 class OnboardSpec(StudioModel):
     dataset_name: str = Field(min_length=1, max_length=200)
     description: Optional[str] = None
-    dataset_url: str = Field(min_length=1, description="local folder (zip, tar and URLs come with the dataset issue)")
+    dataset_url: str = Field(min_length=1, description="a local folder, a zip or tar archive, or an http(s) URL")
     label_suffix: str = Field(min_length=1)
     purpose: Literal["Segmentation", "Regression"] = "Segmentation"
     data_sources: list[DataSource] = Field(min_length=1)

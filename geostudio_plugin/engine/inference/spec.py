@@ -52,7 +52,7 @@ class InferSpec(StudioModel):
             raise ValueError("name the model: set fine_tuning_id (or model_id / model_display_name) to a tune id")
         if not self.spatial_domain.urls:
             raise ValueError("spatial_domain.urls is empty: give the GeoTIFF(s) to predict on "
-                             "(fetching imagery for a bbox comes with the connectors)")
+                             "(for imagery of an area, run `fetch` first and give its files)")
         if self.output_path and len(self.spatial_domain.urls) != 1:
             raise ValueError("output_path works with exactly one input in spatial_domain.urls")
         return self
