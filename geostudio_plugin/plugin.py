@@ -79,6 +79,9 @@ class GeoStudioPlugin:
             self.iface.removeDockWidget(dock)
             dock.deleteLater()
         self.docks.clear()
+        if self.store is not None:
+            self.store.deleteLater()
+            self.store = None
         if self.toolbar is not None:
             self.toolbar.deleteLater()
         if self.menu is not None:

@@ -53,8 +53,11 @@ class ConnectorsDock(UiDock):
         self.ui.refreshButton.clicked.connect(lambda: self._load(force=True))
         self.ui.tree.currentItemChanged.connect(self._on_current)
         store.changed.connect(self.populate)
-        store.failed.connect(lambda message: self.ui.statusLabel.setText(f"Could not load the catalog: {message}"))
+        store.failed.connect(self._catalog_failed)
         self.visibilityChanged.connect(lambda visible: visible and self._load())
+
+    def _catalog_failed(self, message: str) -> None:
+        self.ui.statusLabel.setText(f"Could not load the catalog: {message}")
 
     def _load(self, force: bool = False) -> None:
         if self.store.catalog is None or force:
