@@ -23,6 +23,7 @@ import re
 import sys
 import threading
 from typing import Any, Iterable, Optional, TextIO
+from urllib.parse import quote, quote_plus
 
 from . import errors
 # Exit codes live in ``wire`` (shared with the QGIS side); re-exported here.
@@ -42,8 +43,8 @@ def set_secrets(values: Iterable[str]) -> None:
     global _secrets
     forms = set()
     for value in values:
-        if value and len(value) >= 4:
-            forms.update({value, json.dumps(value)[1:-1]})
+        if value and len(value) >= 4:  # as written, inside JSON, and URL-encoded (a key carried in a query string)
+            forms.update({value, json.dumps(value)[1:-1], quote(value, safe=""), quote_plus(value), quote(value)})
     _secrets = sorted(forms, key=len, reverse=True)
 
 
