@@ -58,8 +58,8 @@ def split_items(ids: list[str], fractions: list[float], seed: int) -> dict[str, 
     order = sorted(ids)
     random.Random(seed).shuffle(order)
     n = len(order)
-    n_val = round(n * fractions[1])
-    n_test = round(n * fractions[2])
+    n_val = min(round(n * fractions[1]), n)
+    n_test = min(round(n * fractions[2]), n - n_val)  # two halves rounded up must not take more than n
     n_train = n - n_val - n_test
     splits = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
     empty = [name for name, f in zip(SPLITS, fractions) if f > 0 and not splits[name]]
