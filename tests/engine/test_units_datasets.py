@@ -201,9 +201,7 @@ def test_the_split_is_shuffled_not_cut_in_order():
 @pytest.mark.parametrize("ids, fractions, empty", [
     (["a"], [0.5, 0.5, 0.0], "val"),
     (["a", "b"], [0.6, 0.2, 0.2], "val"),
-    pytest.param(["a", "b", "c"], [0.0, 0.5, 0.5], "train", marks=pytest.mark.xfail(
-        strict=True, reason="split_items bug: round(1.5) + round(1.5) > 3 makes n_train negative, and the "
-        "negative slice puts one sample in train and test (train 2, val 0, test 2)")),
+    (["a", "b", "c"], [0.0, 0.5, 0.5], "train"),  # round(1.5) + round(1.5) > 3: train must not go negative
 ])
 def test_a_split_left_empty_is_an_error(ids, fractions, empty):
     with pytest.raises(EngineError) as raised:
