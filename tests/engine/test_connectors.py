@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import rasterio.transform
 from conftest import EXIT_EXTERNAL, EXIT_INPUT, EXIT_INVALID_SPEC, REPO, run_engine, run_ok
 from rasterio.warp import transform
 
@@ -92,22 +94,30 @@ def test_search_accepts_the_studio_data_advice_payload(stac, ws):
 # ------------------------------------------------------------------------ fetch
 
 
-def _compare_with_source(path: Path, band_index: int, source: Path, source_band: int, n: int = 400) -> list[float]:
-    """|fetched - source reflectance| at random valid pixels, located through both grids."""
-    errors = []
-    rng = np.random.default_rng(1)
+def _compare_with_source(path: Path, band_index: int, source: Path, source_band: int, factor: int = 1) -> np.ndarray:
+    """|fetched - source reflectance| at every valid fetched pixel whose centre lies well inside one source cell.
+
+    ``factor`` 2 compares a 20 m band with the 2x2 means of MARIDA's 10 m reflectances it was made from.
+    Pixels whose centre falls within 0.2 cell of a cell edge are left out: nearest resampling may take
+    either neighbour there."""
     with rasterio.open(path) as out, rasterio.open(source) as src:
-        data = out.read(band_index)
-        for _ in range(n):
-            r, c = int(rng.integers(0, out.height)), int(rng.integers(0, out.width))
-            if data[r, c] == out.nodata:
-                continue
-            lon, lat = out.xy(r, c)
-            xs, ys = transform(out.crs, src.crs, [lon], [lat])
-            sr, sc = src.index(xs[0], ys[0])
-            if 0 <= sr < src.height and 0 <= sc < src.width:
-                errors.append(abs(float(data[r, c]) - float(src.read(source_band)[sr, sc])))
-    return errors
+        data = out.read(band_index).astype("float64")
+        reference = src.read(source_band).astype("float64")
+        grid = src.transform
+        if factor > 1:
+            rows, cols = reference.shape[0] // factor, reference.shape[1] // factor
+            reference = reference[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).mean(axis=(1, 3))
+            grid = grid * grid.scale(factor, factor)
+        r, c = np.mgrid[0:out.height, 0:out.width]
+        keep = data != out.nodata
+        xs, ys = rasterio.transform.xy(out.transform, r[keep], c[keep])
+        sx, sy = transform(out.crs, src.crs, list(xs), list(ys))
+        fc, fr = ~grid * (np.asarray(sx), np.asarray(sy))
+        inside = (fr >= 0) & (fr < reference.shape[0]) & (fc >= 0) & (fc < reference.shape[1])
+        central = (np.abs(fr % 1 - 0.5) < 0.3) & (np.abs(fc % 1 - 0.5) < 0.3)
+        use = inside & central
+        expected = reference[fr[use].astype(int), fc[use].astype(int)]
+        return np.abs(data[keep][use] - expected)
 
 
 def test_fetch_writes_a_scaled_cog_per_date_with_bands_in_order(stac, ws):
@@ -120,19 +130,27 @@ def test_fetch_writes_a_scaled_cog_per_date_with_bands_in_order(stac, ws):
             assert out.crs.to_epsg() == 4326 and out.count == 4 and out.dtypes[0] == "float32"
             assert out.descriptions == ("red", "green", "blue", "nir08")
             assert out.nodata == -9999
-            assert out.driver == "GTiff" and out.profile.get("tiled")  # a COG: tiled with overviews allowed
+            assert out.driver == "GTiff"
+            # a Cloud-Optimized GeoTIFF: GDAL's COG layout, internal tiles and overviews
+            assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG", out.tags(ns="IMAGE_STRUCTURE")
+            assert out.profile.get("tiled") and out.block_shapes[0] in ((256, 256), (128, 128))
+            assert out.profile["blockxsize"] == out.profile["blockysize"] == out.block_shapes[0][0]
+            assert max(out.width, out.height) > out.block_shapes[0][0]  # large enough to need overviews
+            assert out.overviews(1) and out.overviews(1)[0] == 2, out.overviews(1)
             left, bottom, right, top = out.bounds
             res = max(out.res)
             assert left <= BBOX[0] + res and bottom <= BBOX[1] + res and right >= BBOX[2] - res and top >= BBOX[3] - res
         assert info["rgb"] == [1, 2, 3]
         assert info["scales"] == [0.0001] * 4 and info["offsets"] == [-0.1] * 4
     truth = stac.truth
-    # red of the 09-14 mosaic equals MARIDA's B04 reflectance (DN rounding and nearest resampling: < 1e-3)
-    errors = _compare_with_source(Path(files[1]["path"]), 1, Path(truth[PCC30]["source"]), 4)
-    assert len(errors) > 30 and max(errors) < 1e-3 and float(np.median(errors)) < 2e-4
-    # nir08 is a 20 m band: compare with the 2x2 mean it was made from, at 20 m tolerance
-    errors = _compare_with_source(Path(files[1]["path"]), 4, Path(truth[PCC30]["source"]), 9)
-    assert float(np.median(errors)) < 0.01
+    # every band of both dates equals MARIDA's reflectance (B04, B03, B02 at 10 m; B8A, a 20 m band, as the
+    # 2x2 mean it was made from) within 1e-3: DN rounding is 5e-5, a wrong pixel or scale is far more
+    for info, item in ((files[0], PCC35), (files[1], PCC30)):
+        for band_index, (source_band, factor) in enumerate(((4, 1), (3, 1), (2, 1), (9, 2)), start=1):
+            errors = _compare_with_source(Path(info["path"]), band_index, Path(truth[item]["source"]), source_band,
+                                          factor)
+            assert errors.size > 2000, (info["date"], band_index, errors.size)
+            assert errors.max() < 1e-3, (info["date"], band_index, float(errors.max()))
 
 
 def test_each_date_holds_only_its_own_scenes(stac, ws):
@@ -201,13 +219,17 @@ def fast_failures(monkeypatch):
 
 @pytest.mark.parametrize("where, mode, code", [
     ("stac", "500", "connector_server"), ("asset", "500", "connector_server"),
-    ("stac", "truncate", "connector_truncated"), ("asset", "truncate", "connector_truncated"),
+    ("stac", "truncate", "connector_truncated"),
+    pytest.param("asset", "truncate", "connector_truncated", marks=pytest.mark.xfail(
+        strict=True, reason="the step retry of a truncated COG read is served from GDAL's /vsicurl/ cache: the "
+        "engine logs 'retry 1' but no request reaches the server again (the requests are those of GEOSTUDIO_HTTP_"
+        "RETRIES=0); the retry needs the cache cleared (VSICurlClearCache / VSICurlPartialClearCache)")),
     ("stac", "slow", "connector_timeout"), ("asset", "slow", "connector_timeout"),
 ])
 def test_faults_give_a_clear_error_in_bounded_time_and_no_file(stac, ws, fast_failures, where, mode, code):
     proxy = stac.stac_proxy if where == "stac" else stac.asset_proxy
     proxy.slow_seconds = 60  # without timeouts the job would hang for minutes
-    before = len(proxy.requests)
+    before, before_asked = len(proxy.requests), len(proxy.asked)
     proxy.mode = mode
     try:
         started = time.monotonic()
@@ -221,9 +243,11 @@ def test_faults_give_a_clear_error_in_bounded_time_and_no_file(stac, ws, fast_fa
     assert run.error["hint"]
     assert f"127.0.0.1:{proxy.port}" in run.error["message"]  # names the server that failed
     assert elapsed < 40, f"took {elapsed:.0f} s with a 2 s timeout and 1 retry"
-    if mode != "slow":
-        assert len(proxy.requests) - before >= 2, "a transient failure is retried"
     assert nothing_left(ws)
+    if mode != "slow":  # a transient failure is retried: the very same request (method, path, byte range) again;
+        # the bands' HEAD and GET, or GDAL reading on past a short body, are different requests
+        asked = Counter(proxy.asked[before_asked:])
+        assert max(asked.values()) >= 2, proxy.asked[before_asked:]
 
 
 def test_a_stopped_server_is_named_with_what_to_check(ws, fast_failures):
@@ -244,7 +268,7 @@ def test_a_slow_netcdf_asset_times_out(stac, ws, fast_failures):
                                    "bands": ["NDVI"]}, ws, timeout=120)
     finally:
         stac.asset_proxy.mode = "pass"
-    assert run.returncode == EXIT_EXTERNAL and run.error["code"] in ("connector_timeout", "connector_truncated")
+    assert run.returncode == EXIT_EXTERNAL and run.error["code"] == "connector_timeout", run.describe()
     assert run.error["message"].startswith("IBM Research STAC")
     assert time.monotonic() - started < 40
     assert nothing_left(ws)
@@ -253,7 +277,7 @@ def test_a_slow_netcdf_asset_times_out(stac, ws, fast_failures):
 # -------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("change, code, words", [
+@pytest.mark.parametrize("change, code, words", [  # all spec errors: exit 3
     ({"connector": "copernicus"}, "unknown_connector", ["copernicus", "sentinel_aws", "sentinelhub"]),
     ({"collection": "landsat-c2-l2"}, "unknown_collection", ["landsat-c2-l2", "sentinel-2-l2a"]),
     ({"bands": ["red", "B99"]}, "unknown_band", ["B99", "nir08", "swir22"]),
@@ -263,11 +287,20 @@ def test_a_slow_netcdf_asset_times_out(stac, ws, fast_failures):
 ])
 def test_bad_fetch_input_is_named_with_the_valid_choices(stac, ws, change, code, words):
     run = run_engine("fetch", fetch_spec(stac, **change), ws)
-    assert run.returncode in (EXIT_INVALID_SPEC, EXIT_INPUT), run.describe()
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
     assert run.error["code"] == code
     text = run.error["message"] + " " + run.error["hint"] + json.dumps(run.error.get("details"))
     for word in words:
         assert word in text, (word, run.error)
+    assert nothing_left(ws)
+
+
+def test_fetch_of_a_date_without_a_scene_is_no_data_with_the_nearest_dates(stac, ws):
+    run = run_engine("fetch", fetch_spec(stac, dates=["2018-09-01"]), ws)
+    assert run.returncode == EXIT_INPUT, run.describe()
+    assert run.error["code"] == "no_data"
+    assert "2018-09-01" in run.error["message"]
+    assert "2018-08-30" in run.error["hint"] and "2018-09-14" in run.error["hint"]
     assert nothing_left(ws)
 
 
@@ -289,14 +322,19 @@ def test_missing_credentials_name_the_credential_and_where_to_enter_it(ws, monke
 
 
 def test_secrets_never_reach_events_or_the_log(ws, monkeypatch):
-    """Sentinel Hub is unreachable here: the connection test fails, and the secret must not show anywhere."""
+    """Sentinel Hub is unreachable (through a proxy that is not there): the connection test fails, and the secret
+    must not show anywhere."""
     secret = "s3cr3t-CANARY-91f2"
     monkeypatch.setenv("SH_CLIENT_ID", "client-CANARY-77")
     monkeypatch.setenv("SH_CLIENT_SECRET", secret)
     monkeypatch.setenv("GEOSTUDIO_HTTP_TIMEOUT", "2")
+    for name in ("HTTPS_PROXY", "https_proxy"):  # one answer with or without a network: a proxy that is not there
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
     run = run_engine("check", {"connector": "sentinelhub", "timeout_s": 2}, ws, timeout=60)
-    assert run.returncode == EXIT_EXTERNAL
-    assert run.error["code"] in ("connector_refused", "connector_timeout")
+    assert run.returncode == EXIT_EXTERNAL, run.describe()
+    assert run.error["code"] == "connector_refused"
     for text in (run.stdout, run.stderr):
         assert secret not in text and "client-CANARY-77" not in text
 
@@ -340,6 +378,7 @@ def test_users_add_collections_in_their_workspace(ws):
     assert [b["RGB_band"] for b in added["bands"]] == ["R", "G", "B", None]
     (ws / "catalog" / "collections.json").write_text("[{\"connector\": \"sentinel_aws\"}]")
     run = run_engine("catalog", None, ws)
+    assert run.returncode == EXIT_INPUT, run.describe()
     assert run.error["code"] == "catalog_file_invalid" and "collections.json" in run.error["message"]
 
 

@@ -57,6 +57,7 @@ class FaultProxy:
         self.mode = "pass"
         self.slow_seconds = slow_seconds
         self.requests: list[str] = []
+        self.asked: list[tuple[str, str, str]] = []  # (method, path, Range header): a retry asks the same again
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,6 +68,7 @@ class FaultProxy:
 
             def _forward(self) -> None:
                 proxy.requests.append(f"{self.command} {self.path}")
+                proxy.asked.append((self.command, self.path, self.headers.get("Range", "")))
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
                 if proxy.mode == "slow":
                     time.sleep(proxy.slow_seconds)
