@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
-from conftest import EXIT_INPUT, REPO, run_engine, run_ok
+from conftest import EXIT_INPUT, EXIT_INVALID_SPEC, REPO, run_engine, run_ok
 
 sys.path.insert(0, str(REPO / "tests" / "support"))
 from payloads import flood_payload, marida_payload  # noqa: E402
@@ -131,6 +131,7 @@ def test_empty_archive(workspace, tmp_path):
     empty = tmp_path / "empty.zip"
     zipfile.ZipFile(empty, "w").close()
     run = run_engine("onboard", marida_payload(empty), workspace)
+    assert run.returncode == EXIT_INPUT, run.describe()
     assert studio(run.error) == ("dataset_source", "0001") and "empty.zip is empty" in run.error["message"]
 
 
@@ -205,6 +206,7 @@ def test_a_failed_onboarding_keeps_its_reason_and_log_but_no_dataset(workspace, 
     payload = marida_payload(MARIDA)
     payload["label_categories"] = [c for c in payload["label_categories"] if c["id"] not in ("7", "10")]
     run = run_engine("onboard", payload, workspace)
+    assert run.returncode == EXIT_INPUT, run.describe()
     assert studio(run.error) == ("dataset_params", "0011")
     assert not list((workspace / "datasets").iterdir())
     listing = run_ok("list", None, workspace).result["summary"]
@@ -218,7 +220,8 @@ def test_delete_removes_a_dataset(workspace):
     dataset = run_ok("onboard", marida_payload(MARIDA), workspace).result["summary"]["dataset_id"]
     run_ok("delete", {"kind": "datasets", "id": dataset}, workspace)
     assert not (workspace / "datasets" / dataset).exists()
-    assert run_engine("delete", {"kind": "datasets", "id": dataset}, workspace).error["code"] == "not_found"
+    again = run_engine("delete", {"kind": "datasets", "id": dataset}, workspace)
+    assert again.returncode == EXIT_INVALID_SPEC and again.error["code"] == "not_found", again.describe()
 
 
 # -------------------------------------------------------------------- from labels
@@ -394,7 +397,8 @@ def test_delete_refuses_ids_that_are_not_one_item(workspace):
     dataset = run_ok("onboard", marida_payload(MARIDA), workspace).result["summary"]["dataset_id"]
     for bad in (".", "..", "../datasets"):
         run = run_engine("delete", {"kind": "datasets", "id": bad}, workspace)
-        assert run.returncode != 0 and run.error["code"] in ("invalid_spec", "not_found"), bad
+        # the spec's id pattern refuses them before any path is built
+        assert run.returncode == EXIT_INVALID_SPEC and run.error["code"] == "invalid_spec", (bad, run.error)
     assert (workspace / "datasets" / dataset / "dataset.json").is_file()
 
 
@@ -421,6 +425,7 @@ def test_label_nodata_that_is_a_category_is_refused(workspace, tmp_path):
     with rasterio.open(label, "r+") as dst:
         dst.nodata = 7  # "Marine Water" would silently become no data
     run = run_engine("onboard", marida_payload(folder), workspace)
+    assert run.returncode == EXIT_INPUT, run.describe()
     assert studio(run.error) == ("dataset_params", "0011") and "nodata = 7" in run.error["message"]
 
 
@@ -431,4 +436,5 @@ def test_labels_on_another_grid_are_refused(workspace, tmp_path):
     with rasterio.open(label, "r+") as dst:
         dst.transform = dst.transform @ dst.transform.translation(3, 0)  # three pixels east
     run = run_engine("onboard", marida_payload(folder), workspace)
+    assert run.returncode == EXIT_INPUT, run.describe()
     assert studio(run.error) == ("dataset_dimensions", "0003") and "not on the same grid" in run.error["message"]
