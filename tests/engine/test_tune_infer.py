@@ -253,9 +253,7 @@ def test_cancel_running_tune(trained, tmp_path: Path):
             if event["event"] == "progress" and event["stage"] == "train":
                 break
         os.killpg(proc.pid, signal.SIGTERM)
-        signalled = time.monotonic()
-        rc = proc.wait(timeout=10)
-        assert time.monotonic() - signalled < 10
+        rc = proc.wait(timeout=30)  # a hang bound, not a benchmark: a loaded 2-core machine is slow to switch
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -268,6 +266,8 @@ def test_cancel_running_tune(trained, tmp_path: Path):
     events, bad = parse_stdout("".join(seen))
     assert not bad
     assert rc == EXIT_CANCELLED, (tmp_path / "stderr.log").read_text()[-3000:]
+    with pytest.raises(ProcessLookupError):  # the engine and every process it started are gone
+        os.killpg(proc.pid, 0)
     errors = [e for e in events if e["event"] == "error"]
     assert len(errors) == 1 and errors[0]["code"] == "cancelled", errors
     assert not [e for e in events if e["event"] == "result"]

@@ -122,9 +122,20 @@ def test_cancel_mid_training_stops_engine_and_keeps_nothing(extended_iface, work
     started = time.monotonic()
     task.cancel()
     wait_for(lambda: task not in tasks._alive, timeout=30)
-    assert time.monotonic() - started < 5.0
-    assert task.outcome.cancelled
+    # The 5 s promise holds by construction: the client sends SIGTERM and SIGKILLs the group after
+    # engine_client.CANCEL_GRACE_S (3 s). What shows the engine stopped by itself within that grace is its own
+    # exit status 130 and its `cancelled` error event (a SIGKILL gives -9), not the wall clock, which a loaded
+    # 2-core machine stretches (Qt's event loop here, the engine's torch threads there): 30 s is a hang bound.
+    assert time.monotonic() - started < 30.0
+    assert task.outcome.returncode == 130, (task.outcome.returncode, task.outcome.error)
+    assert task.outcome.error and task.outcome.error["code"] == "cancelled"
     assert failures and failures[0].cancelled
-    wait_for(lambda: not _group_alive(pgid), timeout=2)
+    task.job.process.wait(timeout=5)  # reaped: the group id can no longer name the engine itself
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        pass  # the engine and every child it started are gone
+    else:
+        raise AssertionError(f"process group {pgid} still has processes after the cancel")
     assert set(os.listdir(workspace / "tunes")) == tunes_before
     assert not [p for p in (workspace / ".tmp").iterdir() if "to-cancel" in p.name]
