@@ -220,10 +220,7 @@ def fast_failures(monkeypatch):
 @pytest.mark.parametrize("where, mode, code", [
     ("stac", "500", "connector_server"), ("asset", "500", "connector_server"),
     ("stac", "truncate", "connector_truncated"),
-    pytest.param("asset", "truncate", "connector_truncated", marks=pytest.mark.xfail(
-        strict=True, reason="the step retry of a truncated COG read is served from GDAL's /vsicurl/ cache: the "
-        "engine logs 'retry 1' but no request reaches the server again (the requests are those of GEOSTUDIO_HTTP_"
-        "RETRIES=0); the retry needs the cache cleared (VSICurlClearCache / VSICurlPartialClearCache)")),
+    ("asset", "truncate", "connector_truncated"),
     ("stac", "slow", "connector_timeout"), ("asset", "slow", "connector_timeout"),
 ])
 def test_faults_give_a_clear_error_in_bounded_time_and_no_file(stac, ws, fast_failures, where, mode, code):

@@ -115,8 +115,17 @@ def test_availability_shows_dates_and_footprints_then_fetch_loads_true_colour(co
     assert layer.extent().contains(QgsRectangle(BBOX[0] + 0.001, BBOX[1] + 0.001, BBOX[2] - 0.001, BBOX[3] - 0.001))
 
 
-def test_credentials_live_in_the_auth_db_and_never_leak(connectors_dock, qgis_iface, tmp_path):
+def test_credentials_live_in_the_auth_db_and_never_leak(connectors_dock, qgis_iface, tmp_path, monkeypatch):
     """Store a known fake secret, run a connection test through the engine, then look for it everywhere."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    for name in ("HTTPS_PROXY", "https_proxy"):  # one answer with or without a network: a proxy that is not there
+        monkeypatch.setenv(name, f"http://127.0.0.1:{dead}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
     from qgis.core import QgsApplication, QgsProject, QgsSettings
 
     from geostudio_plugin import credentials
@@ -138,7 +147,8 @@ def test_credentials_live_in_the_auth_db_and_never_leak(connectors_dock, qgis_if
     task = dialog.test_connection()
     wait_for(lambda: dialog.task is None, timeout=60)
     # the engine got the credentials (else it would say they are missing) but cannot reach Sentinel Hub here
-    assert task.outcome.error["code"] in ("connector_refused", "connector_timeout"), task.outcome.error
+    assert task.outcome.error["code"] == "connector_refused", task.outcome.error
+    assert task.outcome.returncode == 5
     assert "Sentinel Hub" in dialog.statusLabel.text()
     dialog.reject()
 

@@ -163,4 +163,15 @@ def with_retries(action: Callable[[], T], policy: Policy,
                 raise
             on_retry(attempt + 1, exc)
             time.sleep(policy.backoff_s * 2 ** attempt)
+            forget_cached_responses()
     raise AssertionError("unreachable")
+
+
+def forget_cached_responses() -> None:
+    """Drop GDAL's /vsicurl/ cache before a step retry: it keeps the blocks (and the truncation) of the
+    failed try across a reopen, so without this the retry would never reach the server again."""
+    try:
+        import rasterio.cache
+    except ImportError:
+        return
+    rasterio.cache.invalidate_all()
