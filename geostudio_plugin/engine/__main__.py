@@ -25,9 +25,19 @@ from .workspace import Workspace, default_workspace
 log = logging.getLogger("geostudio_plugin.engine")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error raises an EngineError (one JSON ``error`` event) instead of exiting 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override] - raises instead of exiting
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")  # as argparse does, for a person at a terminal
+        raise protocol.EngineError("usage", f"{self.prog}: {message}.",
+                                   "Commands: " + ", ".join(COMMANDS) + " (`scripts/engine --help`).")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geostudio-engine", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="geostudio-engine", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", type=Path, default=None,
                         help="workspace folder (default: $GEOSTUDIO_WORKSPACE or the user data folder)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -89,7 +99,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     _setup_logging()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except protocol.EngineError as exc:  # a usage error (unknown command, missing or extra argument)
+        exc.emit()
+        return exc.exit_code
     if not args.command:
         _parser().print_help(sys.stderr)
         protocol.EngineError("no_command", "No command given.", "Use one of: " + ", ".join(COMMANDS)).emit()
@@ -98,7 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         workspace = Workspace(args.workspace or default_workspace())
         try:
-            workspace.prepare()
+            workspace.prepare(args.command)  # a command that writes: refused here on a read-only workspace
         except OSError as exc:
             raise protocol.EngineError("workspace_unusable", f"The workspace {workspace.root} cannot be used: "
                                        f"{exc.strerror or exc}.", "Choose a folder you can write to "

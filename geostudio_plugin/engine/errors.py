@@ -31,6 +31,8 @@ _U, _S, _I, _E = EXIT_USAGE, EXIT_INVALID_SPEC, EXIT_INPUT, EXIT_EXTERNAL
 _TABLE = [
     # the command line and the spec
     ErrorCode("no_command", _U, "No command was given.", "Name one of the commands (`scripts/engine --help`)."),
+    ErrorCode("usage", _U, "The command line is not valid: an unknown command or option, a missing or extra argument.",
+              "Use `scripts/engine --help` for the commands and their arguments."),
     ErrorCode("spec_unreadable", _U, "The spec file cannot be read.",
               "Check the path and that it is a UTF-8 text file."),
     ErrorCode("spec_not_json", _U, "The spec is not valid JSON.", "Fix the JSON syntax at the line and column named."),
