@@ -2,10 +2,18 @@
 
 Every output is built in ``.tmp/`` and renamed into place only when complete,
 so a failed or cancelled command never leaves something that looks finished.
+
+A command that writes checks first that it can (a write probe in every folder it uses), so a read-only
+workspace is refused before any work. An item in use is locked: ``locks/<kind>-<id>.<job>.lock`` is a
+small JSON file (command, pid, host, start time) per job using it, removed when the job ends however it
+ends; ``delete`` refuses an item with a live lock. A lock whose process is gone is broken by the next
+look at it: at once on this host, after 24 h for a lock from another host (its pid means nothing here).
 """
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import re
@@ -16,9 +24,9 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
-from .protocol import json_safe
+from .protocol import EngineError, json_safe
 from .wire import FAILED_DIR, KINDS, RECORDS  # noqa: F401 - KINDS, RECORDS re-exported
 
 
@@ -46,6 +54,21 @@ def default_workspace() -> Path:
 
 HOST = re.sub(r"[^A-Za-z0-9]+", "", socket.gethostname())[:20] or "host"
 STALE_AFTER_S = 24 * 3600
+LOCKS_DIR = "locks"
+# commands that never write to the workspace: the write probe is skipped, so a read-only workspace can be listed
+READ_ONLY_COMMANDS = frozenset({"catalog", "list", "check", "search"})
+CHANGE_WORKSPACE = "--workspace, GEOSTUDIO_WORKSPACE or GeoStudio > Settings"
+
+
+def unusable(root: Path, folder: Path, exc: OSError) -> EngineError:
+    """The ``workspace_unusable`` error for an OSError met while preparing or probing the workspace."""
+    if exc.errno == errno.EROFS:
+        return EngineError("workspace_unusable", f"The workspace {root} is on a read-only file system: {folder} "
+                           "cannot be written.", "Remount that file system read-write, or choose another workspace "
+                           f"folder ({CHANGE_WORKSPACE}).")
+    reason = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
+    return EngineError("workspace_unusable", f"The workspace {root} cannot be used: {folder} cannot be written "
+                       f"({reason}).", f"Choose a folder you can write to ({CHANGE_WORKSPACE}).")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -61,6 +84,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Workspace:
+    command = "engine"  # the command using the workspace, named in its locks (set by ``prepare``)
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser().resolve()
 
@@ -77,12 +102,39 @@ class Workspace:
         """User additions to the catalog (extra collections), read by ``catalog``."""
         return self.root / "catalog"
 
-    def prepare(self) -> "Workspace":
-        for kind in KINDS:
-            self.dir(kind).mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+    @property
+    def locks(self) -> Path:
+        return self.root / LOCKS_DIR
+
+    def prepare(self, command: Optional[str] = None) -> "Workspace":
+        """Create the folders; for a command that writes, prove that every folder it uses can be written.
+
+        Raises ``workspace_unusable`` (before any work) when they cannot: a read-only file system,
+        no permission, a file where a folder should be.
+        """
+        if command:
+            self.command = command
+        writes = command not in READ_ONLY_COMMANDS
+        folders = [self.dir(kind) for kind in KINDS] + [self.tmp] + ([self.locks] if writes else [])
+        for folder in folders:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise unusable(self.root, folder, exc) from None
+        if writes:
+            for folder in [self.root] + folders:
+                self._probe(folder)
         self.sweep_stale()
         return self
+
+    def _probe(self, folder: Path) -> None:
+        """Create and remove a file in ``folder`` (os.access cannot tell: root passes it on a read-only mount)."""
+        probe = folder / f".probe-{HOST}-pid{os.getpid()}-{secrets.token_hex(2)}"
+        try:
+            os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            raise unusable(self.root, folder, exc) from None
 
     def sweep_stale(self) -> None:
         """Remove staging folders of engine processes that died without cleaning up (SIGKILL)."""
@@ -97,6 +149,63 @@ class Workspace:
             dead = own and not _pid_alive(int(match.group(2)))
             if dead or now - entry.stat().st_mtime > STALE_AFTER_S:
                 shutil.rmtree(entry, ignore_errors=True)
+        if self.locks.is_dir():
+            for path in self.locks.glob("*.lock"):
+                self._read_lock(path)  # breaks it when stale
+
+    # ------------------------------------------------------------------------------------------ locks
+
+    @contextmanager
+    def lock(self, kind: str, item_id: str) -> Iterator[Path]:
+        """Mark ``<kind>/<item_id>`` as in use by this process for the block (released on every exit path)."""
+        self.locks.mkdir(parents=True, exist_ok=True)
+        path = self.locks / f"{kind}-{item_id}.{HOST}-pid{os.getpid()}-{secrets.token_hex(3)}.lock"
+        write_json(path, {"kind": kind, "id": item_id, "command": self.command, "pid": os.getpid(), "host": HOST,
+                          "hostname": socket.gethostname(), "since": now_iso(), "since_ts": time.time()})
+        try:
+            yield path
+        finally:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _read_lock(self, path: Path) -> Optional[dict[str, Any]]:
+        """A lock's record, or None when it is gone or stale (a stale or unreadable one is removed)."""
+        try:
+            info = json.loads(path.read_text())
+            pid, host, since = int(info["pid"]), str(info["host"]), float(info["since_ts"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            info = None  # not a lock record: broken unless it is fresh (a lock is written whole, by rename)
+            try:
+                stale = time.time() - path.stat().st_mtime > 60
+            except OSError:
+                return None
+        else:
+            if host == HOST:
+                stale = pid != os.getpid() and not _pid_alive(pid)
+            else:  # another machine's pid means nothing here
+                stale = time.time() - since > STALE_AFTER_S
+        if stale:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            return None
+        return info
+
+    def holders(self, kind: str, item_id: str) -> list[dict[str, Any]]:
+        """The live locks of one item: who is using it (stale locks are broken on the way)."""
+        if not self.locks.is_dir():
+            return []
+        found = []
+        for path in sorted(self.locks.glob(glob.escape(f"{kind}-{item_id}.") + "*.lock")):
+            info = self._read_lock(path)
+            if info and info.get("kind") == kind and info.get("id") == item_id:
+                found.append(info)
+        return found
 
     def new_id(self, kind: str, name: str) -> str:
         while True:
@@ -111,13 +220,14 @@ class Workspace:
         if final.exists():
             raise FileExistsError(final)
         stage = self.tmp / f"{kind}-{item_id}-{HOST}-pid{os.getpid()}-{secrets.token_hex(2)}"
-        stage.mkdir(parents=True)
-        try:
-            yield stage
-            os.replace(stage, final)
-        finally:
-            if stage.exists():
-                shutil.rmtree(stage, ignore_errors=True)
+        with self.lock(kind, item_id):  # an item being built is in use
+            stage.mkdir(parents=True)
+            try:
+                yield stage
+                os.replace(stage, final)
+            finally:
+                if stage.exists():
+                    shutil.rmtree(stage, ignore_errors=True)
 
     @contextmanager
     def scratch(self, purpose: str) -> Iterator[Path]:
@@ -173,3 +283,9 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False))
     os.replace(tmp, path)
+
+
+def describe_job(info: dict[str, Any]) -> str:
+    """``tune (pid 123 on host, since 2026-...)``: a lock's job, for messages."""
+    return (f"`{info.get('command', '?')}` (pid {info.get('pid', '?')} on {info.get('hostname') or info.get('host')}, "
+            f"since {info.get('since', '?')})")
