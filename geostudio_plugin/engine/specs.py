@@ -7,20 +7,53 @@ written for the Studio validates unchanged.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .protocol import SpecError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class StudioModel(BaseModel):
-    """Ignore keys we do not use (Studio payloads carry many), strip strings."""
+def non_finite(value: Any, path: str = "") -> list[tuple[str, float]]:
+    """(dotted path, value) of every NaN or infinite number in a JSON-like value (dicts, lists, numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in non_finite(v, f"{path}.{i}" if path else str(i))]
+    return []
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True)
+
+def _non_finite_message(path: str, value: float) -> str:
+    return f"{path} is {value}: give a finite number (NaN and infinity are not allowed)"
+
+
+class StudioModel(BaseModel):
+    """Ignore keys we do not use (Studio payloads carry many), strip strings; NaN and infinity are refused."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite_inside(cls, value: Any, info: ValidationInfo) -> Any:
+        """Free-form fields (dicts, lists of Any) hold no NaN or infinity either (float fields: allow_inf_nan)."""
+        if isinstance(value, (dict, list, tuple)):
+            hits = non_finite(value, info.field_name or "")
+            if hits:
+                raise ValueError(_non_finite_message(*hits[0]))
+        return value
+
+    @model_validator(mode="after")
+    def _finite_extras(self) -> "StudioModel":
+        hits = non_finite(dict(self.__pydantic_extra__ or {}))
+        if hits:
+            raise ValueError(_non_finite_message(*hits[0]))
+        return self
 
 
 def _to_bool(value: Any) -> Any:
@@ -116,6 +149,13 @@ def parse_spec(model: type[M], data: Any, what: str) -> M:
     if not isinstance(data, dict):
         raise SpecError("invalid_spec", f"The {what} spec must be a JSON object, not {type(data).__name__}.",
                         "Wrap the fields in { ... }.")
+    bad_numbers = non_finite(data)  # anywhere, free-form fields and keys the model ignores included
+    if bad_numbers:
+        problems = [{"field": path, "message": _non_finite_message(path, value)} for path, value in bad_numbers]
+        raise SpecError("invalid_spec", f"The {what} spec has {len(problems)} non-finite number"
+                        f"{'s' if len(problems) > 1 else ''}: " + "; ".join(p["message"] for p in problems[:8]),
+                        "Replace NaN and Infinity with finite numbers (or leave the field out for its default).",
+                        details=problems)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -62,7 +62,7 @@ def built_specs() -> dict[str, list[dict[str, Any]]]:
                  contract.tune_spec("dock tune", "ds-1", "timm_resnet18", "timm_resnet_seg", epochs=3, batch_size=8,
                                     lr=1e-4, crop_size=64, device="cuda:1",
                                     model_parameters={"model": {"decode_head": {"channels": 32}},
-                                                      "data": {"num_workers": 0}})],
+                                                      "data": {"workers_per_gpu": 0}})],
         "infer": [contract.infer_spec(str(HOLDOUT_IMAGE), None, "tune-1"),
                   contract.infer_spec(str(HOLDOUT_IMAGE), [-94.93, 38.70, -94.90, 38.72], "tune-1", "mps",
                                       description="holdout", output_path="/tmp/prediction.tif")],
@@ -91,7 +91,7 @@ def test_builders_carry_their_values_through_validation():
     tune = validate("tune", specs["tune"][1])
     assert tune.name == "dock-tune" and tune.device == "cuda:1"
     assert tune.model_parameters == {"model": {"decode_head": {"channels": 32}},
-                                     "data": {"num_workers": 0, "batch_size": 8, "crop_size": 64},
+                                     "data": {"workers_per_gpu": 0, "batch_size": 8, "crop_size": 64},
                                      "runner": {"max_epochs": 3}, "optimizer": {"lr": 1e-4}}
     assert validate("tune", specs["tune"][0]).device == "auto"
     infer = validate("infer", specs["infer"][1])

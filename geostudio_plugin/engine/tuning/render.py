@@ -8,6 +8,7 @@ strings (``"max_epochs": "5"``); they are coerced with the template's schema.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
                 raise ValueError
             value = int(value)
         elif kind == "number":
+            if isinstance(value, bool):
+                raise ValueError
             value = float(value)
         elif kind == "boolean":
             if isinstance(value, str):
@@ -51,9 +54,12 @@ def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
             value = bool(value)
         elif kind == "string":
             value = str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not a valid {kind}.",
                         f"Give a {kind} value.") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not a finite number.",
+                        "Give a finite number (NaN and infinity are not allowed).")
     if "enum" in prop and value not in prop["enum"]:
         raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not allowed.",
                         "Use one of: " + ", ".join(map(str, prop["enum"])))

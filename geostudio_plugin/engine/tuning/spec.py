@@ -52,6 +52,24 @@ class TuneSpec(StudioModel):
         self.device = LEGACY_ACCELERATORS.get(chosen, chosen)
         return self
 
+    @model_validator(mode="after")
+    def _template_parameters(self) -> "TuneSpec":
+        """``model_parameters`` checked against the template's schema now, before any dataset is read.
+
+        An unknown template is left to the tune (it names the known ones); a bad parameter raises the
+        template's own error (``unknown_parameter``/``invalid_parameter``), which pydantic passes through.
+        """
+        from ..catalog import find_template
+        from ..protocol import SpecError
+        from .render import merge_parameters
+
+        try:
+            template = find_template(self.tune_template_id)
+        except SpecError:
+            return self
+        merge_parameters(template["model_params"], self.model_parameters)
+        return self
+
     @field_validator("name")
     @classmethod
     def _studio_name(cls, value: str) -> str:
