@@ -6,6 +6,7 @@ problem with all its instances listed. Error codes are the Studio dataset factor
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -71,10 +72,20 @@ def _names(stems: Iterable[str], limit: int = 8) -> str:
     return ", ".join(stems[:limit]) + more
 
 
-def _by_stem(root: Path, suffix: str, exclude: tuple[str, ...], what: str, report: ScanReport) -> dict[str, Path]:
+def _files(root: Path) -> list[Path]:
+    """Every regular file under root (sorted), found by walking: no pattern is ever built from a suffix."""
+    out = []
+    for folder, _, names in os.walk(root):
+        out.extend(Path(folder) / n for n in names if not n.startswith("."))
+    return sorted(p for p in out if p.is_file())
+
+
+def _by_stem(root: Path, suffix: str, exclude: tuple[str, ...], what: str, report: ScanReport,
+             files: Optional[list[Path]] = None) -> dict[str, Path]:
+    """Files whose name ends with suffix, matched literally ('[', '*', '?' are characters, not patterns)."""
     found: dict[str, Path] = {}
-    for path in sorted(root.rglob(f"*{suffix}")):
-        if not path.is_file() or path.name.startswith(".") or path.name.endswith(exclude):
+    for path in files if files is not None else _files(root):
+        if not path.name.endswith(suffix) or len(path.name) <= len(suffix) or path.name.endswith(exclude):
             continue
         stem = path.name[: -len(suffix)]
         if stem in found:
@@ -88,13 +99,14 @@ def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional
          label_ids: Optional[set[int]] = None, read_labels: bool = True, ignore_id: int = -1) -> ScanReport:
     """Pair by stem, read every header, and check sizes, CRS, band counts and label values."""
     report = ScanReport(root=root, label_suffix=label_suffix, suffixes=list(suffixes))
-    labels = _by_stem(root, label_suffix, (), "label", report)
+    files = _files(root)
+    labels = _by_stem(root, label_suffix, (), "label", report, files)
     report.counts[label_suffix] = len(labels)
     if not labels:
         report.add(E_FILES, f"no file in {root} ends with the label suffix '{label_suffix}'")
     images: dict[str, dict[str, Path]] = {}
     for suffix in suffixes:
-        images[suffix] = _by_stem(root, suffix, (label_suffix,), suffix, report)
+        images[suffix] = _by_stem(root, suffix, (label_suffix,), suffix, report, files)
         report.counts[suffix] = len(images[suffix])
         if not images[suffix]:
             report.add(E_FILES, f"no file in {root} ends with the data suffix '{suffix}'")
