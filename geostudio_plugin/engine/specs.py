@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Optional, TypeVar
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .protocol import SpecError
 
 M = TypeVar("M", bound=BaseModel)
+
+# Bounds shared by the specs (issue 9: every numeric option has a range, and the message gives it)
+MAX_SEED = 2**32 - 1
+LABEL_ID_RANGE = {"ge": -(2**31), "le": 2**31 - 1}  # label rasters are at most int32
+MAX_BAND_INDEX = 65535
+MAX_CHIP = 8192  # pixels a side: chips and tiles
+MAX_BATCH = 1024
+MAX_DAYS = 365
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Scale = Annotated[float, Field(gt=0, le=1e9)]
 
 
 def non_finite(value: Any, path: str = "") -> list[tuple[str, float]]:
@@ -67,10 +77,10 @@ def _to_bool(value: Any) -> Any:
 
 
 class Band(StudioModel):
-    index: int = Field(ge=0, description="0-based band index in the file")
+    index: int = Field(ge=0, le=MAX_BAND_INDEX, description="0-based band index in the file")
     band_name: str = Field(min_length=1)
     RGB_band: Optional[Literal["R", "G", "B"]] = None
-    scaling_factor: float = 1.0
+    scaling_factor: Scale = 1.0
     description: str = ""
 
     @field_validator("RGB_band", mode="before")
@@ -91,7 +101,7 @@ class DataSource(StudioModel):
     file_suffix: str = Field(min_length=1)
     bands: list[Band] = Field(min_length=1)
     align_dates: bool = False
-    scaling_factor: Optional[list[float]] = None  # legacy list form, one per band
+    scaling_factor: Optional[list[Scale]] = None  # legacy list form, one per band
     transform: Optional[str] = None
 
     _align = field_validator("align_dates", mode="before")(lambda cls, v: _to_bool(v))
@@ -115,11 +125,11 @@ class DataSource(StudioModel):
 
 
 class LabelCategory(StudioModel):
-    id: int
+    id: int = Field(**LABEL_ID_RANGE)
     name: str = Field(min_length=1)
     color: str = "#000000"
     opacity: float = Field(default=1.0, ge=0, le=1)
-    weight: Optional[float] = None
+    weight: Optional[float] = Field(default=None, ge=0, le=1e6, description="class weight in the loss")
     description: str = ""
 
     @field_validator("color")
@@ -135,11 +145,62 @@ class LabelCategory(StudioModel):
         return None if value == "" else value
 
 
-def format_validation_error(exc: ValidationError) -> list[dict[str, str]]:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (``Optional[list[Band]]`` -> [Band])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _bounds_of(metadata: list[Any], annotation: Any, item: bool) -> dict[str, Any]:
+    """ge/gt/le/lt of a field, or of its items (``list[Fraction]``) when the error is on an item."""
+    flat = [inner for m in metadata for inner in (getattr(m, "metadata", None) or [m])]  # FieldInfo in Annotated
+    found = {k: getattr(m, k) for m in flat for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None}
+    if item or not found:
+        for arg in get_args(annotation):
+            if get_origin(arg) is Annotated or hasattr(arg, "__metadata__"):
+                found.update(_bounds_of(list(getattr(arg, "__metadata__", ())), None, False))
+            elif get_origin(arg) in (list, Union) or get_args(arg):
+                found.update(_bounds_of([], arg, item))
+    return found
+
+
+def range_text(bounds: dict[str, Any]) -> str:
+    """``{"ge": 16, "le": 8192}`` -> "16 to 8192"; one-sided bounds in words."""
+    low = (str(bounds["ge"]), "") if "ge" in bounds else (str(bounds["gt"]), "more than ") if "gt" in bounds else None
+    high = (str(bounds["le"]), "") if "le" in bounds else (str(bounds["lt"]), "less than ") if "lt" in bounds else None
+    if low and high and not low[1] and not high[1]:
+        return f"{low[0]} to {high[0]}"
+    words = ([f"{low[1] or 'at least '}{low[0]}"] if low else []) + ([f"{high[1] or 'at most '}{high[0]}"] if high else [])
+    return " and ".join(words)
+
+
+def allowed_range(model: Optional[type[BaseModel]], loc: tuple[Any, ...]) -> str:
+    """The allowed range of the field at ``loc`` in ``model`` ("16 to 8192"), or "" when it has none."""
+    models, info, item = [model] if model else [], None, False
+    for part in loc:
+        if isinstance(part, int):
+            item = True
+            continue
+        info = next((f for m in models for name, f in m.model_fields.items() if part in (name, f.alias)), None)
+        if info is None:
+            return ""
+        models, item = _models_in(info.annotation), False
+    return range_text(_bounds_of(list(info.metadata), info.annotation, item)) if info else ""
+
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def format_validation_error(exc: ValidationError, model: Optional[type[BaseModel]] = None) -> list[dict[str, str]]:
     problems = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
         message = err.get("msg", "invalid").removeprefix("Value error, ")
+        if err.get("type") in _RANGE_ERRORS:
+            allowed = allowed_range(model, tuple(err.get("loc", ())))
+            if allowed:
+                message += f" (allowed: {allowed})"
         problems.append({"field": where, "message": message})
     return problems
 
@@ -159,7 +220,7 @@ def parse_spec(model: type[M], data: Any, what: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = format_validation_error(exc)
+        problems = format_validation_error(exc, model)
         listing = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:8])
         raise SpecError(
             "invalid_spec",

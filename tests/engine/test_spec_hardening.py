@@ -100,3 +100,68 @@ def test_non_finite_numbers_refused_naming_the_field(tmp_path: Path):
 def test_non_finite_template_parameter_as_text_refused(tmp_path: Path):
     run = run_engine("tune", _tune(optimizer={"lr": "nan"}), tmp_path / "ws")
     _refused(run, "model_parameters.optimizer.lr", "invalid_parameter")
+
+
+# --- #3: bounds on every numeric option, the message gives the allowed range -----------------------------------
+
+def test_numeric_options_have_bounds_and_the_message_gives_the_range(tmp_path: Path):
+    ws = tmp_path / "ws"
+    cases = [  # command, spec, field named, text of the allowed range
+        ("onboard", _onboarding(tmp_path, onboarding_options__chip_size=1e12), "onboarding_options.chip_size",
+         "16 to 8192"),
+        ("onboard", _onboarding(tmp_path, onboarding_options__chip_size=4), "onboarding_options.chip_size",
+         "16 to 8192"),
+        ("onboard", _onboarding(tmp_path, data_sources__0__bands__0__index=10**9), "data_sources.0.bands.0.index",
+         "0 to 65535"),
+        ("onboard", _onboarding(tmp_path, data_sources__0__bands__0__scaling_factor=0),
+         "data_sources.0.bands.0.scaling_factor", "more than 0"),
+        ("onboard", _onboarding(tmp_path, onboarding_options__seed=-1), "onboarding_options.seed", "0 to"),
+        ("onboard", _onboarding(tmp_path, onboarding_options__split=[2, -0.5, -0.5]), "onboarding_options.split.0",
+         "0 to 1"),
+        ("onboard", _onboarding(tmp_path, label_categories__1__weight=-3), "label_categories.1.weight", "0 to"),
+        ("infer", _infer(batch_size=10**9), "batch_size", "1 to 1024"),
+        ("tune", {**_tune(), "train_options": {"accelerator": "cpu", "devices": 10**6}}, "train_options.devices",
+         "1 to 64"),
+        ("search", {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "bbox": [0, 0, 1, 1],
+                    "date_start": "2020-01-01", "date_end": "2020-01-02", "pre_days": 10**9}, "pre_days", "0 to 365"),
+    ]
+    for command, spec, field, allowed in cases:
+        error = _refused(run_engine(command, spec, ws), field)
+        assert allowed in error["message"], (field, allowed, error["message"])
+
+
+def test_template_parameters_have_bounds_and_the_message_gives_the_range(tmp_path: Path):
+    ws = tmp_path / "ws"
+    cases = [
+        ({"data": {"batch_size": 1e9}}, "model_parameters.data.batch_size", "1 to 1024"),
+        ({"data": {"batch_size": 0}}, "model_parameters.data.batch_size", "1 to 1024"),
+        ({"runner": {"max_epochs": 10**9}}, "model_parameters.runner.max_epochs", "1 to 10000"),
+        ({"optimizer": {"lr": 1e6}}, "model_parameters.optimizer.lr", "more than 0 and at most 10"),
+        ({"optimizer": {"lr": 0}}, "model_parameters.optimizer.lr", "more than 0 and at most 10"),
+        ({"data": {"batch_size": "1e400"}}, "model_parameters.data.batch_size", "integer"),
+        ({"model": {"decode_head": {"channels": 10**7}}}, "model_parameters.model.decode_head.channels", "8 to 4096"),
+    ]
+    for params, field, allowed in cases:
+        error = _refused(run_engine("tune", _tune(**params), ws), field, "invalid_parameter")
+        assert allowed in error["message"] + error["hint"], (field, allowed, error)
+
+
+# --- #9: schema minimums for crop and stride (and tile sizes) --------------------------------------------------
+
+def test_tiling_and_crop_minimums(tmp_path: Path):
+    ws = tmp_path / "ws"
+    tiled = "model_parameters.model.tiled_inference_parameters."
+    cases = [
+        ({"model": {"tiled_inference_parameters": {"h_stride": 0}}}, tiled + "h_stride"),
+        ({"model": {"tiled_inference_parameters": {"w_stride": -8}}}, tiled + "w_stride"),
+        ({"model": {"tiled_inference_parameters": {"h_crop": 0}}}, tiled + "h_crop"),
+        ({"model": {"tiled_inference_parameters": {"w_crop": 10**6}}}, tiled + "w_crop"),
+        ({"model": {"tiled_inference_parameters": {"h_crop": 64, "h_stride": 128}}}, tiled + "h_stride"),
+        ({"data": {"crop_size": 5}}, "model_parameters.data.crop_size"),
+        ({"data": {"crop_size": 10**6}}, "model_parameters.data.crop_size"),
+    ]
+    for params, field in cases:
+        _refused(run_engine("tune", _tune(**params), ws), field, "invalid_parameter")
+    # 0 still means "whole chips" for crop_size
+    run = run_engine("tune", _tune(data={"crop_size": 0}), ws)
+    assert run.error["code"] == "unknown_dataset", run.describe()

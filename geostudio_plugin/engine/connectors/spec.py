@@ -61,8 +61,8 @@ class SearchSpec(ConnectorRef):
     dates: list[str] = []
     maxcc: float = Field(default=80, ge=0, le=100, description="maximum cloud cover, percent")
     suggest_within_days: int = Field(default=120, ge=0, le=3650)
-    pre_days: int = 0
-    post_days: int = 0
+    pre_days: int = Field(default=0, ge=0, le=365)
+    post_days: int = Field(default=0, ge=0, le=365)
 
     _box = field_validator("bbox", mode="before")(lambda cls, v: _bbox(v))
 

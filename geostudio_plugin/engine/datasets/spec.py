@@ -6,23 +6,24 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..specs import DataSource, LabelCategory, StudioModel
+from ..specs import LABEL_ID_RANGE, MAX_CHIP, MAX_DAYS, MAX_SEED, DataSource, Fraction, LabelCategory, StudioModel
 
 
 class OnboardingOptions(StudioModel):
     """The Studio reads only ``from_labels``; the rest are GeoStudio's options with Studio defaults."""
 
     from_labels: bool = False
-    split: list[float] = Field(default=[0.6, 0.2, 0.2], description="train, val, test fractions")
-    seed: int = 0
-    ignore_id: int = Field(default=-1, description="label value that is not a class (TerraTorch ignore index)")
-    chip_size: Optional[int] = Field(default=None, ge=16, description="cut scenes into chips of this size")
+    split: list[Fraction] = Field(default=[0.6, 0.2, 0.2], description="train, val, test fractions")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    ignore_id: int = Field(default=-1, **LABEL_ID_RANGE,
+                           description="label value that is not a class (TerraTorch ignore index)")
+    chip_size: Optional[int] = Field(default=None, ge=16, le=MAX_CHIP, description="cut scenes into chips of this size")
     convert_to_cog: bool = True
     # from_labels: Terrakit fetches each label's imagery (the Studio's defaults)
     label_type: Optional[Literal["vector", "raster"]] = Field(
         default=None, description="from_labels: vector (GeoJSON) or raster labels; unset = what the source holds")
-    pre_days: int = Field(default=0, ge=0, le=365)
-    post_days: int = Field(default=7, ge=0, le=365)
+    pre_days: int = Field(default=0, ge=0, le=MAX_DAYS)
+    post_days: int = Field(default=7, ge=0, le=MAX_DAYS)
     max_cloud_cover: float = Field(default=80, ge=0, le=100)
     endpoint: Optional[str] = Field(default=None, description="redirect the first data source's STAC connector")
     endpoints: dict[str, str] = Field(default={}, description="connector id -> STAC endpoint, for every source")

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..device import PATTERN as DEVICE_PATTERN
-from ..specs import DataSource, StudioModel
+from ..specs import MAX_BATCH, DataSource, StudioModel
 
 
 class SpatialDomain(StudioModel):
@@ -44,7 +44,7 @@ class InferSpec(StudioModel):
     # GeoStudio additions
     output_path: Optional[str] = Field(default=None, description="also write the prediction of a single input here")
     device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda, cuda:N or mps")
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
 
     @model_validator(mode="after")
     def _has_model_and_input(self) -> "InferSpec":

@@ -33,6 +33,20 @@ def schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def allowed_text(prop: dict[str, Any]) -> str:
+    """A schema property's range in words: "1 to 1024", "more than 0 and at most 10", "0, or 32 to 8192"."""
+    low = ("", prop["minimum"]) if "minimum" in prop else ("more than ", prop["exclusiveMinimum"]) \
+        if "exclusiveMinimum" in prop else None
+    high = ("", prop["maximum"]) if "maximum" in prop else ("less than ", prop["exclusiveMaximum"]) \
+        if "exclusiveMaximum" in prop else None
+    if low and high and not low[0] and not high[0]:
+        text = f"{low[1]} to {high[1]}"
+    else:
+        text = " and ".join(([f"{low[0] or 'at least '}{low[1]}"] if low else [])
+                            + ([f"{high[0] or 'at most '}{high[1]}"] if high else [])) or "any value"
+    return f"{prop['offValue']} (off), or {text}" if "offValue" in prop else text
+
+
 def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
     kind = prop.get("type")
     try:
@@ -53,6 +67,8 @@ def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
                 value = value.strip().lower() in ("true", "1")
             value = bool(value)
         elif kind == "string":
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise TypeError
             value = str(value)
     except (TypeError, ValueError, OverflowError):
         raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not a valid {kind}.",
@@ -63,10 +79,14 @@ def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
     if "enum" in prop and value not in prop["enum"]:
         raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not allowed.",
                         "Use one of: " + ", ".join(map(str, prop["enum"])))
-    for bound, test in (("minimum", lambda v, b: v >= b), ("exclusiveMinimum", lambda v, b: v > b)):
-        if bound in prop and not test(value, prop[bound]):
-            raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is below its minimum "
-                            f"{prop[bound]}.", f"Give a value of at least {prop[bound]}.")
+    if kind in ("integer", "number") and value != prop.get("offValue", object()):
+        low, high = prop.get("minimum", prop.get("exclusiveMinimum")), prop.get("maximum", prop.get("exclusiveMaximum"))
+        below = low is not None and (value <= low if "exclusiveMinimum" in prop else value < low)
+        above = high is not None and (value >= high if "exclusiveMaximum" in prop else value > high)
+        if below or above:
+            allowed = allowed_text(prop)
+            raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is out of range "
+                            f"(allowed: {allowed}).", f"Give a value of {allowed}.")
     return value
 
 
@@ -89,6 +109,13 @@ def merge_parameters(schema: dict[str, Any], user: dict[str, Any], prefix: str =
             merged[key] = merge_parameters(prop, value, where + ".")
         else:
             merged[key] = _coerce(value, prop, where)
+    for key, prop in props.items():  # "at most another parameter": a tile's stride is at most its size
+        other = prop.get("maximumParameter")
+        if other and isinstance(merged.get(key), (int, float)) and isinstance(merged.get(other), (int, float)) \
+                and merged[key] > merged[other]:
+            raise SpecError("invalid_parameter", f"model_parameters.{prefix}{key} = {merged[key]} is larger than "
+                            f"{prefix}{other} = {merged[other]}; tiles would leave gaps.",
+                            f"Give {key} at most {other} ({merged[other]}).")
     return merged
 
 

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..device import LEGACY_ACCELERATORS
 from ..device import PATTERN as DEVICE_PATTERN
-from ..specs import DataSource, LabelCategory, StudioModel
+from ..specs import MAX_SEED, DataSource, LabelCategory, StudioModel
 
 
 class TrainOptions(StudioModel):
@@ -28,10 +28,10 @@ class TrainOptions(StudioModel):
     # GeoStudio additions for running on the user's own machine
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
         default="auto", description="the older device setting (Lightning's names); TuneSpec.device wins")
-    devices: int = Field(default=1, ge=1, description="how many GPUs, for device cuda")
+    devices: int = Field(default=1, ge=1, le=64, description="how many GPUs, for device cuda")
     precision: Optional[str] = Field(default=None, description="default: 16-mixed on a GPU, 32 on a CPU")
-    seed: int = 0
-    limit_train_batches: Optional[float] = Field(default=None, gt=0, description="fraction or count per epoch")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    limit_train_batches: Optional[float] = Field(default=None, gt=0, le=1e6, description="fraction or count per epoch")
 
 
 class TuneSpec(StudioModel):
