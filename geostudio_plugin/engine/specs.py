@@ -11,7 +11,8 @@ import math
 import re
 from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .protocol import SpecError
 
@@ -26,6 +27,38 @@ MAX_BATCH = 1024
 MAX_DAYS = 365
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Scale = Annotated[float, Field(gt=0, le=1e9)]
+
+
+def literal_suffix(value: str) -> str:
+    """A file-name ending matched literally: no folder part, no glob characters."""
+    bad = sorted({c for c in value if c in "/\\*?[]" or ord(c) < 32})
+    if bad:
+        raise ValueError(f"the suffix {value!r} holds {' '.join(repr(c) for c in bad)}: a suffix is the end of a file "
+                         "name, matched literally (no folder part, no wildcards), such as _S1Hand.tif")
+    return value
+
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _item_id(value: str) -> str:
+    """An id of a workspace item (dataset, tune, run): a name, never a path; empty means unset."""
+    if value and not ID_PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} is an id, not a path: use the id as listed (letters, digits, '.', '_' and '-', "
+                         "not starting with '.')")
+    return value
+
+
+def _display_name(value: str) -> str:
+    """A display name that may be looked up as a folder name: no separators, not '.' or '..'."""
+    if value and (any(c in value for c in "/\\\0") or value.strip() in (".", "..")):
+        raise ValueError(f"{value!r} is a name, not a path: give the model's name or its tune id as listed")
+    return value
+
+
+Suffix = Annotated[str, Field(min_length=1), AfterValidator(literal_suffix)]
+ItemId = Annotated[str, AfterValidator(_item_id)]
+DisplayName = Annotated[str, AfterValidator(_display_name)]
 
 
 def non_finite(value: Any, path: str = "") -> list[tuple[str, float]]:
@@ -98,7 +131,7 @@ class DataSource(StudioModel):
     connector: str = ""
     collection: str = ""
     modality_tag: str = Field(min_length=1, description="also the sub-folder name of this modality")
-    file_suffix: str = Field(min_length=1)
+    file_suffix: Suffix
     bands: list[Band] = Field(min_length=1)
     align_dates: bool = False
     scaling_factor: Optional[list[Scale]] = None  # legacy list form, one per band
@@ -171,7 +204,8 @@ def range_text(bounds: dict[str, Any]) -> str:
     high = (str(bounds["le"]), "") if "le" in bounds else (str(bounds["lt"]), "less than ") if "lt" in bounds else None
     if low and high and not low[1] and not high[1]:
         return f"{low[0]} to {high[0]}"
-    words = ([f"{low[1] or 'at least '}{low[0]}"] if low else []) + ([f"{high[1] or 'at most '}{high[0]}"] if high else [])
+    words = [f"{low[1] or 'at least '}{low[0]}"] if low else []
+    words += [f"{high[1] or 'at most '}{high[0]}"] if high else []
     return " and ".join(words)
 
 

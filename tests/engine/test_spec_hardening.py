@@ -85,7 +85,8 @@ def test_non_finite_numbers_refused_naming_the_field(tmp_path: Path):
         ("onboard", _onboarding(tmp_path, label_categories__1__weight=nan), "label_categories.1.weight"),
         ("onboard", _onboarding(tmp_path, data_sources__0__bands__0__scaling_factor=inf),
          "data_sources.0.bands.0.scaling_factor"),
-        ("onboard", _onboarding(tmp_path, training_params={"class_weights": [1.0, nan]}), "training_params.class_weights.1"),
+        ("onboard", _onboarding(tmp_path, training_params={"class_weights": [1.0, nan]}),
+         "training_params.class_weights.1"),
         ("tune", _tune(optimizer={"lr": inf}), "model_parameters.optimizer.lr"),
         ("tune", {**_tune(), "train_options": {"accelerator": "cpu", "gradient_clip_val": -inf}},
          "train_options.gradient_clip_val"),
@@ -165,3 +166,38 @@ def test_tiling_and_crop_minimums(tmp_path: Path):
     # 0 still means "whole chips" for crop_size
     run = run_engine("tune", _tune(data={"crop_size": 0}), ws)
     assert run.error["code"] == "unknown_dataset", run.describe()
+
+
+# --- #2 (spec side): a suffix with a path separator or glob characters is refused, naming the field; ids are ids --
+
+def test_path_like_suffixes_refused_naming_the_field(tmp_path: Path):
+    ws = tmp_path / "ws"
+    from conftest import TRAIN_DIR
+
+    cases = [
+        ("onboard", _onboarding(tmp_path, label_suffix="/USA_905409_S1Hand.tif"), "label_suffix"),
+        ("onboard", _onboarding(tmp_path, data_sources__0__file_suffix="**.tif"), "data_sources.0.file_suffix"),
+        ("onboard", _onboarding(tmp_path, data_sources__0__file_suffix="_S1[H]and.tif"), "data_sources.0.file_suffix"),
+        ("onboard", _onboarding(tmp_path, label_suffix="..\\x_LabelHand.tif"), "label_suffix"),
+        ("prescan", {"dataset_url": str(TRAIN_DIR), "label_suffix": "_Label?and.tif",
+                     "training_data_suffixes": ["_S1Hand.tif"]}, "label_suffix"),
+        ("prescan", {"dataset_url": str(TRAIN_DIR), "label_suffix": "_LabelHand.tif",
+                     "training_data_suffixes": ["../train/*_S1Hand.tif"]}, "training_data_suffixes.0"),
+    ]
+    for command, spec, field in cases:
+        error = _refused(run_engine(command, spec, ws), field)
+        assert "suffix" in error["message"], error
+
+
+def test_ids_are_ids_never_paths(tmp_path: Path):
+    ws = tmp_path / "ws"
+    cases = [
+        ("tune", {**_tune(), "dataset_id": "../datasets/some-dataset"}, "dataset_id"),
+        ("tune", {**_tune(), "dataset_id": "/etc"}, "dataset_id"),
+        ("infer", _infer(fine_tuning_id="../tunes/some-tune"), "fine_tuning_id"),
+        ("infer", _infer(fine_tuning_id="", model_id="..", model_display_name=""), "model_id"),
+        ("infer", _infer(fine_tuning_id="", model_display_name="a/../../b"), "model_display_name"),
+    ]
+    for command, spec, field in cases:
+        error = _refused(run_engine(command, spec, ws), field)
+        assert "not a path" in error["message"], error

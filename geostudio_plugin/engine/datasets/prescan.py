@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from .. import protocol
 from ..errors import CODES
-from ..specs import StudioModel, parse_spec
+from ..specs import StudioModel, Suffix, literal_suffix, parse_spec
 from ..workspace import Workspace
 from .scan import scan
 from .source import materialise
@@ -27,15 +27,16 @@ class PrescanSpec(StudioModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True, populate_by_name=True)
 
     dataset_url: str = Field(min_length=1)
-    label_suffix: str = Field(min_length=1)
-    training_data_suffixes: list[str] = []
+    label_suffix: Suffix
+    training_data_suffixes: list[Suffix] = []
     data_sources: list[dict[str, Any]] = []
     label_categories: list[dict[str, Any]] = []
 
     @model_validator(mode="after")
     def _suffixes(self) -> "PrescanSpec":
         if not self.training_data_suffixes:
-            self.training_data_suffixes = [s.get("file_suffix", "") for s in self.data_sources if s.get("file_suffix")]
+            self.training_data_suffixes = [literal_suffix(str(s["file_suffix"])) for s in self.data_sources
+                                           if isinstance(s, dict) and s.get("file_suffix")]
         if not self.training_data_suffixes:
             raise ValueError("give training_data_suffixes (or data_sources with file_suffix)")
         return self

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..device import PATTERN as DEVICE_PATTERN
-from ..specs import MAX_BATCH, DataSource, StudioModel
+from ..specs import MAX_BATCH, DataSource, DisplayName, ItemId, StudioModel
 
 
 class SpatialDomain(StudioModel):
@@ -30,9 +30,9 @@ class SpatialDomain(StudioModel):
 
 
 class InferSpec(StudioModel):
-    model_display_name: str = ""
-    model_id: str = ""
-    fine_tuning_id: str = Field(default="", description="the tune to run (a tune id in the workspace)")
+    model_display_name: DisplayName = ""
+    model_id: ItemId = ""
+    fine_tuning_id: ItemId = Field(default="", description="the tune to run (a tune id in the workspace)")
     description: str = ""
     location: str = ""
     spatial_domain: SpatialDomain

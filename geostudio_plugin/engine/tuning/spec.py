@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..device import LEGACY_ACCELERATORS
 from ..device import PATTERN as DEVICE_PATTERN
-from ..specs import MAX_SEED, DataSource, LabelCategory, StudioModel
+from ..specs import MAX_SEED, DataSource, ItemId, LabelCategory, StudioModel
 
 
 class TrainOptions(StudioModel):
@@ -37,7 +37,7 @@ class TrainOptions(StudioModel):
 class TuneSpec(StudioModel):
     name: str
     description: str = ""
-    dataset_id: str = Field(min_length=1)
+    dataset_id: ItemId = Field(min_length=1)
     base_model_id: str = Field(min_length=1)
     tune_template_id: str = Field(min_length=1)
     model_parameters: dict[str, Any] = {}
