@@ -91,6 +91,13 @@ def download(url: str, target: Path) -> Path:
     def fetch() -> None:
         with requests.get(url, stream=True) as response:
             response.raise_for_status()
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if kind in ("text/html", "application/xhtml+xml"):  # a folder listing or a landing page
+                folder = "a folder" if urlparse(response.url or url).path.endswith("/") else "not an archive"
+                raise EngineError(E_SOURCE, f"dataset_url {url} is {folder}: the server answers with a web page "
+                                  f"({kind}), not a zip or tar archive.",
+                                  "Point dataset_url at the archive itself (a link ending in .zip or .tar.gz), or "
+                                  "download the folder and give its local path.")
             expected = int(response.headers.get("Content-Length") or 0)
             written = 0
             with open(partial, "wb") as handle:
