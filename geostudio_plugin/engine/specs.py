@@ -7,6 +7,7 @@ written for the Studio validates unchanged.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
@@ -239,6 +240,47 @@ def format_validation_error(exc: ValidationError, model: Optional[type[BaseModel
     return problems
 
 
+def unknown_fields(model: type[BaseModel], data: Any, path: str = "") -> list[tuple[str, list[str]]]:
+    """(dotted path, known names there) of every key of ``data`` that ``model`` ignores, nested models included.
+
+    Models that keep extra keys (``extra="allow"``) are not asked about theirs, only about their fields' models.
+    """
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[str, list[str]]] = []
+    names = {name: name for name in model.model_fields}
+    names.update({f.alias: name for name, f in model.model_fields.items() if f.alias})
+    for key, value in data.items():
+        where = f"{path}{key}"
+        name = names.get(key) if isinstance(key, str) else None
+        if name is None:
+            if model.model_config.get("extra", "ignore") == "ignore":
+                found.append((where, sorted(model.model_fields)))
+            continue
+        inner = _models_in(model.model_fields[name].annotation)
+        if not inner:
+            continue
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            found += unknown_fields(inner[0], item, f"{where}." if index is None else f"{where}.{index}.")
+    return found
+
+
+def warn_unknown_fields(model: type[BaseModel], data: Any, what: str) -> None:
+    """One ``log`` warning per ignored key, naming the nearest known name (``chipsize`` -> ``chip_size``)."""
+    from . import protocol
+
+    for where, known in unknown_fields(model, data):
+        key = where.rsplit(".", 1)[-1]
+        nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        if nearest:
+            advice = f"did you mean {nearest[0]}?"
+        else:
+            advice = "known here: " + ", ".join(known[:15]) + (", ..." if len(known) > 15 else "")
+        protocol.log(f"The {what} spec's field {where} is not one GeoStudio reads and is ignored; {advice}",
+                     "warning")
+
+
 def parse_spec(model: type[M], data: Any, what: str) -> M:
     """Validate a spec; on failure raise a SpecError that names every bad field."""
     if not isinstance(data, dict):
@@ -251,6 +293,7 @@ def parse_spec(model: type[M], data: Any, what: str) -> M:
                         f"{'s' if len(problems) > 1 else ''}: " + "; ".join(p["message"] for p in problems[:8]),
                         "Replace NaN and Infinity with finite numbers (or leave the field out for its default).",
                         details=problems)
+    warn_unknown_fields(model, data, what)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

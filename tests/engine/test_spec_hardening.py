@@ -201,3 +201,28 @@ def test_ids_are_ids_never_paths(tmp_path: Path):
     for command, spec, field in cases:
         error = _refused(run_engine(command, spec, ws), field)
         assert "not a path" in error["message"], error
+
+
+# --- unknown fields: still accepted, but warned with a log event naming the nearest known name ----------------
+
+def test_unknown_fields_warned_with_the_nearest_known_name(tmp_path: Path):
+    ws = tmp_path / "ws"
+    payload = _onboarding(tmp_path)
+    payload["onboarding_options"]["chipsize"] = 256
+    payload["data_sources"][0]["bands"][0]["scalling_factor"] = 1
+    payload["dataset_nmae"] = "typo"
+    payload["studio_only_key"] = {"anything": 1}
+    run = run_engine("onboard", payload, ws)
+    assert run.error["code"] == "dataset_source", run.describe()  # accepted: it went on to read the (missing) source
+    warnings = [e["message"] for e in run.of("log") if e["level"] == "warning"]
+    expected = {"onboarding_options.chipsize": "chip_size", "data_sources.0.bands.0.scalling_factor": "scaling_factor",
+                "dataset_nmae": "dataset_name"}
+    for field, nearest in expected.items():
+        assert [w for w in warnings if field in w and f"did you mean {nearest}" in w], (field, warnings)
+    assert [w for w in warnings if "studio_only_key" in w and "did you mean" not in w], warnings
+    assert len(warnings) == 4, warnings
+    # a clean spec draws no warning
+    run = run_engine("delete", {"kind": "datasets", "id": "x"}, ws)
+    assert run.error["code"] == "not_found" and not [e for e in run.of("log") if e["level"] == "warning"]
+    run = run_engine("delete", {"kind": "datasets", "idd": "x", "id": "x"}, ws)
+    assert [e for e in run.of("log") if e["level"] == "warning" and "did you mean id" in e["message"]], run.events

@@ -43,7 +43,7 @@ class PrescanSpec(StudioModel):
 
     def onboarding(self) -> Optional[OnboardSpec]:
         """The whole onboarding payload, validated, when this is one (it names data_sources and dataset_name)."""
-        data = self.model_dump()
+        data = self.model_dump(exclude={"training_data_suffixes"})  # the pre-scan's own field
         if not (data.get("data_sources") and data.get("dataset_name")):
             return None
         return parse_spec(OnboardSpec, data, "onboarding")
