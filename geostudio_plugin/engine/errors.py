@@ -41,6 +41,9 @@ _TABLE = [
     ErrorCode("workspace_unusable", _I, "The workspace folder cannot be created or written.",
               "Choose a folder you can write to (--workspace, GEOSTUDIO_WORKSPACE or GeoStudio > Settings)."),
     ErrorCode("not_found", _S, "`delete` names an item the workspace does not hold.", "Refresh the list."),
+    ErrorCode("in_use", _I, "`delete` names an item a running job uses (a dataset being trained on, a model "
+              "running, an item being built); the message names the job (command, pid, host, since when).",
+              "Wait for that job to finish or cancel it; a dead job's lock clears by itself."),
     ErrorCode("cancelled", EXIT_CANCELLED, "The command was stopped (SIGTERM/SIGINT); nothing was kept.",
               "Nothing; run it again when you want."),
     ErrorCode("internal_error", EXIT_INTERNAL, "A bug in GeoStudio; the traceback is in the engine log.",
@@ -126,6 +129,10 @@ _TABLE = [
     ErrorCode("unknown_model", _S, "The tuned model is not in the workspace.", "Use a listed tune id."),
     ErrorCode("remote_url", _S, "An input is a URL, not a local file.", "Download it first."),
     ErrorCode("missing_input", _I, "An input raster does not exist.", "Check the path."),
+    ErrorCode("tune_tiling_invalid", _I, "The tune's tiling (crop, stride) in its `config_deploy.yaml` cannot be "
+              "used: a stride of 0 or above the crop, a crop under 1.", "Put back the value named, or fine-tune again."),
+    ErrorCode("output_path_unusable", _I, "`output_path` is an existing folder, lies under a file, or cannot be "
+              "written; checked before any work.", "Give a file path in a folder you can write to."),
     ErrorCode("checkpoint_mismatch", _I, "The tune's checkpoint does not fit its config.", "Run the tune again."),
     ErrorCode("no_crs", _I, "The input has no CRS, so the bbox cannot be placed on it.", "Assign the raster's CRS."),
     ErrorCode("bbox_outside", _I, "The bbox does not overlap the input.", "Draw the extent over the raster."),

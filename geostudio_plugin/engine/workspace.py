@@ -152,6 +152,12 @@ class Workspace:
         if self.locks.is_dir():
             for path in self.locks.glob("*.lock"):
                 self._read_lock(path)  # breaks it when stale
+            for path in self.locks.glob("*.lock.part"):  # a lock half-written by a killed process
+                try:
+                    if now - path.stat().st_mtime > 60:
+                        path.unlink()
+                except OSError:
+                    pass
 
     # ------------------------------------------------------------------------------------------ locks
 
@@ -159,7 +165,7 @@ class Workspace:
     def lock(self, kind: str, item_id: str) -> Iterator[Path]:
         """Mark ``<kind>/<item_id>`` as in use by this process for the block (released on every exit path)."""
         self.locks.mkdir(parents=True, exist_ok=True)
-        path = self.locks / f"{kind}-{item_id}.{HOST}-pid{os.getpid()}-{secrets.token_hex(3)}.lock"
+        path = self.locks / f"{kind}-{_lock_name(item_id)}.{HOST}-pid{os.getpid()}-{secrets.token_hex(3)}.lock"
         write_json(path, {"kind": kind, "id": item_id, "command": self.command, "pid": os.getpid(), "host": HOST,
                           "hostname": socket.gethostname(), "since": now_iso(), "since_ts": time.time()})
         try:
@@ -184,10 +190,11 @@ class Workspace:
             except OSError:
                 return None
         else:
-            if host == HOST:
-                stale = pid != os.getpid() and not _pid_alive(pid)
+            old = time.time() - since > STALE_AFTER_S
+            if host == HOST:  # (Windows cannot ask whether a pid runs: age decides there too)
+                stale = pid != os.getpid() and (not _pid_alive(pid) or (os.name == "nt" and old))
             else:  # another machine's pid means nothing here
-                stale = time.time() - since > STALE_AFTER_S
+                stale = old
         if stale:
             try:
                 path.unlink()
@@ -201,7 +208,7 @@ class Workspace:
         if not self.locks.is_dir():
             return []
         found = []
-        for path in sorted(self.locks.glob(glob.escape(f"{kind}-{item_id}.") + "*.lock")):
+        for path in sorted(self.locks.glob(glob.escape(f"{kind}-{_lock_name(item_id)}.") + "*.lock")):
             info = self._read_lock(path)
             if info and info.get("kind") == kind and info.get("id") == item_id:
                 found.append(info)
@@ -283,6 +290,11 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False))
     os.replace(tmp, path)
+
+
+def _lock_name(item_id: str) -> str:
+    """The id as it appears in a lock file's name (the record inside holds the id itself)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", item_id)[:80] or "_"
 
 
 def describe_job(info: dict[str, Any]) -> str:

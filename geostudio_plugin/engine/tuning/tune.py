@@ -50,6 +50,11 @@ def geoserver_style(classes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
+    with workspace.lock("datasets", spec.dataset_id):  # delete refuses the dataset while it trains
+        return _tune(spec, workspace)
+
+
+def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
     started = time.monotonic()
     protocol.progress("prepare", 0.01, "checking dataset, template and backbone")
     dataset, dataset_dir = load_dataset(workspace, spec.dataset_id)
