@@ -86,18 +86,23 @@ _TABLE = [
               "download, no imagery for the labels).", "Check `dataset_url` or the connector settings.", "0001"),
     ErrorCode("dataset_files", _I, "Files cannot be found or read (no file with a suffix, two files for a stem, "
               "an unreadable GeoTIFF).", "Check the suffixes against the file names; replace broken files.", "0002"),
-    ErrorCode("dataset_dimensions", _I, "An image and its label differ in size, CRS or grid.",
+    ErrorCode("dataset_dimensions", _I, "An image and its label differ in size, CRS or grid, or a scene is smaller "
+              "than the smallest a model template takes (32 pixels a side).",
               "Re-export them on one grid.", "0003"),
     ErrorCode("dataset_pairing", _I, "Images and labels do not pair up by stem.",
               "Add the missing files or remove the extra ones.", "0004"),
     ErrorCode("dataset_split", _I, "The split leaves a split empty.",
               "Add samples, set `onboarding_options.chip_size`, or change `onboarding_options.split`.", "0005"),
-    ErrorCode("dataset_bands", _I, "A band index is out of range, or a band has no valid pixel for the statistics.",
+    ErrorCode("dataset_bands", _I, "A band index is out of range, or a band has no valid pixel, or one value only, "
+              "in the training split (it cannot be normalised).",
               "Fix the 0-based band indices of the data source.", "0007"),
     ErrorCode("dataset_write", _I, "Writing the dataset's GeoTIFFs (COG) failed.",
               "Check the free space and permissions of the workspace.", "0008"),
     ErrorCode("dataset_params", _I, "Label values or options do not fit the label categories.",
               "Add a label category per value, or set `onboarding_options.ignore_id`.", "0011"),
+    ErrorCode("dataset_too_large", _I, "Without `chip_size`, a scene needs more memory as one training sample than "
+              "the budget (`GEOSTUDIO_MEMORY_BUDGET_MB`, default 2048); refused before any pixel is read.",
+              "Set `onboarding_options.chip_size` (e.g. 512), or raise `GEOSTUDIO_MEMORY_BUDGET_MB`."),
     ErrorCode("dataset_prepare", _I, "Preparing the imagery for the labels gave unexpected files.",
               "See the message; report it if it repeats.", "0012"),
     ErrorCode("unreadable_raster", _I, "An input raster is not a readable GeoTIFF.", "Replace the file."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -35,12 +36,23 @@ class RasterInfo:
         }
 
 
-def open_raster(path: Path, code: str = "unreadable_raster"):
+GEOTIFF_DRIVERS = ("GTiff", "COG")
+
+
+def open_raster(path: Path, code: str = "unreadable_raster", geotiff: bool = False):
+    """rasterio.open that names the file on failure; with geotiff, a file of another format (a PNG renamed
+    .tif) is refused as 'not a GeoTIFF' rather than by whatever it lacks (a CRS, a geotransform)."""
     try:
-        return rasterio.open(path)
+        src = rasterio.open(path)
     except RasterioIOError as exc:
         raise EngineError(code, f"{path} is not a readable GeoTIFF: {exc}",
                           "Replace it with a valid GeoTIFF (check it opens in QGIS) or remove it.") from None
+    if geotiff and src.driver not in GEOTIFF_DRIVERS and Path(path).suffix.lower() in (".tif", ".tiff"):
+        driver = src.driver
+        src.close()
+        raise EngineError(code, f"{path} is not a GeoTIFF: it is a {driver} file with a .tif name",
+                          "Export it as a GeoTIFF (e.g. QGIS > Export > Save As... GeoTIFF) or remove it.")
+    return src
 
 
 def read(src, path: Path, code: str = "unreadable_raster", **kwargs: Any) -> np.ndarray:
@@ -52,8 +64,8 @@ def read(src, path: Path, code: str = "unreadable_raster", **kwargs: Any) -> np.
                           "The file is damaged or incomplete; replace it with a valid GeoTIFF.") from None
 
 
-def raster_info(path: Path, code: str = "unreadable_raster") -> RasterInfo:
-    with open_raster(path, code) as src:
+def raster_info(path: Path, code: str = "unreadable_raster", geotiff: bool = False) -> RasterInfo:
+    with open_raster(path, code, geotiff) as src:
         return RasterInfo(
             path=path, width=src.width, height=src.height, count=src.count, dtype=src.dtypes[0],
             crs=src.crs.to_string() if src.crs else None, transform=tuple(src.transform)[:6],
@@ -75,6 +87,31 @@ def chip_windows(width: int, height: int, size: int) -> Iterator[tuple[int, int,
     for row, y in enumerate(starts(height)):
         for col, x in enumerate(starts(width)):
             yield row, col, Window(x, y, size, size)
+
+
+@contextmanager
+def geotiff_writer(path: Path, profile: dict[str, Any], count: int, width: int, height: int, dtype: str,
+                   descriptions: Optional[list[Optional[str]]] = None) -> Iterator[Any]:
+    """An open tiled, compressed GeoTIFF to fill window by window (memory stays bounded by the window, and
+    every write is a short C call that releases the GIL); written to a temporary name, renamed on success."""
+    profile = dict(profile)
+    profile.update(driver="GTiff", count=count, width=width, height=height, dtype=dtype, compress="DEFLATE",
+                   predictor=3 if np.issubdtype(np.dtype(dtype), np.floating) else 2, BIGTIFF="IF_SAFER")
+    for key in ("blockxsize", "blockysize", "tiled", "interleave", "photometric"):
+        profile.pop(key, None)
+    if min(width, height) >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            for i, text in enumerate(descriptions or [], start=1):
+                if text:
+                    dst.set_band_description(i, text)
+            yield dst
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_geotiff(path: Path, data: np.ndarray, profile: dict[str, Any], cog: bool = False,

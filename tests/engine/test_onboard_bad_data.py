@@ -138,6 +138,8 @@ def test_scenes_smaller_than_the_smallest_chip_are_refused_by_name(workspace, tm
         assert "tiny_S1Hand.tif" in run.error["message"] and "1x1" in run.error["message"], run.error
         assert "big0" not in run.error["message"]
     assert leftovers(workspace, "datasets") == []
+    report = run_ok("prescan", onboarding_payload(folder), workspace).result["summary"]["report"]
+    assert report["ok"] is False and any("tiny_S1Hand.tif is 1x1" in p["message"] for p in report["problems"])
 
 
 def test_a_constant_band_is_refused_naming_the_band_and_files(workspace, tmp_path):

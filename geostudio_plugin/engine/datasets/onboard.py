@@ -10,7 +10,9 @@ Layout of ``<workspace>/datasets/<dataset_id>/`` (paths in dataset.json are rela
 from __future__ import annotations
 
 import os
+import math
 import random
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -23,14 +25,16 @@ from rasterio.windows import Window
 
 from .. import protocol
 from ..protocol import EngineError
-from ..rasters import chip_windows, open_raster, read, write_geotiff
+from ..rasters import chip_windows, geotiff_writer, open_raster, read, write_geotiff
 from ..workspace import Workspace, now_iso, write_json
-from .scan import E_FILES, E_PARAMS, E_SPLIT, E_STATS, E_WRITE, Sample, scan
+from .scan import (MIN_SCENE_SIDE, E_FILES, E_PARAMS, E_SPLIT, E_STATS, E_WRITE, HINTS, Sample, label_problem, scan,
+                   valid_label_values)
 from .source import materialise
 from .spec import OnboardSpec
 from .stats import BandStats
 
 SPLITS = ("train", "val", "test")
+E_TOO_LARGE = "dataset_too_large"
 
 
 @dataclass
@@ -72,20 +76,10 @@ def split_items(ids: list[str], fractions: list[float], seed: int) -> dict[str, 
 
 
 def _remap_labels(raw: np.ndarray, nodata: Optional[float], label_map: dict[int, int], path: Path) -> np.ndarray:
-    valid = np.isfinite(raw)
-    if nodata is not None and not np.isnan(nodata):
-        valid &= raw != nodata
-    values = raw[valid]
-    if values.size and not np.array_equal(values, np.round(values)):
-        raise EngineError(E_PARAMS, f"Label file {path} holds non-integer values.",
-                          "Labels of a segmentation dataset must be integer class ids.")
-    ids = np.unique(values.astype(np.int64))
-    unknown = [int(v) for v in ids if int(v) not in label_map]
-    if unknown:
-        raise EngineError(E_PARAMS, f"Label file {path} holds value(s) {unknown[:10]} that are not label categories "
-                          f"(known ids: {sorted(label_map)}).",
-                          "Add a label category for each value, or set onboarding_options.ignore_id to the "
-                          "value that means 'not labelled'.")
+    valid = valid_label_values(raw, nodata)
+    values = np.unique(raw[valid]).astype(np.float64)
+    if problem := label_problem(path, values, set(label_map)):  # the one check pre-scan also runs
+        raise EngineError(E_PARAMS, problem[0].upper() + problem[1:] + ".", HINTS[E_PARAMS])
     lut_keys = np.array(sorted(label_map), dtype=np.int64)
     lut_vals = np.array([label_map[k] for k in lut_keys], dtype=np.int16)
     out = np.full(raw.shape, -1, dtype=np.int16)
@@ -93,55 +87,141 @@ def _remap_labels(raw: np.ndarray, nodata: Optional[float], label_map: dict[int,
     return out
 
 
-def _padded(window: Optional[Window], src: Any) -> bool:
-    return window is not None and (window.col_off + window.width > src.width or
-                                   window.row_off + window.height > src.height)
+# A sample of at most this many values (width x height x bands) is written in one piece, as a COG when asked:
+# GDAL's COG writer holds the GIL for the whole file (~0.1 us a value), and SIGTERM must be honoured within 2 s.
+# Larger ones are streamed window by window into a tiled GeoTIFF, checking for cancellation between windows.
+ONE_PIECE_VALUES = 4 * 1024 * 1024
 
 
-def _write(path: Path, data: np.ndarray, profile: dict[str, Any], **options: Any) -> None:
+class Stopped(Exception):
+    """A worker stops early because the onboarding was cancelled or failed elsewhere."""
+
+
+def memory_budget_bytes() -> int:
+    """GEOSTUDIO_MEMORY_BUDGET_MB (default 2048): the most one whole-scene sample may take in memory."""
     try:
-        write_geotiff(path, data, profile, **options)
-    except (OSError, RasterioError) as exc:
-        raise EngineError(E_WRITE, f"Writing {path.name} failed: {exc}.",
-                          "Check the free space and permissions of the workspace folder.") from None
+        megabytes = float(os.environ.get("GEOSTUDIO_MEMORY_BUDGET_MB") or 2048)
+    except ValueError:
+        megabytes = 2048
+    return int(max(megabytes, 1) * 1024 * 1024)
 
 
-def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, int], train: bool) -> dict[str, Any]:
-    """Write one sample's images and label; return the pixels the statistics need (train split only)."""
+def _row_steps(height: int, width: int, count: int) -> list[tuple[int, int]]:
+    """(row offset, rows) strips of at most ~ONE_PIECE_VALUES values, whole 256-row tile rows where possible."""
+    rows = max(1, ONE_PIECE_VALUES // max(1, width * count))
+    rows = max(256, rows // 256 * 256) if height > 256 else height
+    return [(r, min(rows, height - r)) for r in range(0, height, rows)]
+
+
+def _target(window: Optional[Window], src: Any) -> tuple[int, int, int, int, int, int]:
+    """(col, row, width, height) of the part inside the scene, and the output's (width, height)."""
+    if window is None:
+        return 0, 0, src.width, src.height, src.width, src.height
+    col, row = int(window.col_off), int(window.row_off)
+    out_w, out_h = int(window.width), int(window.height)
+    return col, row, min(out_w, src.width - col), min(out_h, src.height - row), out_w, out_h
+
+
+def _image_fill(src: Any) -> tuple[Any, Optional[float]]:
+    """(padding value, nodata to declare): the file's nodata; NaN for floating data without one."""
+    if src.nodata is not None:
+        return src.nodata, src.nodata
+    if np.issubdtype(np.dtype(src.dtypes[0]), np.floating):
+        return np.nan, np.nan
+    return 0, None  # integer data without nodata: padded with 0 (never counted in the statistics)
+
+
+def write_item(item: Item, spec: OnboardSpec, stage: Path, label_map: dict[int, int], train: bool,
+               stop: Optional[threading.Event] = None) -> dict[str, Any]:
+    """Write one sample's images and label; return its statistics (train split only): per modality a
+    BandStats of the pixels inside the scene (padding never counted) and the class pixel counts."""
+    stop = stop or threading.Event()
     options = spec.onboarding_options
-    pixels: dict[str, tuple[np.ndarray, Optional[float]]] = {}
+    stats: dict[str, BandStats] = {}
     for source in spec.data_sources:
         path = item.source.images[source.file_suffix]
+        band_stats = stats[source.modality_tag] = BandStats(len(source.bands))
+        picked = [b.index for b in source.bands]
         with open_raster(path, E_FILES) as src:
-            pad = _padded(item.window, src)
-            fill = src.nodata if src.nodata is not None and np.isfinite(src.nodata) else 0
-            data = read(src, path, E_FILES, window=item.window, boundless=pad, fill_value=fill if pad else None)
+            fill, nodata = _image_fill(src)
             profile = src.profile.copy()
-            profile["transform"] = src.window_transform(item.window) if item.window else src.transform
+            profile["nodata"] = nodata
             descriptions = list(src.descriptions)
-            nodata = src.nodata
-        for band in source.bands:
-            if not descriptions[band.index]:
-                descriptions[band.index] = band.band_name
-        if train:
-            pixels[source.modality_tag] = (data[[b.index for b in source.bands]], nodata)
-        out = stage / "training_data" / source.modality_tag / f"{item.sample_id}{source.file_suffix}"
-        _write(out, data, profile, cog=options.convert_to_cog, descriptions=descriptions)
+            for band in source.bands:
+                if not descriptions[band.index]:
+                    descriptions[band.index] = band.band_name
+            dtype, count = np.dtype(src.dtypes[0]), src.count
+
+            def image(raw: Optional[np.ndarray], rows: int, width: int, inside: int) -> np.ndarray:
+                out = np.full((count, rows, width), fill, dtype=dtype)
+                if raw is not None:
+                    out[:, :inside, : raw.shape[2]] = raw
+                    if train:
+                        band_stats.add(raw[picked], src.nodata)
+                return out
+
+            out = stage / "training_data" / source.modality_tag / f"{item.sample_id}{source.file_suffix}"
+            _stream(src, path, out, item.window, profile, image, options.convert_to_cog, descriptions, stop)
+    counts = np.zeros(len(spec.classes()), dtype=np.int64)
     with open_raster(item.source.label, E_FILES) as src:
-        pad = _padded(item.window, src)
-        fill = src.nodata if src.nodata is not None else options.ignore_id  # padding is never a class
-        raw = read(src, item.source.label, E_FILES, indexes=1, window=item.window, boundless=pad,
-                   fill_value=fill if pad else None)
         profile = src.profile.copy()
-        profile["transform"] = src.window_transform(item.window) if item.window else src.transform
         label_nodata = src.nodata
-    if spec.purpose == "Segmentation":
-        labels = _remap_labels(raw, label_nodata, label_map, item.source.label)
-        profile["nodata"] = -1
-    else:
-        labels = raw.astype(np.float32)
-    _write(stage / "labels" / f"{item.sample_id}{spec.label_suffix}", labels[None], profile)
-    return {"pixels": pixels, "labels": labels if train else None}
+        segmentation = spec.purpose == "Segmentation"
+        if segmentation:
+            profile["nodata"] = -1
+        elif label_nodata is None:
+            profile["nodata"] = np.nan
+
+        def label(raw: Optional[np.ndarray], rows: int, width: int, inside: int) -> np.ndarray:
+            if segmentation:
+                out = np.full((1, rows, width), -1, dtype=np.int16)  # padding is 'ignore', never a class
+                if raw is not None:
+                    out[:, :inside, : raw.shape[2]] = _remap_labels(raw, label_nodata, label_map, item.source.label)
+                    if train:
+                        part = out[out >= 0]
+                        counts[:] += np.bincount(part.ravel(), minlength=len(counts))[: len(counts)]
+                return out
+            out = np.full((1, rows, width), np.nan if label_nodata is None else label_nodata, dtype=np.float32)
+            if raw is not None:
+                out[:, :inside, : raw.shape[2]] = raw
+            return out
+
+        out = stage / "labels" / f"{item.sample_id}{spec.label_suffix}"
+        _stream(src, item.source.label, out, item.window, profile, label, False, None, stop, indexes=[1])
+    return {"stats": stats if train else None, "class_counts": counts if train else None}
+
+
+def _stream(src: Any, path: Path, out: Path, window: Optional[Window], profile: dict[str, Any], convert: Any,
+            cog: bool, descriptions: Optional[list], stop: threading.Event, indexes: Optional[list] = None) -> None:
+    """Copy the window of src (padded past the scene's edge) to out through convert(raw, rows, width, inside):
+    in one piece when small (a COG if asked), else strip by strip into a tiled GeoTIFF (bounded memory, and
+    cancellation is noticed between strips)."""
+    col, row, in_w, in_h, out_w, out_h = _target(window, src)
+    count = len(indexes) if indexes else src.count
+    profile = dict(profile)
+    profile["transform"] = src.window_transform(Window(col, row, out_w, out_h))
+
+    def block(r: int, rows: int) -> np.ndarray:
+        if stop.is_set():
+            raise Stopped()
+        inside = max(0, min(rows, in_h - r))
+        raw = read(src, path, E_FILES, indexes=indexes, window=Window(col, row + r, in_w, inside)) if inside else None
+        return convert(raw, rows, out_w, inside)
+
+    try:
+        if out_w * out_h * count <= ONE_PIECE_VALUES:
+            write_geotiff(out, block(0, out_h), profile, cog=cog, descriptions=descriptions)
+            return
+        steps = _row_steps(out_h, out_w, count)
+        data = block(*steps[0])
+        with geotiff_writer(out, profile, count, out_w, out_h, data.dtype.name, descriptions) as dst:
+            for index, (r, rows) in enumerate(steps):
+                if index:
+                    data = block(r, rows)
+                dst.write(data, window=Window(0, r, out_w, rows))
+    except (OSError, RasterioError) as exc:
+        raise EngineError(E_WRITE, f"Writing {out.name} failed: {exc}.",
+                          "Check the free space and permissions of the workspace folder.") from None
 
 
 def onboard(spec: OnboardSpec, workspace: Workspace) -> dict[str, Any]:
@@ -171,18 +251,20 @@ def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str],
         label_ids = set(spec.label_map()) if spec.purpose == "Segmentation" else None
         need = {s.file_suffix: max(b.index for b in s.bands) + 1 for s in spec.data_sources}
         report = scan(root, spec.label_suffix, [s.file_suffix for s in spec.data_sources], need, label_ids,
-                      read_labels=spec.purpose == "Segmentation", ignore_id=options.ignore_id)
+                      read_labels=spec.purpose == "Segmentation", ignore_id=options.ignore_id,
+                      min_side=MIN_SCENE_SIDE)
         report.raise_first()
         samples = report.samples
         note(f"found {len(samples)} paired sample(s) in {spec.dataset_url}")
         sizes = {s.stem: (report.info(s.label).width, report.info(s.label).height) for s in samples}
+        if not options.chip_size:
+            _check_memory_budget(spec, report, samples)
         items = plan_items(samples, sizes, options.chip_size)
         splits = split_items([i.sample_id for i in items], options.split, options.seed)
         note("split (seed %d): %s" % (options.seed, ", ".join(f"{k} {len(v)}" for k, v in splits.items())))
         split_of = {sample_id: name for name, ids in splits.items() for sample_id in ids}
         label_map = spec.label_map() if spec.purpose == "Segmentation" else {}
-        stats = {s.modality_tag: BandStats(len(s.bands)) for s in spec.data_sources}
-        class_counts = np.zeros(len(spec.classes()), dtype=np.int64)
+        parts: dict[int, dict[str, Any]] = {}  # item index -> its statistics (train split only)
         dataset_id = workspace.new_id("datasets", spec.dataset_name)
         with workspace.staging("datasets", dataset_id) as stage:
             for source in spec.data_sources:
@@ -190,47 +272,54 @@ def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str],
             (stage / "labels").mkdir()
             (stage / "split_files").mkdir()
             # GDAL compresses without the GIL: a few threads keep the cores busy. At most `window` samples are
-            # in flight, and a sample's pixels are dropped once counted: memory does not grow with the dataset.
+            # in flight, each streamed in bounded strips: memory does not grow with the dataset or the scene.
+            # On SIGTERM (or any failure) `stop` makes every worker give up at its next strip, so the wait
+            # below is one strip long, not the queue's length.
             workers = max(2, min(4, os.cpu_count() or 2))
             window = 2 * workers
+            stop = threading.Event()
             pool = ThreadPoolExecutor(max_workers=workers)
-            pending: dict[Future, Item] = {}
+            pending: dict[Future, int] = {}
             done_count = 0
 
             def collect(finished: set) -> None:
                 nonlocal done_count
                 for future in finished:
-                    item = pending.pop(future)
+                    index = pending.pop(future)
                     written = future.result()
-                    if split_of[item.sample_id] == "train":
-                        for tag, (pixels, nodata) in written["pixels"].items():
-                            stats[tag].add(pixels, nodata)
-                        labels = written["labels"]
-                        if spec.purpose == "Segmentation":
-                            class_counts[:] += np.bincount(labels[labels >= 0].ravel(),
-                                                           minlength=len(class_counts))[: len(class_counts)]
+                    if written["stats"] is not None:
+                        parts[index] = written
                     done_count += 1
                     protocol.progress("write", 0.05 + 0.85 * done_count / len(items),
-                                      f"sample {done_count}/{len(items)}: {item.sample_id}")
+                                      f"sample {done_count}/{len(items)}: {items[index].sample_id}")
 
             try:
-                for item in items:
+                for index, item in enumerate(items):
                     if len(pending) >= window:
                         finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                         collect(finished)
                     pending[pool.submit(write_item, item, spec, stage, label_map,
-                                        split_of[item.sample_id] == "train")] = item
+                                        split_of[item.sample_id] == "train", stop)] = index
                 while pending:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     collect(finished)
             except BaseException:
+                stop.set()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             pool.shutdown(wait=True)
+            stats = {s.modality_tag: BandStats(len(s.bands)) for s in spec.data_sources}
+            class_counts = np.zeros(len(spec.classes()), dtype=np.int64)
+            for index in sorted(parts):  # merged in item order: the same data gives the same numbers
+                for tag, part in parts[index]["stats"].items():
+                    stats[tag].merge(part)
+                class_counts += parts[index]["class_counts"]
             for name, ids in splits.items():
                 (stage / "split_files" / f"{name}_data.txt").write_text("".join(f"{i}\n" for i in ids))
             protocol.progress("stats", 0.92, "per-band statistics of the training split")
-            training_params = _training_params(spec, report, samples, stats)
+            train_files = {s.file_suffix: sorted({items[i].source.images[s.file_suffix].name for i in parts})
+                           for s in spec.data_sources}
+            training_params = _training_params(spec, report, samples, stats, train_files)
             size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
             note(f"wrote {len(items)} sample(s), {size / 1e6:.1f} MB, in {time.monotonic() - started:.1f} s")
             classes = spec.classes()
@@ -264,7 +353,47 @@ def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str],
     return record
 
 
-def _training_params(spec: OnboardSpec, report: Any, samples: list[Sample], stats: dict[str, BandStats]) -> dict:
+def _check_memory_budget(spec: OnboardSpec, report: Any, samples: list[Sample]) -> None:
+    """Without chip_size every scene is one training sample, read whole by every training step: refuse, before
+    reading any pixel, a scene that needs more memory than the budget (GEOSTUDIO_MEMORY_BUDGET_MB)."""
+    budget = memory_budget_bytes()
+    over = []
+    for sample in samples:
+        label = report.info(sample.label)
+        need = label.width * label.height * np.dtype(label.dtype).itemsize
+        for source in spec.data_sources:
+            info = report.info(sample.images[source.file_suffix])
+            need += info.width * info.height * info.count * np.dtype(info.dtype).itemsize
+        if need > budget:
+            over.append((need, sample))
+    if over:
+        over.sort(key=lambda pair: -pair[0])
+        named = ", ".join(f"{next(iter(s.images.values())).name} ({report.info(s.label).width}x"
+                          f"{report.info(s.label).height}, {n / 2**20:.0f} MB)" for n, s in over[:5])
+        more = f" and {len(over) - 5} more" if len(over) > 5 else ""
+        raise EngineError(E_TOO_LARGE, f"{len(over)} scene(s) need more memory as one training sample than the "
+                          f"budget of {budget / 2**20:.0f} MB: {named}{more}.",
+                          "Set onboarding_options.chip_size (e.g. 256 or 512) to cut scenes into chips, or raise "
+                          "the budget with the environment variable GEOSTUDIO_MEMORY_BUDGET_MB if this machine "
+                          "has the memory.")
+
+
+def _files_named(names: list[str], limit: int = 6) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _non_finite(value: Any, where: str) -> list[str]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return [where]
+    if isinstance(value, dict):
+        return [w for k, v in value.items() for w in _non_finite(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [w for i, v in enumerate(value) for w in _non_finite(v, f"{where}[{i}]")]
+    return []
+
+
+def _training_params(spec: OnboardSpec, report: Any, samples: list[Sample], stats: dict[str, BandStats],
+                     train_files: Optional[dict[str, list[str]]] = None) -> dict:
     training_params: dict[str, Any] = {}
     for source in spec.data_sources:
         band_stats = stats[source.modality_tag]
@@ -272,6 +401,13 @@ def _training_params(spec: OnboardSpec, report: Any, samples: list[Sample], stat
             names = [source.bands[i].band_name for i in empty]
             raise EngineError(E_STATS, f"{source.modality_tag} band(s) {names} have no valid pixel in the "
                               "training split (all nodata).", "Check the band indices and the files' nodata value.")
+        if constant := band_stats.constant_bands():
+            names = [source.bands[i].band_name for i in constant]
+            files = _files_named((train_files or {}).get(source.file_suffix, []))
+            raise EngineError(E_STATS, f"{source.modality_tag} band(s) {names} hold one value only "
+                              f"({band_stats.means()[constant[0]]:g}) in every training file ({files}): "
+                              "a band without variation cannot be normalised.",
+                              "Drop that band from the data source, or check the band indices and the files.")
         first = report.info(samples[0].images[source.file_suffix])
         training_params[source.modality_tag] = {
             "norm_means": band_stats.means(),
@@ -295,6 +431,13 @@ def _training_params(spec: OnboardSpec, report: Any, samples: list[Sample], stat
         "class_weights": weights if classes and all(w is not None for w in weights) else None,
         "label_suffix": f"*{spec.label_suffix}",
     })
+    # nodata may be NaN (stored as null, read back as 'no value'); every other number must be finite
+    bad = [w for w in _non_finite({k: v for k, v in training_params.items()}, "training_params")
+           if not w.endswith(".nodata")]
+    if bad:
+        raise EngineError(E_PARAMS, f"The dataset would store non-finite numbers (NaN or infinity) in "
+                          f"{', '.join(bad[:6])}; nothing was kept.",
+                          "Give finite class weights and scaling factors; check the files for infinite values.")
     return training_params
 
 

@@ -16,7 +16,7 @@ from .. import protocol
 from ..errors import CODES
 from ..specs import StudioModel, Suffix, literal_suffix, parse_spec
 from ..workspace import Workspace
-from .scan import scan
+from .scan import MIN_SCENE_SIDE, scan
 from .source import materialise
 from .spec import OnboardSpec
 
@@ -71,7 +71,7 @@ def prescan(spec: PrescanSpec, full: Optional[OnboardSpec], workspace: Workspace
     with workspace.scratch("prescan") as scratch, materialise(spec.dataset_url, scratch) as root:
         protocol.progress("prescan", 0.2, "pairing files and reading headers")
         report = scan(root, spec.label_suffix, spec.training_data_suffixes, need, label_ids,
-                      ignore_id=full.onboarding_options.ignore_id if full else -1)
+                      ignore_id=full.onboarding_options.ignore_id if full else -1, min_side=MIN_SCENE_SIDE)
     by_suffix: dict[str, list[dict[str, str]]] = {}
     facts: dict[str, Any] = {}
     for suffix in [spec.label_suffix, *spec.training_data_suffixes]:

@@ -66,6 +66,24 @@ class ScanReport:
         return self.infos[str(path)]
 
 
+# The smallest scene side any template can take: the ResNet/ViT backbones downsample by 32, so a smaller
+# image (or a 1 x 1 one, whose band std is 0) fails inside the model or the loss at tune time.
+MIN_SCENE_SIDE = 32
+
+
+def label_problem(path: Path, values: np.ndarray, label_ids: Optional[set[int]]) -> Optional[str]:
+    """THE label check, shared by pre-scan and onboarding: distinct valid raw values (nodata and NaN left out)
+    must be integers, and (for segmentation) label category ids. None when the values are fine."""
+    if values.size and not np.array_equal(values, np.round(values)):
+        odd = values[values != np.round(values)][:3]
+        return (f"label file {path} holds non-integer values (e.g. {', '.join(f'{v:g}' for v in odd)}); "
+                "labels of a segmentation dataset must be integer class ids")
+    if label_ids is not None and (outside := sorted({int(v) for v in values} - label_ids)):
+        return (f"label file {path} holds value(s) {outside[:10]} that are not label categories "
+                f"(known ids: {sorted(label_ids)})")
+    return None
+
+
 def _names(stems: Iterable[str], limit: int = 8) -> str:
     stems = sorted(stems)
     more = f" and {len(stems) - limit} more" if len(stems) > limit else ""
@@ -96,8 +114,10 @@ def _by_stem(root: Path, suffix: str, exclude: tuple[str, ...], what: str, repor
 
 
 def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional[dict[str, int]] = None,
-         label_ids: Optional[set[int]] = None, read_labels: bool = True, ignore_id: int = -1) -> ScanReport:
-    """Pair by stem, read every header, and check sizes, CRS, band counts and label values."""
+         label_ids: Optional[set[int]] = None, read_labels: bool = True, ignore_id: int = -1,
+         min_side: int = 0) -> ScanReport:
+    """Pair by stem, read every header, and check sizes (at least min_side pixels a side), CRS, band counts
+    and label values."""
     report = ScanReport(root=root, label_suffix=label_suffix, suffixes=list(suffixes))
     files = _files(root)
     labels = _by_stem(root, label_suffix, (), "label", report, files)
@@ -127,12 +147,18 @@ def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional
         if label is None or None in heads.values():
             continue
         for suffix, info in heads.items():
-            if (info.width, info.height) != (label.width, label.height):
+            if min(info.width, info.height) < min_side:
+                report.add(E_DIMENSIONS, f"{info.path.name} is {info.width}x{info.height} pixels, smaller than "
+                           f"{min_side}x{min_side}, the smallest scene a model template can take "
+                           "(remove it, or merge it into a larger scene)")
+            elif (info.width, info.height) != (label.width, label.height):
                 report.add(E_DIMENSIONS, f"{info.path.name} is {info.width}x{info.height} but its label "
                            f"{label.path.name} is {label.width}x{label.height}")
             elif info.crs != label.crs:
-                report.add(E_DIMENSIONS, f"{info.path.name} is in {info.crs} but its label {label.path.name} "
-                           f"is in {label.crs}")
+                def where(i: RasterInfo) -> str:
+                    return f"is in {i.crs}" if i.crs else "has no CRS"
+                report.add(E_DIMENSIONS, f"{info.path.name} {where(info)} but its label {label.path.name} "
+                           f"{where(label)}")
             elif not np.allclose(info.transform, label.transform, rtol=0, atol=1e-6 * max(1.0, abs(label.transform[0]))):
                 report.add(E_DIMENSIONS, f"{info.path.name} and its label {label.path.name} are not on the same "
                            "grid (their geotransforms differ)")
@@ -146,10 +172,9 @@ def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional
                        f"category id {int(label.nodata)}: that class would be read as 'no data'")
         if read_labels:
             found = label_values(sample.label, label.nodata)
-            values.update(found)
-            if label_ids is not None and (outside := sorted(found - label_ids)):
-                report.add(E_PARAMS, f"label file {sample.label} holds value(s) {outside[:10]} that are not label "
-                           f"categories (known ids: {sorted(label_ids)})")
+            if problem := label_problem(sample.label, found, label_ids):
+                report.add(E_PARAMS, problem)
+            values.update(int(v) for v in found if v == round(v))
         report.samples.append(sample)
     report.label_values = sorted(values)
     return report
@@ -157,7 +182,7 @@ def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional
 
 def _header(path: Path, report: ScanReport) -> Optional[RasterInfo]:
     try:
-        info = raster_info(path, E_FILES)
+        info = raster_info(path, E_FILES, geotiff=True)
     except EngineError as exc:
         report.add(E_FILES, exc.message.rstrip("."))
         return None
@@ -165,17 +190,22 @@ def _header(path: Path, report: ScanReport) -> Optional[RasterInfo]:
     return info
 
 
-def label_values(path: Path, nodata: Optional[float]) -> set[int]:
-    """Distinct values of a label raster (nodata and NaN left out), read block by block."""
-    found: set[int] = set()
-    with open_raster(path, E_FILES) as src:
+def valid_label_values(block: np.ndarray, nodata: Optional[float]) -> np.ndarray:
+    """The mask of a label block's valid pixels: finite, and not the file's nodata."""
+    valid = np.isfinite(block) if np.issubdtype(block.dtype, np.floating) else np.ones(block.shape, bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= block != nodata
+    return valid
+
+
+def label_values(path: Path, nodata: Optional[float]) -> np.ndarray:
+    """Distinct raw values (float64) of a label raster, nodata and NaN left out, read block by block."""
+    found: set[float] = set()
+    with open_raster(path, E_FILES, geotiff=True) as src:
         for _, window in src.block_windows(1):
             block = src.read(1, window=window)
-            valid = np.isfinite(block) if np.issubdtype(block.dtype, np.floating) else np.ones(block.shape, bool)
-            if nodata is not None and not np.isnan(nodata):
-                valid &= block != nodata
-            found.update(int(v) for v in np.unique(block[valid]))
-    return found
+            found.update(np.unique(block[valid_label_values(block, nodata)]).astype(np.float64).tolist())
+    return np.array(sorted(found), dtype=np.float64)
 
 
 def _check_unambiguous(stems: list[str], report: ScanReport) -> None:

@@ -31,6 +31,20 @@ class BandStats:
         self.total += centred.sum(axis=1)
         self.total_sq += (centred * centred).sum(axis=1)
 
+    def merge(self, other: "BandStats") -> None:
+        """Add another accumulator's pixels (re-centred on this one's shift): partial statistics of samples
+        computed in worker threads are merged in a fixed order, so the result does not depend on timing."""
+        if other.shift is None:
+            return
+        if self.shift is None:
+            self.count, self.total, self.total_sq = other.count.copy(), other.total.copy(), other.total_sq.copy()
+            self.shift = other.shift.copy()
+            return
+        delta = other.shift - self.shift  # x - s = (x - s') + delta
+        self.total_sq += other.total_sq + 2 * delta * other.total + other.count * delta * delta
+        self.total += other.total + other.count * delta
+        self.count += other.count
+
     def means(self) -> list[float]:
         shift = self.shift if self.shift is not None else 0.0
         return (self.total / np.maximum(self.count, 1) + shift).tolist()
@@ -42,3 +56,11 @@ class BandStats:
 
     def empty_bands(self) -> list[int]:
         return [i for i, c in enumerate(self.count) if c == 0]
+
+    def constant_bands(self) -> list[int]:
+        """Bands whose valid pixels all hold one value (std 0: normalising by it divides by zero)."""
+        n = np.maximum(self.count, 1)
+        var = self.total_sq / n - (self.total / n) ** 2
+        scale = np.maximum(np.abs(np.asarray(self.means())), 1.0)
+        return [i for i, c in enumerate(self.count)
+                if c > 0 and (self.total_sq[i] == 0 or var[i] <= (1e-12 * scale[i]) ** 2)]
