@@ -127,6 +127,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except protocol.EngineError as exc:
         exc.emit()
         return exc.exit_code
+    except SystemExit as exc:  # library code inside a command called sys.exit: report it like any other bug
+        traceback.print_exc(file=sys.stderr)
+        protocol.EngineError(
+            "internal_error", f"{args.command} stopped early: code inside it called sys.exit({exc.code}).",
+            "This is a bug in GeoStudio; the traceback is in the engine log (stderr).").emit()
+        return protocol.EXIT_INTERNAL
     except Exception as exc:  # noqa: BLE001 - the last line of defence: report, never a bare traceback
         traceback.print_exc(file=sys.stderr)
         protocol.EngineError(

@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import EXIT_INVALID_SPEC, EXIT_USAGE, engine_command, engine_env, parse_stdout, run_engine
 
 import subprocess
+import sys
 
 
 def _cli(workspace: Path, *args: str) -> tuple[int, list[dict], str]:
@@ -226,3 +227,18 @@ def test_unknown_fields_warned_with_the_nearest_known_name(tmp_path: Path):
     assert run.error["code"] == "not_found" and not [e for e in run.of("log") if e["level"] == "warning"]
     run = run_engine("delete", {"kind": "datasets", "idd": "x", "id": "x"}, ws)
     assert [e for e in run.of("log") if e["level"] == "warning" and "did you mean id" in e["message"]], run.events
+
+
+def test_a_library_calling_sys_exit_still_ends_with_one_error_event(tmp_path: Path):
+    """Code inside a command that calls sys.exit (a CLI library, say) is reported, not a silent exit."""
+    script = ("import sys\n"
+              "import geostudio_plugin.engine.listing as listing\n"
+              "listing.run = lambda spec, workspace: sys.exit(7)\n"
+              "from geostudio_plugin.engine.__main__ import main\n"
+              f"sys.exit(main(['--workspace', {str(tmp_path / 'ws')!r}, 'list']))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=engine_env(),
+                          cwd=str(tmp_path), timeout=60)
+    events, bad = parse_stdout(proc.stdout)
+    assert not bad and proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    assert [e["event"] for e in events][-1:] == ["error"] and events[-1]["code"] == "internal_error", events
+    assert "sys.exit(7)" in events[-1]["message"], events
