@@ -21,7 +21,7 @@ NOUN = {"datasets": "dataset", "tunes": "tuned model", "inferences": "inference 
 
 class DeleteSpec(StudioModel):
     kind: Literal["datasets", "tunes", "inferences", "fetched"]
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # never "." or ".."
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # never "." or ".."
 
 
 def in_use(workspace: Workspace, kind: str, item_id: str) -> None:

@@ -42,8 +42,13 @@ def literal_suffix(value: str) -> str:
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
+MAX_ID = 200  # ids and display names; a folder name may have 255 bytes
+
+
 def _item_id(value: str) -> str:
     """An id of a workspace item (dataset, tune, run): a name, never a path; empty means unset."""
+    if len(value) > MAX_ID:
+        raise ValueError(f"an id has at most {MAX_ID} characters (this one has {len(value)})")
     if value and not ID_PATTERN.fullmatch(value):
         raise ValueError(f"{value!r} is an id, not a path: use the id as listed (letters, digits, '.', '_' and '-', "
                          "not starting with '.')")
@@ -52,11 +57,42 @@ def _item_id(value: str) -> str:
 
 def _display_name(value: str) -> str:
     """A display name that may be looked up as a folder name: no separators, not '.' or '..'."""
+    if len(value) > MAX_ID:
+        raise ValueError(f"a name has at most {MAX_ID} characters (this one has {len(value)})")
     if value and (any(c in value for c in "/\\\0") or value.strip() in (".", "..")):
         raise ValueError(f"{value!r} is a name, not a path: give the model's name or its tune id as listed")
     return value
 
 
+MAX_PATH = 4096  # characters in a path or URL (Linux PATH_MAX)
+MAX_NAME = 255  # bytes in one folder or file name (ext4, NTFS, APFS)
+
+
+def _path_or_url(value: str) -> str:
+    """A local path or a URL the engine can open: no NUL, not over-long, a URL that parses."""
+    from urllib.parse import urlsplit
+
+    if "\0" in value or any(ord(c) < 32 for c in value):
+        raise ValueError("holds a control character (such as NUL); give a plain path or URL")
+    if len(value) > MAX_PATH:
+        raise ValueError(f"is {len(value)} characters long; a path or URL has at most {MAX_PATH}")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", value):
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        path = parts.path if parts.scheme == "file" else ""
+    else:
+        path = value
+    for part in re.split(r"[/\\]", path):
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME:
+            raise ValueError(f"has a folder or file name of {len(part)} characters ({part[:20]}...); "
+                             f"names have at most {MAX_NAME}")
+    return value
+
+
+PathOrUrl = Annotated[str, Field(min_length=1), AfterValidator(_path_or_url)]
 Suffix = Annotated[str, Field(min_length=1), AfterValidator(literal_suffix)]
 ItemId = Annotated[str, AfterValidator(_item_id)]
 DisplayName = Annotated[str, AfterValidator(_display_name)]

@@ -242,3 +242,25 @@ def test_a_library_calling_sys_exit_still_ends_with_one_error_event(tmp_path: Pa
     assert not bad and proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     assert [e["event"] for e in events][-1:] == ["error"] and events[-1]["code"] == "internal_error", events
     assert "sys.exit(7)" in events[-1]["message"], events
+
+
+# --- found while building the table: over-long ids and paths, NUL characters, malformed URLs ---------------------
+
+def test_over_long_ids_and_paths_and_malformed_urls_are_spec_errors(tmp_path: Path):
+    ws = tmp_path / "ws"
+    long_path = "/x" * 3000
+    cases = [
+        ("delete", {"kind": "datasets", "id": "a" * 5000}, "id"),
+        ("tune", {**_tune(), "dataset_id": "a" * 5000}, "dataset_id"),
+        ("infer", _infer(fine_tuning_id="a" * 5000), "fine_tuning_id"),
+        ("onboard", _onboarding(tmp_path, dataset_url=long_path), "dataset_url"),
+        ("onboard", _onboarding(tmp_path, dataset_url="/tmp/" + "n" * 300 + "/data"), "dataset_url"),
+        ("onboard", _onboarding(tmp_path, dataset_url="http://[::1"), "dataset_url"),
+        ("onboard", _onboarding(tmp_path, dataset_url="/tmp/a\u0000b"), "dataset_url"),
+        ("prescan", {"dataset_url": long_path, "label_suffix": "_L.tif", "training_data_suffixes": ["_S.tif"]},
+         "dataset_url"),
+        ("infer", _infer(spatial_domain={"urls": ["/tmp/a\u0000b.tif"]}), "spatial_domain.urls.0"),
+        ("infer", _infer(output_path=long_path), "output_path"),
+    ]
+    for command, spec, field in cases:
+        _refused(run_engine(command, spec, ws), field)

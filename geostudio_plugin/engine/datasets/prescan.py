@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, model_validator
 
 from .. import protocol
 from ..errors import CODES
-from ..specs import StudioModel, Suffix, literal_suffix, parse_spec
+from ..specs import PathOrUrl, StudioModel, Suffix, literal_suffix, parse_spec
 from ..workspace import Workspace
 from .scan import MIN_SCENE_SIDE, scan
 from .source import materialise
@@ -26,7 +26,7 @@ class PrescanSpec(StudioModel):
 
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True, populate_by_name=True)
 
-    dataset_url: str = Field(min_length=1)
+    dataset_url: PathOrUrl
     label_suffix: Suffix
     training_data_suffixes: list[Suffix] = []
     data_sources: list[dict[str, Any]] = []

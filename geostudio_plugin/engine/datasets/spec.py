@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..specs import (LABEL_ID_RANGE, MAX_CHIP, MAX_DAYS, MAX_SEED, DataSource, Fraction, LabelCategory, StudioModel,
-                     Suffix)
+                     PathOrUrl, Suffix)
 
 
 class OnboardingOptions(StudioModel):
@@ -44,7 +44,7 @@ class OnboardingOptions(StudioModel):
 class OnboardSpec(StudioModel):
     dataset_name: str = Field(min_length=1, max_length=200)
     description: Optional[str] = None
-    dataset_url: str = Field(min_length=1, description="a local folder, a zip or tar archive, or an http(s) URL")
+    dataset_url: PathOrUrl = Field(description="a local folder, a zip or tar archive, or an http(s) URL")
     label_suffix: Suffix
     purpose: Literal["Segmentation", "Regression"] = "Segmentation"
     data_sources: list[DataSource] = Field(min_length=1)

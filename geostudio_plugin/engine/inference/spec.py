@@ -7,14 +7,14 @@ from typing import Any, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..device import PATTERN as DEVICE_PATTERN
-from ..specs import MAX_BATCH, DataSource, DisplayName, ItemId, StudioModel
+from ..specs import MAX_BATCH, DataSource, DisplayName, ItemId, PathOrUrl, StudioModel
 
 
 class SpatialDomain(StudioModel):
     bbox: list[list[float]] = Field(default=[], description="[[minx, miny, maxx, maxy], ...] in EPSG:4326")
     polygons: list[dict[str, Any]] = []
     tiles: list[Any] = []
-    urls: list[str] = Field(default=[], description="GeoTIFF paths or file:// URLs to predict on")
+    urls: list[PathOrUrl] = Field(default=[], description="GeoTIFF paths or file:// URLs to predict on")
 
     @field_validator("bbox")
     @classmethod
@@ -42,7 +42,7 @@ class InferSpec(StudioModel):
     post_processing: dict[str, Any] = {}
     maxcc: float = Field(default=100, ge=0, le=100)
     # GeoStudio additions
-    output_path: Optional[str] = Field(default=None, description="also write the prediction of a single input here")
+    output_path: Optional[PathOrUrl] = Field(default=None, description="also write the prediction of a single input here")
     device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda, cuda:N or mps")
     batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
 
