@@ -14,6 +14,7 @@ import json
 from qgis.core import (
     QgsColorRampShader,
     QgsContrastEnhancement,
+    QgsCoordinateTransform,
     QgsFeature,
     QgsFields,
     QgsFillSymbol,
@@ -162,3 +163,23 @@ def footprints_layer(collection: dict[str, Any], name: str) -> QgsVectorLayer:
     layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
     layer.setLabelsEnabled(True)
     return layer
+
+
+def zoom_to(canvas, layers: Iterable[Any], project: Optional[QgsProject] = None) -> None:  # noqa: ANN001
+    """Show what was just loaded: the map canvas zooms to the layers' combined extent (in the canvas's CRS)."""
+    project = project or QgsProject.instance()
+    target = canvas.mapSettings().destinationCrs()
+    extent = None
+    for layer in layers:
+        if layer is None or not layer.isValid():
+            continue
+        box = layer.extent()
+        if target.isValid() and layer.crs().isValid() and layer.crs() != target:
+            box = QgsCoordinateTransform(layer.crs(), target, project).transformBoundingBox(box)
+        if extent is None:
+            extent = box
+        else:
+            extent.combineExtentWith(box)
+    if extent is not None and not extent.isEmpty():
+        canvas.setExtent(extent)
+        canvas.refresh()

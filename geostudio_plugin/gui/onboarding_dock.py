@@ -61,7 +61,7 @@ class OnboardingDock(UiDock):
         self.ui.loadPayloadButton.clicked.connect(self.choose_payload)
         self.ui.onboardButton.clicked.connect(self.start_onboarding)
         self.ui.refreshButton.clicked.connect(self.refresh_datasets)
-        self.ui.previewButton.clicked.connect(self.preview_selected)
+        self.ui.previewButton.clicked.connect(lambda: self.preview_selected())  # not clicked(bool) as count
         self.ui.detailsButton.clicked.connect(self.show_details)
         self.ui.deleteButton.clicked.connect(self.delete_selected)
         self.visibilityChanged.connect(lambda visible: visible and self.refresh_datasets())
@@ -366,4 +366,5 @@ class OnboardingDock(UiDock):
             layers.add_to_group(image, group)
             layers.add_to_group(label, group)
             self.preview_layers += [image, label]
+        layers.zoom_to(self.iface.mapCanvas(), self.preview_layers)
         return self.preview_layers
