@@ -60,6 +60,10 @@ def read_spec(source: Optional[str]) -> Any:
                                    exit_code=protocol.EXIT_USAGE)
     try:
         return json.loads(text)
+    except RecursionError:
+        raise protocol.EngineError("spec_not_json", f"The spec in {name} is nested too deeply to read.",
+                                   "A spec is a JSON object a few levels deep; check what wrote this file.",
+                                   exit_code=protocol.EXIT_USAGE) from None
     except json.JSONDecodeError as exc:
         raise protocol.EngineError(
             "spec_not_json", f"The spec in {name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",

@@ -264,3 +264,22 @@ def test_over_long_ids_and_paths_and_malformed_urls_are_spec_errors(tmp_path: Pa
     ]
     for command, spec, field in cases:
         _refused(run_engine(command, spec, ws), field)
+
+
+def test_deeply_nested_json_booleans_as_numbers_and_bad_studio_dates(tmp_path: Path):
+    ws = tmp_path / "ws"
+    spec = tmp_path / "deep.json"
+    spec.write_text("[" * 100000 + "]" * 100000)
+    run = run_engine("tune", spec, ws)
+    assert run.returncode == EXIT_USAGE and run.error["code"] == "spec_not_json", run.describe()
+    assert "nested" in run.error["message"]
+    _refused(run_engine("tune", _tune(data={"batch_size": True}), ws), "model_parameters.data.batch_size",
+             "invalid_parameter")
+    _refused(run_engine("tune", _tune(optimizer={"lr": False}), ws), "model_parameters.optimizer.lr",
+             "invalid_parameter")
+    error = _refused(run_engine("tune", _tune(optimizer={"lr": 10**400}), ws), "model_parameters.optimizer.lr",
+                     "invalid_parameter")
+    assert len(error["message"]) < 300, error["message"]
+    search = {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "bbox": [0, 0, 1, 1],
+              "dates": ["2020-01-01_bad"]}
+    _refused(run_engine("search", search, ws), "dates")

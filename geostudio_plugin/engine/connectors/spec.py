@@ -74,7 +74,10 @@ class SearchSpec(ConnectorRef):
             self.collection = self.collections[0]
         if self.dates and not self.date_start:
             start, _, end = self.dates[0].partition("_")
-            self.date_start, self.date_end = date.fromisoformat(start), date.fromisoformat(end or start)
+            try:
+                self.date_start, self.date_end = date.fromisoformat(start), date.fromisoformat(end or start)
+            except ValueError:
+                raise ValueError(f"dates[0] {self.dates[0]!r} is not 'YYYY-MM-DD_YYYY-MM-DD' (start_end)") from None
         if not self.date_start or not self.date_end:
             raise ValueError("give date_start and date_end (YYYY-MM-DD), or dates ['start_end']")
         if self.date_end < self.date_start:

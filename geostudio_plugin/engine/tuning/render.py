@@ -33,6 +33,12 @@ def schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _shown(value: Any) -> str:
+    """A value as the message shows it: its repr, cut short (a 400-digit number says little more)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def allowed_text(prop: dict[str, Any]) -> str:
     """A schema property's range in words: "1 to 1024", "more than 0 and at most 10", "0, or 32 to 8192"."""
     low = ("", prop["minimum"]) if "minimum" in prop else ("more than ", prop["exclusiveMinimum"]) \
@@ -50,6 +56,8 @@ def allowed_text(prop: dict[str, Any]) -> str:
 def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
     kind = prop.get("type")
     try:
+        if kind in ("integer", "number") and isinstance(value, bool):
+            raise TypeError  # true/false are not numbers here (int(True) would be 1)
         if kind == "integer":
             if isinstance(value, str):
                 value = float(value.strip())
@@ -57,8 +65,6 @@ def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
                 raise ValueError
             value = int(value)
         elif kind == "number":
-            if isinstance(value, bool):
-                raise ValueError
             value = float(value)
         elif kind == "boolean":
             if isinstance(value, str):
@@ -71,13 +77,13 @@ def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
                 raise TypeError
             value = str(value)
     except (TypeError, ValueError, OverflowError):
-        raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not a valid {kind}.",
+        raise SpecError("invalid_parameter", f"model_parameters.{where} = {_shown(value)} is not a valid {kind}.",
                         f"Give a {kind} value.") from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not a finite number.",
+        raise SpecError("invalid_parameter", f"model_parameters.{where} = {_shown(value)} is not a finite number.",
                         "Give a finite number (NaN and infinity are not allowed).")
     if "enum" in prop and value not in prop["enum"]:
-        raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is not allowed.",
+        raise SpecError("invalid_parameter", f"model_parameters.{where} = {_shown(value)} is not allowed.",
                         "Use one of: " + ", ".join(map(str, prop["enum"])))
     if kind in ("integer", "number") and value != prop.get("offValue", object()):
         low, high = prop.get("minimum", prop.get("exclusiveMinimum")), prop.get("maximum", prop.get("exclusiveMaximum"))
@@ -85,7 +91,7 @@ def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:
         above = high is not None and (value >= high if "exclusiveMaximum" in prop else value > high)
         if below or above:
             allowed = allowed_text(prop)
-            raise SpecError("invalid_parameter", f"model_parameters.{where} = {value!r} is out of range "
+            raise SpecError("invalid_parameter", f"model_parameters.{where} = {_shown(value)} is out of range "
                             f"(allowed: {allowed}).", f"Give a value of {allowed}.")
     return value
 
