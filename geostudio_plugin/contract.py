@@ -409,6 +409,31 @@ def check_spec(connector: str, endpoint: Optional[str] = None) -> dict[str, Any]
     return {"connector": connector, "endpoint": endpoint or None}
 
 
+S2_BAND = re.compile(r"^B(0?[1-9]|1[0-2]|8A)$", re.IGNORECASE)
+
+
+def propose_modality(band_names: Sequence[str], collection: Optional[Mapping[str, Any]] = None) -> str:
+    """A modality tag for a data source the user has not named: the picked collection's own tag, else a
+    sensible default from the bands a pre-scan read: VV/VH -> S1GRD, Sentinel-2 band names (B02, B8A...) or
+    13 bands -> S2L1C / 12 -> S2L2A, anything else IMAGE. The user can change it; it names a folder."""
+    if collection:
+        tag = str(collection.get("modality_tag") or "")
+        if not tag and collection.get("collection"):
+            tag = re.sub(r"[^A-Za-z0-9]+", "_", str(collection["collection"])).upper()
+        if tag:
+            return tag
+    names = [str(n).strip() for n in band_names]
+    upper = {n.upper() for n in names}
+    if upper and upper <= {"VV", "VH", "HH", "HV"}:
+        return "S1GRD"
+    optical = sum(1 for n in names if S2_BAND.match(n))
+    if len(names) == 13 or "B10" in upper:
+        return "S2L1C"
+    if optical >= 3 or len(names) == 12:
+        return "S2L2A"
+    return "IMAGE"
+
+
 def prescan_spec(dataset_url: str, label_suffix: str, data_suffixes: Sequence[str]) -> dict[str, Any]:
     return {"dataset_url": dataset_url, "label_suffix": label_suffix, "training_data_suffixes": list(data_suffixes)}
 

@@ -19,6 +19,9 @@ from .messages import show_success
 
 ROLE = Qt.ItemDataRole.UserRole
 COLLECTION_COLUMN = 2  # its item carries the row's picked collection (or loaded payload source) as ROLE data
+SOURCES_HINT = "Pick a collection in the Connectors tab to fill the selected row."
+MISSING_STYLE = "color: #b2182b;"  # what is still needed, next to the fields it concerns
+MISSING_CELL = QColor("#f6d5d8")
 PALETTE = ["#d9d9d9", "#1f78b4", "#e31a1c", "#33a02c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#fb9a99",
            "#b2df8a", "#fdbf6f", "#cab2d6", "#ffff99", "#8dd3c7", "#bebada", "#80b1d3"]
 
@@ -65,6 +68,14 @@ class OnboardingDock(UiDock):
         self.ui.detailsButton.clicked.connect(self.show_details)
         self.ui.deleteButton.clicked.connect(self.delete_selected)
         self.visibilityChanged.connect(lambda visible: visible and self.refresh_datasets())
+        # what is still missing is said next to the fields, as they are filled, before Onboard is pressed
+        for edit in (self.ui.nameEdit, self.ui.labelSuffixEdit, self.ui.dataSuffixesEdit):
+            edit.textChanged.connect(lambda _text: self.update_hints())
+        self.ui.folderWidget.fileChanged.connect(lambda _path: self.update_hints())
+        self.ui.fromLabelsCheck.toggled.connect(lambda _on: self.update_hints())
+        self.ui.sourcesTable.itemChanged.connect(lambda _item: self.update_hints())
+        self.ui.sourcesTable.model().rowsRemoved.connect(lambda *_args: self.update_hints())
+        self.update_hints()
 
     # ----------------------------------------------------------------- tables
     def add_category(self, cat_id: int, name: str, colour: str) -> None:
@@ -83,6 +94,7 @@ class OnboardingDock(UiDock):
         table.insertRow(row)
         for column, text in enumerate((suffix, modality, collection, bands)):
             table.setItem(row, column, QTableWidgetItem(text))
+        self.update_hints()
 
     def remove_source_row(self) -> None:
         table = self.ui.sourcesTable
@@ -125,10 +137,66 @@ class OnboardingDock(UiDock):
             self.add_source_row("", "", "", "")
         self._set_collection(row, f"{collection['connector']} / {collection['collection']}", collection)
         # runtime collections have no tag: name the modality after them (a tag is also a folder name)
-        tag = collection.get("modality_tag") or re.sub(r"[^A-Za-z0-9]+", "_", collection["collection"]).upper()
-        table.setItem(row, 1, QTableWidgetItem(tag))
+        table.setItem(row, 1, QTableWidgetItem(contract.propose_modality([], collection)))
         if not self._cell(table, row, 3):
             table.setItem(row, 3, QTableWidgetItem(", ".join(b["band_name"] for b in collection.get("bands", []))))
+        self.update_hints()
+
+    # ------------------------------------------------------------ what is missing
+    def missing(self, for_prescan: bool = False) -> dict[str, list[str]]:
+        """What the form still needs, by place: ``files`` (step 1) and ``sources`` (step 2, per row)."""
+        from_labels = self.ui.fromLabelsCheck.isChecked()
+        files = []
+        if not for_prescan and not self.ui.nameEdit.text().strip():
+            files.append("a dataset name")
+        if not self.ui.folderWidget.filePath().strip():
+            files.append("a source (folder, .zip/.tar archive or URL)")
+        if not from_labels and not self.ui.labelSuffixEdit.text().strip():
+            files.append("the label suffix (how label file names end, e.g. _LabelHand.tif)")
+        if not from_labels and not _split(self.ui.dataSuffixesEdit.text()) and (for_prescan or not any(
+                self._cell(self.ui.sourcesTable, r, 0) for r in range(self.ui.sourcesTable.rowCount()))):
+            files.append("the data suffixes (how image file names end, e.g. _S1Hand.tif)")
+        sources = []
+        if not for_prescan:
+            table = self.ui.sourcesTable
+            rows = [r for r in range(table.rowCount()) if any(self._cell(table, r, c) for c in range(4))]
+            if not rows:
+                sources.append("No data source yet: run Pre-scan, or Add a row.")
+            for r in rows:
+                gaps = []
+                if not self._cell(table, r, 0) and not (from_labels and self._cell(table, r, 2)):
+                    gaps.append("File suffix")
+                if not self._cell(table, r, 1):
+                    gaps.append("Modality (a tag such as S1GRD or S2L2A, or pick a collection in Connectors)")
+                if not _split(self._cell(table, r, 3)):
+                    gaps.append("Bands (run Pre-scan, or type the band names in file order)")
+                if gaps:
+                    sources.append(f"Row {r + 1} needs: " + "; ".join(gaps) + ".")
+        return {"files": files, "sources": sources}
+
+    def update_hints(self, for_prescan: bool = False) -> dict[str, list[str]]:
+        """Say next to step 1 and step 2 what is still missing; empty required cells are tinted."""
+        gaps = self.missing(for_prescan)
+        files = self.ui.filesHint
+        files.setText("Still needed: " + "; ".join(gaps["files"]) + "." if gaps["files"] else "")
+        files.setStyleSheet(MISSING_STYLE)
+        files.setVisible(bool(gaps["files"]))
+        self.ui.sourcesHint.setText(" ".join(gaps["sources"]) if gaps["sources"] else SOURCES_HINT)
+        self.ui.sourcesHint.setStyleSheet(MISSING_STYLE if gaps["sources"] else "")
+        table = self.ui.sourcesTable
+        blocked = table.blockSignals(True)
+        try:
+            for r in range(table.rowCount()):
+                for c in (0, 1, 3):
+                    item = table.item(r, c)
+                    if item is None:
+                        item = QTableWidgetItem("")
+                        table.setItem(r, c, item)
+                    empty = not item.text().strip() and not (c == 0 and self._cell(table, r, 2))
+                    item.setBackground(QBrush(MISSING_CELL) if empty else QBrush())
+        finally:
+            table.blockSignals(blocked)
+        return gaps
 
     # ---------------------------------------------------------------- payload
     def build_payload(self) -> dict[str, Any]:
@@ -225,6 +293,7 @@ class OnboardingDock(UiDock):
         self.payload_endpoints = contract.payload_endpoints(options, str(sources[0].get("connector") or "")
                                                             if sources else "")
         self.payload_extras = {k: v for k, v in payload.items() if k in ("description", "version")}
+        self.update_hints()
 
     # --------------------------------------------------------------- pre-scan
     def start_prescan(self) -> Optional[tasks.EngineTask]:
@@ -245,25 +314,44 @@ class OnboardingDock(UiDock):
         known = {self._cell(table, r, 0): r for r in range(table.rowCount())}
         for suffix, bands in report["bands_by_suffix"].items():
             names = ", ".join(b["value"] for b in bands)
-            if suffix in known:
-                if not self._cell(table, known[suffix], 3):
-                    table.setItem(known[suffix], 3, QTableWidgetItem(names))
-                continue
-            empty = next((r for r in range(table.rowCount()) if not self._cell(table, r, 0)), None)
-            if empty is None:
-                self.add_source_row(suffix, "", "", names)
-            else:
-                table.setItem(empty, 0, QTableWidgetItem(suffix))
-                table.setItem(empty, 3, QTableWidgetItem(names))
+            row = known.get(suffix)
+            if row is None:
+                row = next((r for r in range(table.rowCount()) if not self._cell(table, r, 0)), None)
+                if row is None:
+                    self.add_source_row(suffix, "", "", names)
+                    row = table.rowCount() - 1
+                table.setItem(row, 0, QTableWidgetItem(suffix))
+            if not self._cell(table, row, 3):
+                table.setItem(row, 3, QTableWidgetItem(names))
+            if not self._cell(table, row, 1):  # a proposal the user can change: the collection's tag or the bands'
+                table.setItem(row, 1, QTableWidgetItem(self._unique_tag(
+                    contract.propose_modality(_split(self._cell(table, row, 3)), self.row_collection(row)), row)))
         values = [v for v in report["label_values"] if v != self.ui.ignoreSpin.value()]
         current = {self._cell(self.ui.categoriesTable, r, 0) for r in range(self.ui.categoriesTable.rowCount())}
         if values and not {str(v) for v in values} <= current:  # replace the defaults by what the labels hold
             self.ui.categoriesTable.setRowCount(0)
             for n, value in enumerate(values):
                 self.add_category(value, f"Class {value}", PALETTE[n % len(PALETTE)])
+        self.update_hints()
+
+    def _unique_tag(self, tag: str, row: int) -> str:
+        """Each modality needs its own tag (case ignored): IMAGE, IMAGE_2..."""
+        table = self.ui.sourcesTable
+        taken = {self._cell(table, r, 1).lower() for r in range(table.rowCount()) if r != row}
+        candidate, n = tag, 1
+        while candidate.lower() in taken:
+            n += 1
+            candidate = f"{tag}_{n}"
+        return candidate
 
     # ---------------------------------------------------------------- onboard
     def start_onboarding(self) -> Optional[tasks.EngineTask]:
+        if self.task is not None:
+            return None
+        gaps = self.update_hints()
+        if gaps["files"] or gaps["sources"]:  # said next to the fields; nothing is sent to the engine
+            (self.ui.nameEdit if gaps["files"] else self.ui.sourcesTable).setFocus()
+            return None
         payload = self.build_payload()
         task = self.start_engine_task(f"GeoStudio: onboard {payload['dataset_name'] or 'dataset'}", contract.ONBOARD,
                                       payload, self._done, on_event=self._show_status,

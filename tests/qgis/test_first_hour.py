@@ -69,3 +69,74 @@ def test_every_clicked_connection_takes_no_argument():
             if params:
                 offenders.append(f"{path.name}:{call.lineno} {ast.unparse(target)[:60]}")
     assert not offenders, offenders
+
+
+# ------------------------------------------------------------------ 2. Pre-scan proposes a modality
+def _open_onboarding(plugin):
+    plugin.toggle_dock("onboarding")
+    return plugin.docks["onboarding"]
+
+
+def _type(widget, text: str) -> None:
+    from qgis.PyQt.QtTest import QTest
+
+    widget.clear()
+    QTest.keyClicks(widget, text)
+
+
+def test_prescan_then_onboard_uses_the_proposed_modality(plugin, workspace, qgis_new_project):
+    from qgis.core import Qgis
+
+    dock = _open_onboarding(plugin)
+    _type(dock.ui.nameEdit, "first-hour onboard")
+    dock.ui.folderWidget.setFilePath(str(SAMPLES / "train"))
+    _type(dock.ui.labelSuffixEdit, "_LabelHand.tif")
+    _type(dock.ui.dataSuffixesEdit, "_S1Hand.tif")
+    dock.ui.prescanButton.click()
+    wait_for(lambda: dock.task is None, timeout=60)
+    table = dock.ui.sourcesTable
+    assert [table.item(0, c).text() for c in (0, 1, 3)] == ["_S1Hand.tif", "S1GRD", "VV, VH"]
+    assert not dock.ui.filesHint.isVisible() and "needs" not in dock.ui.sourcesHint.text()
+    dock.ui.onboardButton.click()
+    assert dock.task is not None
+    wait_for(lambda: dock.task is None, timeout=120)
+    bar = plugin.iface.messageBar()
+    assert not bar.get_messages(Qgis.MessageLevel.Critical), bar.details
+    assert any("onboarded" in text for _t, text, _m, level in bar.details if level == Qgis.MessageLevel.Success)
+    names = [dock.ui.datasetList.item(i).text() for i in range(dock.ui.datasetList.count())]
+    assert any(n.startswith("first-hour onboard — Segmentation, S1GRD") for n in names), names
+
+
+def test_the_form_says_what_is_missing_next_to_the_field_before_onboard(plugin, workspace):
+    from qgis.core import Qgis
+
+    dock = _open_onboarding(plugin)
+    assert dock.ui.filesHint.isVisible() and "dataset name" in dock.ui.filesHint.text()
+    _type(dock.ui.nameEdit, "half filled")
+    dock.ui.folderWidget.setFilePath(str(SAMPLES / "train"))
+    _type(dock.ui.labelSuffixEdit, "_LabelHand.tif")
+    table = dock.ui.sourcesTable
+    table.item(0, 0).setText("_S1Hand.tif")
+    table.item(0, 3).setText("VV, VH")
+    assert not dock.ui.filesHint.isVisible()
+    assert "Row 1 needs: Modality" in dock.ui.sourcesHint.text()  # said before Onboard is pressed
+    assert table.item(0, 1).background().color().name() != table.item(0, 0).background().color().name()
+    dock.ui.onboardButton.click()
+    assert dock.task is None  # nothing sent: no engine error about data_sources.0.modality_tag
+    assert not plugin.iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
+    table.item(0, 1).setText("S1GRD")
+    assert dock.ui.sourcesHint.text().startswith("Pick a collection")
+
+
+@pytest.mark.parametrize("names, collection, tag", [
+    (["VV", "VH"], None, "S1GRD"),
+    ([f"Band {i}" for i in range(1, 14)], None, "S2L1C"),
+    (["B02", "B03", "B04", "B8A"], None, "S2L2A"),
+    (["Band 1", "Band 2", "Band 3"], None, "IMAGE"),
+    (["VV", "VH"], {"connector": "x", "collection": "sentinel-1-grd", "modality_tag": ""}, "SENTINEL_1_GRD"),
+    ([], {"modality_tag": "HLS"}, "HLS"),
+])
+def test_modality_proposals(names, collection, tag):
+    from geostudio_plugin import contract
+
+    assert contract.propose_modality(names, collection) == tag
