@@ -1,0 +1,421 @@
+"""Issue 9's table: malformed specs and inputs across every command, run through the real engine CLI.
+
+Each case must end with exactly one ``error`` event carrying its documented code, exit with that code's
+status from ``engine/errors.py`` (never 1, the status of a bug), emit no ``result``, and leave nothing
+behind in the workspace (its tree is compared before and after; failure records under ``failed/`` are
+the engine's log of failed attempts and are ignored). Nearly every case stops at validation, before
+torch is imported, so the cases run side by side in one thread pool and the whole table takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import pytest
+from conftest import (
+    DEMO_ONBOARD, EXIT_INTERNAL, EXIT_OK, TRAIN_DIR, TRAIN_STEMS, engine_command, engine_env, parse_stdout,
+)
+
+from geostudio_plugin.engine.errors import CODES
+from geostudio_plugin.engine.wire import FAILED_DIR
+
+NAN, INF = float("nan"), float("inf")
+Spec = Union[dict, str, bytes, None, Callable[[Path], Any]]
+
+
+@dataclass
+class Case:
+    id: str
+    command: Optional[str]  # None: the arguments are all in ``args``
+    spec: Spec  # a dict (written as JSON, NaN/Infinity literals allowed), raw text or bytes, or folder -> one of those
+    code: str
+    args: list[str] = field(default_factory=list)  # extra command-line arguments ("{spec}" is the spec file)
+    prepare: Optional[Callable[[Path], None]] = None  # builds input data in the case's folder (beside ws)
+    xfail: str = ""
+
+    @property
+    def exit(self) -> Optional[int]:
+        """The documented exit status of the code (None for a code not in engine/errors.py yet)."""
+        return CODES[self.code].exit if self.code in CODES else None
+
+
+# --- payload builders ----------------------------------------------------------------------------------------
+
+def onboarding(folder: Union[str, Path] = "/no/such/folder", **changes: Any) -> dict[str, Any]:
+    """The demo onboarding payload; ``changes`` keys are paths with '__' between parts (list items by index)."""
+    payload = json.loads(DEMO_ONBOARD.read_text())
+    payload["dataset_url"] = str(folder)
+    payload["onboarding_options"]["chip_size"] = None
+    for path, value in changes.items():
+        target, keys = payload, path.split("__")
+        for key in keys[:-1]:
+            target = target[int(key)] if isinstance(target, list) else target.setdefault(key, {})
+        if isinstance(target, list):
+            target[int(keys[-1])] = value
+        else:
+            target[keys[-1]] = value
+    return payload
+
+
+def tune(dataset_id: str = "no-such-dataset", **changes: Any) -> dict[str, Any]:
+    spec = {"name": "bad-input", "dataset_id": dataset_id, "base_model_id": "timm_resnet18",
+            "tune_template_id": "timm_resnet_seg", "model_parameters": {}, "train_options": {"accelerator": "cpu"}}
+    spec.update(changes)
+    return spec
+
+
+def infer(**changes: Any) -> dict[str, Any]:
+    spec = {"fine_tuning_id": "no-such-tune", "spatial_domain": {"urls": [str(TRAIN_DIR / "x.tif")]}}
+    spec.update(changes)
+    return spec
+
+
+def search(**changes: Any) -> dict[str, Any]:
+    spec = {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "bbox": [-95.0, 38.6, -94.9, 38.7],
+            "date_start": "2020-06-01", "date_end": "2020-06-30"}
+    spec.update(changes)
+    return spec
+
+
+def fetch(**changes: Any) -> dict[str, Any]:
+    spec = {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "bbox": [-95.0, 38.6, -94.9, 38.7],
+            "dates": ["2020-06-05"], "bands": ["red"]}
+    spec.update(changes)
+    return spec
+
+
+def params(**groups: Any) -> dict[str, Any]:
+    return tune(model_parameters=groups)
+
+
+# --- input data built per case -------------------------------------------------------------------------------
+
+def _write(path: Path, array: Any, crs: Optional[str] = "EPSG:32633", driver: str = "GTiff", **profile: Any) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    array = np.asarray(array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver=driver, width=array.shape[2], height=array.shape[1], count=array.shape[0],
+                       dtype=array.dtype, crs=crs, transform=from_origin(500000, 4000000, 10, 10), **profile) as dst:
+        dst.write(array)
+
+
+def tiny_scenes(folder: Path) -> None:
+    """Three 4 x 4 pixel scenes: smaller than the smallest chip a template takes (issue 9 #5)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        _write(folder / "data" / f"t{i}_S1Hand.tif", rng.normal(size=(2, 4, 4)).astype("float32"))
+        _write(folder / "data" / f"t{i}_LabelHand.tif", (rng.random((1, 4, 4)) > 0.5).astype("int16"))
+
+
+def sample_copy(folder: Path) -> None:
+    import shutil
+
+    (folder / "data").mkdir(parents=True)
+    for stem in TRAIN_STEMS[:3]:
+        for suffix in ("_S1Hand.tif", "_LabelHand.tif"):
+            shutil.copyfile(TRAIN_DIR / f"{stem}{suffix}", folder / "data" / f"{stem}{suffix}")
+
+
+def unpaired(folder: Path) -> None:
+    """One image without its label."""
+    sample_copy(folder)
+    (folder / "data" / f"{TRAIN_STEMS[0]}_LabelHand.tif").unlink()
+
+
+def png_as_tif(folder: Path) -> None:
+    """A PNG renamed .tif among real pairs."""
+    import numpy as np
+
+    sample_copy(folder)
+    target = folder / "data" / f"{TRAIN_STEMS[0]}_S1Hand.tif"
+    target.unlink()
+    _write(folder / "x.png", np.zeros((1, 64, 64), np.uint8), crs=None, driver="PNG")
+    (folder / "x.png").rename(target)
+
+
+def foreign_labels(folder: Path) -> None:
+    """Labels with the value 7, which no label category names."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        _write(folder / "data" / f"f{i}_S1Hand.tif", rng.normal(size=(2, 64, 64)).astype("float32"))
+        _write(folder / "data" / f"f{i}_LabelHand.tif", np.full((1, 64, 64), 7, "int16"))
+
+
+def broken_tune(folder: Path) -> None:
+    (folder / "ws" / "tunes" / "t-1").mkdir(parents=True)
+    (folder / "ws" / "tunes" / "t-1" / "tune.json").write_text("{broken")
+
+
+def hand_edited_dataset(folder: Path) -> None:
+    (folder / "ws" / "datasets" / "d-1").mkdir(parents=True)
+    (folder / "ws" / "datasets" / "d-1" / "dataset.json").write_text(json.dumps({"dataset_id": "d-1"}))
+
+
+def spec_folder(folder: Path) -> None:
+    (folder / "a-folder.json").mkdir()
+
+
+DATA = "{data}"  # stands for <case folder>/data in a spec's dataset_url
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+CASES = [
+    # the command line and the spec file (every command)
+    Case("cli-unknown-command", None, None, "usage", ["frobnicate"]),
+    Case("cli-missing-spec", None, None, "usage", ["tune"]),
+    Case("cli-extra-argument", None, None, "usage", ["list", "a", "b"]),
+    Case("cli-unknown-option", None, None, "usage", ["--bogus", "list"]),
+    Case("cli-no-command", None, None, "no_command", []),
+    Case("spec-missing-file", "onboard", None, "spec_unreadable", ["/no/such/spec.json"]),
+    Case("spec-a-folder", "infer", None, "spec_unreadable", ["{folder}/a-folder.json"], prepare=spec_folder),
+    Case("spec-not-utf8", "tune", b"\xff\xfe{\x00", "spec_unreadable"),
+    Case("spec-not-json", "search", '{"bbox": [1, 2,', "spec_not_json"),
+    Case("spec-json-array", "fetch", "[1, 2, 3]", "invalid_spec"),
+    Case("spec-json-null", "onboard", "null", "invalid_spec"),
+    Case("spec-json-number", "delete", "NaN", "invalid_spec"),
+    Case("spec-nested-too-deeply", "tune", "[" * 100000 + "]" * 100000, "spec_not_json"),
+    # catalog
+    Case("catalog-timeout-infinite-text", "catalog", {"timeout_s": "Infinity"}, "invalid_spec"),
+    Case("catalog-timeout-huge", "catalog", {"timeout_s": 1e300}, "invalid_spec"),
+    Case("catalog-bool-not-bool", "catalog", {"check_access": "maybe"}, "invalid_spec"),
+    Case("catalog-endpoints-wrong-type", "catalog", {"endpoints": ["http://x"]}, "invalid_spec"),
+    Case("catalog-timeout-bigint", "catalog", {"timeout_s": 10**400}, "invalid_spec"),
+    # prescan
+    Case("prescan-glob-label-suffix", "prescan", {"dataset_url": str(TRAIN_DIR), "label_suffix": "**.tif",
+                                                  "training_data_suffixes": ["_S1Hand.tif"]}, "invalid_spec"),
+    Case("prescan-path-data-suffix", "prescan", {"dataset_url": str(TRAIN_DIR), "label_suffix": "_LabelHand.tif",
+                                                 "training_data_suffixes": ["/USA_905409_S1Hand.tif"]},
+         "invalid_spec"),
+    Case("prescan-no-suffixes", "prescan", {"dataset_url": str(TRAIN_DIR), "label_suffix": "_LabelHand.tif"},
+         "invalid_spec"),
+    Case("prescan-missing-source", "prescan", {"dataset_url": "/no/such/folder", "label_suffix": "_LabelHand.tif",
+                                               "training_data_suffixes": ["_S1Hand.tif"]}, "dataset_source"),
+    Case("prescan-url-too-long", "prescan", {"dataset_url": "/x" * 3000, "label_suffix": "_LabelHand.tif",
+                                             "training_data_suffixes": ["_S1Hand.tif"]}, "invalid_spec"),
+    Case("prescan-nan-in-payload", "prescan", onboarding(TRAIN_DIR, onboarding_options__split=[NAN, 0.5, 0.5]),
+         "invalid_spec"),
+    # onboard: numbers
+    Case("onboard-chip-huge", "onboard", onboarding(onboarding_options__chip_size=1e12), "invalid_spec"),
+    Case("onboard-chip-tiny", "onboard", onboarding(onboarding_options__chip_size=1), "invalid_spec"),
+    Case("onboard-chip-nan", "onboard", onboarding(onboarding_options__chip_size=NAN), "invalid_spec"),
+    Case("onboard-chip-text", "onboard", onboarding(onboarding_options__chip_size="big"), "invalid_spec"),
+    Case("onboard-chip-fraction", "onboard", onboarding(onboarding_options__chip_size=128.5), "invalid_spec"),
+    Case("onboard-split-nan", "onboard", onboarding(onboarding_options__split=[NAN, 0.5, 0.5]), "invalid_spec"),
+    Case("onboard-split-two", "onboard", onboarding(onboarding_options__split=[0.5, 0.5]), "invalid_spec"),
+    Case("onboard-split-negative", "onboard", onboarding(onboarding_options__split=[1.5, -0.25, -0.25]),
+         "invalid_spec"),
+    Case("onboard-weight-infinite", "onboard", onboarding(label_categories__1__weight=INF), "invalid_spec"),
+    Case("onboard-class-weights-nan", "onboard", onboarding(training_params={"class_weights": [NAN, 1.0]}),
+         "invalid_spec"),
+    Case("onboard-scale-minus-infinity", "onboard", onboarding(data_sources__0__bands__0__scaling_factor=-INF),
+         "invalid_spec"),
+    Case("onboard-scale-zero", "onboard", onboarding(data_sources__0__bands__0__scaling_factor=0), "invalid_spec"),
+    Case("onboard-band-negative", "onboard", onboarding(data_sources__0__bands__0__index=-1), "invalid_spec"),
+    Case("onboard-band-huge", "onboard", onboarding(data_sources__0__bands__0__index=10**12), "invalid_spec"),
+    Case("onboard-seed-huge", "onboard", onboarding(onboarding_options__seed=10**30), "invalid_spec"),
+    Case("onboard-label-id-text", "onboard", onboarding(label_categories__1__id="one"), "invalid_spec"),
+    Case("onboard-opacity-big", "onboard", onboarding(label_categories__1__opacity=5), "invalid_spec"),
+    # onboard: names, suffixes, structure
+    Case("onboard-label-suffix-path", "onboard", onboarding(label_suffix="/USA_905409_S1Hand.tif"), "invalid_spec"),
+    Case("onboard-data-suffix-glob", "onboard", onboarding(data_sources__0__file_suffix="**.tif"), "invalid_spec"),
+    Case("onboard-data-suffix-backslash", "onboard", onboarding(data_sources__0__file_suffix="..\\x.tif"),
+         "invalid_spec"),
+    Case("onboard-modality-tag-path", "onboard", onboarding(data_sources__0__modality_tag="../S1"), "invalid_spec"),
+    Case("onboard-no-sources", "onboard", onboarding(data_sources=[]), "invalid_spec"),
+    Case("onboard-bands-wrong-type", "onboard", onboarding(data_sources__0__bands="VV,VH"), "invalid_spec"),
+    Case("onboard-empty-name", "onboard", onboarding(dataset_name=""), "invalid_spec"),
+    Case("onboard-colour-name", "onboard", onboarding(label_categories__1__color="red"), "invalid_spec"),
+    Case("onboard-purpose-unknown", "onboard", onboarding(purpose="Classification"), "invalid_spec"),
+    Case("onboard-options-not-object", "onboard", onboarding(onboarding_options="fast"), "invalid_spec"),
+    Case("onboard-url-too-long", "onboard", onboarding("/x" * 3000), "invalid_spec"),
+    Case("onboard-url-name-too-long", "onboard", onboarding("/tmp/" + "n" * 300 + "/data"), "invalid_spec"),
+    Case("onboard-url-bad-ipv6", "onboard", onboarding("http://[::1"), "invalid_spec"),
+    Case("onboard-url-nul", "onboard", onboarding("/tmp/a\u0000b"), "invalid_spec"),
+    Case("onboard-one-class", "onboard", onboarding(label_categories=[{"id": 1, "name": "Water"}]), "invalid_spec"),
+    # onboard: the data
+    Case("onboard-missing-source", "onboard", onboarding("/no/such/folder"), "dataset_source"),
+    Case("onboard-tiny-scenes", "onboard", onboarding(DATA), "dataset_dimensions", prepare=tiny_scenes),
+    Case("onboard-unpaired", "onboard", onboarding(DATA), "dataset_pairing", prepare=unpaired),
+    Case("onboard-suffix-matches-nothing", "onboard", onboarding(DATA, data_sources__0__file_suffix="_S2Hand.tif"),
+         "dataset_files", prepare=sample_copy),
+    Case("onboard-png-as-tif", "onboard", onboarding(DATA), "dataset_files", prepare=png_as_tif),
+    Case("onboard-label-values-unknown", "onboard", onboarding(DATA), "dataset_params", prepare=foreign_labels),
+    # tune
+    Case("tune-dataset-id-path", "tune", tune("../datasets/some-dataset"), "invalid_spec"),
+    Case("tune-dataset-id-huge", "tune", tune("a" * 5000), "invalid_spec"),
+    Case("tune-dataset-id-absolute", "tune", tune("/etc"), "invalid_spec"),
+    Case("tune-name-short", "tune", tune(name="x"), "invalid_spec"),
+    Case("tune-device-unknown", "tune", tune(device="tpu"), "invalid_spec"),
+    Case("tune-devices-huge", "tune", tune(train_options={"devices": 10**6}), "invalid_spec"),
+    Case("tune-parameters-wrong-type", "tune", tune(model_parameters=[1, 2]), "invalid_spec"),
+    Case("tune-lr-infinite", "tune", params(optimizer={"lr": INF}), "invalid_spec"),
+    Case("tune-lr-nan-text", "tune", params(optimizer={"lr": "nan"}), "invalid_parameter"),
+    Case("tune-lr-huge", "tune", params(optimizer={"lr": 1e6}), "invalid_parameter"),
+    Case("tune-batch-huge", "tune", params(data={"batch_size": 1e9}), "invalid_parameter"),
+    Case("tune-batch-boolean", "tune", params(data={"batch_size": True}), "invalid_parameter"),
+    Case("tune-lr-bigint", "tune", params(optimizer={"lr": 10**400}), "invalid_parameter"),
+    Case("tune-batch-overflow-text", "tune", params(data={"batch_size": "1e400"}), "invalid_parameter"),
+    Case("tune-epochs-zero", "tune", params(runner={"max_epochs": 0}), "invalid_parameter"),
+    Case("tune-stride-zero", "tune", params(model={"tiled_inference_parameters": {"h_stride": 0}}),
+         "invalid_parameter"),
+    Case("tune-crop-zero", "tune", params(model={"tiled_inference_parameters": {"w_crop": 0}}), "invalid_parameter"),
+    Case("tune-stride-over-crop", "tune",
+         params(model={"tiled_inference_parameters": {"h_crop": 64, "h_stride": 100}}), "invalid_parameter"),
+    Case("tune-random-crop-tiny", "tune", params(data={"crop_size": 3}), "invalid_parameter"),
+    Case("tune-group-not-object", "tune", params(data=[4]), "invalid_parameter"),
+    Case("tune-string-parameter-object", "tune", params(runner={"early_stopping_monitor": {"a": 1}}),
+         "invalid_parameter"),
+    Case("tune-unknown-parameter", "tune", params(runner={"max_epoch": 3}), "unknown_parameter"),
+    Case("tune-unknown-dataset", "tune", tune(), "unknown_dataset"),
+    Case("tune-dataset-record-edited", "tune", tune("d-1"), "record_invalid", prepare=hand_edited_dataset),
+    # infer
+    Case("infer-tune-id-path", "infer", infer(fine_tuning_id="../tunes/some-tune"), "invalid_spec"),
+    Case("infer-tune-id-huge", "infer", infer(fine_tuning_id="a" * 5000), "invalid_spec"),
+    Case("infer-input-nul", "infer", infer(spatial_domain={"urls": ["/tmp/a\u0000b.tif"]}), "invalid_spec"),
+    Case("infer-output-too-long", "infer", infer(output_path="/x" * 3000), "invalid_spec"),
+    Case("infer-spatial-domain-text", "infer", infer(spatial_domain="here"), "invalid_spec"),
+    Case("infer-model-id-dots", "infer", infer(fine_tuning_id="", model_id=".."), "invalid_spec"),
+    Case("infer-display-name-path", "infer", infer(fine_tuning_id="", model_display_name="a/../b"), "invalid_spec"),
+    Case("infer-no-inputs", "infer", infer(spatial_domain={"urls": []}), "invalid_spec"),
+    Case("infer-batch-zero", "infer", infer(batch_size=0), "invalid_spec"),
+    Case("infer-batch-huge", "infer", infer(batch_size=10**9), "invalid_spec"),
+    Case("infer-maxcc-nan", "infer", infer(maxcc=NAN), "invalid_spec"),
+    Case("infer-bbox-inverted", "infer", infer(spatial_domain={"urls": ["/x.tif"], "bbox": [[1, 1, 0, 0]]}),
+         "invalid_spec"),
+    Case("infer-bbox-nan", "infer", infer(spatial_domain={"urls": ["/x.tif"], "bbox": [[0, 0, NAN, 1]]}),
+         "invalid_spec"),
+    Case("infer-output-two-inputs", "infer", infer(spatial_domain={"urls": ["/a.tif", "/b.tif"]},
+                                                   output_path="/tmp/out.tif"), "invalid_spec"),
+    Case("infer-device-unknown", "infer", infer(device="cuda:x"), "invalid_spec"),
+    Case("infer-unknown-tune", "infer", infer(), "unknown_model"),
+    Case("infer-tune-record-broken", "infer", infer(fine_tuning_id="t-1"), "record_invalid", prepare=broken_tune),
+    # delete
+    Case("delete-id-parent", "delete", {"kind": "datasets", "id": ".."}, "invalid_spec"),
+    Case("delete-id-path", "delete", {"kind": "tunes", "id": "../datasets/x"}, "invalid_spec"),
+    Case("delete-id-huge", "delete", {"kind": "datasets", "id": "a" * 5000}, "invalid_spec"),
+    Case("delete-kind-unknown", "delete", {"kind": "models", "id": "x"}, "invalid_spec"),
+    Case("delete-not-there", "delete", {"kind": "inferences", "id": "nothing-here"}, "not_found"),
+    # search
+    Case("search-bbox-nan", "search", search(bbox=[NAN, 38.6, -94.9, 38.7]), "invalid_spec"),
+    Case("search-bbox-three", "search", search(bbox=[-95.0, 38.6, -94.9]), "invalid_spec"),
+    Case("search-bbox-text", "search", search(bbox="everywhere"), "invalid_spec"),
+    Case("search-dates-reversed", "search", search(date_start="2020-07-01"), "invalid_spec"),
+    Case("search-date-bad", "search", search(date_end="2020-02-30"), "invalid_spec"),
+    Case("search-dates-not-start-end", "search", search(date_start=None, date_end=None, dates=["2020-01-01_bad"]),
+         "invalid_spec"),
+    Case("search-maxcc-huge", "search", search(maxcc=1e9), "invalid_spec"),
+    Case("search-days-huge", "search", search(post_days=10**9), "invalid_spec"),
+    Case("search-unknown-connector", "search", search(connector="no_such_connector"), "unknown_connector"),
+    # fetch
+    Case("fetch-no-dates", "fetch", fetch(dates=[]), "invalid_spec"),
+    Case("fetch-date-text", "fetch", fetch(dates=["yesterday"]), "invalid_spec"),
+    Case("fetch-bbox-outside", "fetch", fetch(bbox=[-500, 0, 500, 1]), "invalid_spec"),
+    Case("fetch-bands-text", "fetch", fetch(bands="red"), "invalid_spec"),
+    Case("fetch-maxcc-infinite", "fetch", fetch(maxcc=INF), "invalid_spec"),
+    # check
+    Case("check-timeout-zero", "check", {"connector": "sentinel_aws", "timeout_s": 0}, "invalid_spec"),
+    Case("check-endpoint-ftp", "check", {"connector": "sentinel_aws", "endpoint": "ftp://example.org"},
+         "invalid_spec"),
+    Case("check-no-connector", "check", {"connector": ""}, "invalid_spec"),
+]
+
+
+# --- running -------------------------------------------------------------------------------------------------
+
+def _tree(workspace: Path) -> set[str]:
+    """Every path under the workspace, less its skeleton folders and the failure records (the engine's log)."""
+    if not workspace.is_dir():
+        return set()
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(workspace):
+        rel = Path(dirpath).relative_to(workspace)
+        if rel.parts[:1] == (FAILED_DIR,):
+            continue
+        for name in dirnames + filenames:
+            path = rel / name
+            if len(path.parts) == 1 and (workspace / path).is_dir():
+                continue  # datasets/, tunes/, .tmp/, locks/, ...: created by the engine, empty or not (checked inside)
+            found.add(str(path))
+    return found
+
+
+def _substitute(value: Any, folder: Path) -> Any:
+    if isinstance(value, str):
+        return value.replace(DATA, str(folder / "data")).replace("{folder}", str(folder))
+    if isinstance(value, dict):
+        return {k: _substitute(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, folder) for v in value]
+    return value
+
+
+def run_case(case: Case, root: Path) -> dict[str, Any]:
+    folder = root / case.id
+    folder.mkdir(parents=True)
+    workspace = folder / "ws"
+    if case.prepare:
+        case.prepare(folder)
+    args: list[str] = [case.command] if case.command else []
+    spec = case.spec(folder) if callable(case.spec) else _substitute(case.spec, folder)
+    if spec is not None:
+        path = folder / "spec.json"
+        if isinstance(spec, bytes):
+            path.write_bytes(spec)
+        else:
+            path.write_text(spec if isinstance(spec, str) else json.dumps(spec))
+        args.append(str(path))
+    args += [_substitute(a, folder) for a in case.args]
+    before = _tree(workspace)
+    proc = subprocess.run(engine_command(workspace, *args), capture_output=True, text=True, env=engine_env(),
+                          cwd=str(folder), timeout=240)
+    events, bad = parse_stdout(proc.stdout)
+    return {"returncode": proc.returncode, "events": events, "bad": bad, "stderr": proc.stderr,
+            "left": sorted(_tree(workspace) - before)}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("bad-input")
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
+        futures = {case.id: pool.submit(run_case, case, root) for case in CASES}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def test_the_table_is_large_and_covers_every_command():
+    from geostudio_plugin.engine.commands import COMMANDS
+
+    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+    covered = {c.command or (c.args[0] if c.args else None) for c in CASES}
+    assert {name for name, entry in COMMANDS.items() if entry.spec} <= covered
+    assert all(case.code in CODES for case in CASES if not case.xfail)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)]
+                                               if c.xfail else []) for c in CASES])
+def test_bad_input(case: Case, results: dict[str, dict[str, Any]]):
+    run = results[case.id]
+    events, code = run["events"], run["returncode"]
+    describe = f"exit {code}; events {json.dumps(events)[:1500]}; stderr tail:\n{run['stderr'][-1500:]}"
+    assert not run["bad"], f"non-event lines on stdout: {run['bad'][:3]!r}"
+    assert code not in (EXIT_OK, EXIT_INTERNAL), describe
+    errors = [e for e in events if e["event"] == "error"]
+    assert len(errors) == 1 and events[-1] is errors[0], describe
+    assert not [e for e in events if e["event"] == "result"], describe
+    assert errors[0]["code"] == case.code, describe
+    assert code == case.exit, describe
+    assert errors[0]["message"] and errors[0].get("hint") is not None, describe
+    assert run["left"] == [], f"left in the workspace: {run['left']}"
