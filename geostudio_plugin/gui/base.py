@@ -38,13 +38,15 @@ class UiDock(QgsDockWidget):
         self.ui = self.content
         self.task: Optional[tasks.EngineTask] = None
         self._on_success: Optional[Callable[[dict[str, Any]], None]] = None  # the running task's result handler
+        self._on_failure: Optional[Callable[[EngineFailure], None]] = None  # and its failure/cancel handler
         if self.CANCEL_BUTTON:
             getattr(self.ui, self.CANCEL_BUTTON).clicked.connect(self.cancel_task)
 
     def start_engine_task(self, description: str, command: str, spec: dict[str, Any],
                           on_success: Callable[[dict[str, Any]], None],
                           on_event: Optional[Callable[[dict[str, Any]], None]] = None,
-                          secrets: Optional[dict[str, str]] = None) -> Optional[tasks.EngineTask]:
+                          secrets: Optional[dict[str, str]] = None,
+                          on_failure: Optional[Callable[[EngineFailure], None]] = None) -> Optional[tasks.EngineTask]:
         """One engine job at a time per dock; the progress bar and the buttons follow it. The task's
         signals reach this dock's methods (``on_success``, ``on_event`` are methods too), so Qt drops
         them if the dock is deleted first. A failure is shown in the message bar."""
@@ -52,12 +54,14 @@ class UiDock(QgsDockWidget):
             return None
         self.task = tasks.EngineTask(description, command, spec, secrets=secrets)
         self._on_success = on_success
+        self._on_failure = on_failure
         self.task.succeeded.connect(self._task_succeeded)
         self.task.failed.connect(self._task_failed)
         self.task.progressChanged.connect(self._show_progress)
         if on_event is not None:
             self.task.eventReceived.connect(on_event)
         self.ui.progressBar.setValue(0)
+        self.ui.progressBar.setFormat("%p%")
         self._set_running(True)
         return tasks.start(self.task)
 
@@ -66,23 +70,28 @@ class UiDock(QgsDockWidget):
 
     def _task_succeeded(self, result: dict[str, Any]) -> None:
         handler = self._on_success
-        self._task_ended(100)
+        self._task_ended(100, "Done")
         if handler is not None:
             handler(result)
 
     def _task_failed(self, failure: EngineFailure) -> None:
         description = self.task.description() if self.task is not None else self.TITLE
-        self._task_ended(0)
+        handler = self._on_failure
+        self._task_ended(0, "Cancelled" if failure.cancelled else "Failed")
         show_failure(description, failure)
+        if handler is not None:
+            handler(failure)
 
     def cancel_task(self) -> None:
         if self.task is not None:
             self.task.cancel()
 
-    def _task_ended(self, progress: int) -> None:
+    def _task_ended(self, progress: int, state: str = "") -> None:
         self.task = None
         self._on_success = None
+        self._on_failure = None
         self.ui.progressBar.setValue(progress)
+        self.ui.progressBar.setFormat(state or "%p%")
         self._set_running(False)
 
     def _set_running(self, running: bool) -> None:

@@ -297,10 +297,28 @@ class OnboardingDock(UiDock):
 
     # --------------------------------------------------------------- pre-scan
     def start_prescan(self) -> Optional[tasks.EngineTask]:
+        if self.task is not None:
+            return None
+        gaps = self.update_hints(for_prescan=True)["files"]
+        if gaps:  # said next to the fields; the engine is not asked
+            self._prescan_state("Pre-scan needs " + "; ".join(gaps) + ".", failed=True)
+            return None
         spec = contract.prescan_spec(self.ui.folderWidget.filePath().strip(), self.ui.labelSuffixEdit.text().strip(),
                                      _split(self.ui.dataSuffixesEdit.text()))
-        self.ui.prescanLabel.setText("Scanning…")
-        return self.start_engine_task("GeoStudio: pre-scan", contract.PRESCAN, spec, self._show_prescan)
+        self._prescan_state("Scanning…")
+        return self.start_engine_task("GeoStudio: pre-scan", contract.PRESCAN, spec, self._show_prescan,
+                                      on_failure=self._prescan_failed)
+
+    def _prescan_state(self, text: str, failed: bool = False) -> None:
+        self.ui.prescanLabel.setText(text)
+        self.ui.prescanLabel.setStyleSheet(MISSING_STYLE if failed else "")
+
+    def _prescan_failed(self, failure: contract.EngineFailure) -> None:
+        """A failed or cancelled pre-scan says so where "Scanning…" was."""
+        if failure.cancelled:
+            self._prescan_state("Pre-scan cancelled.")
+        else:
+            self._prescan_state(f"Pre-scan failed: {failure.message} {failure.hint}".strip(), failed=True)
 
     def _show_prescan(self, result: dict[str, Any]) -> None:
         report: contract.PrescanReport = result["summary"]["report"]
@@ -309,7 +327,7 @@ class OnboardingDock(UiDock):
         text = f"{report['pairs']} pair(s); " + (
             "no problem found." if not problems else
             f"{len(problems)} problem(s): " + "; ".join(f"[{p['code']}] {p['message']}" for p in problems[:4]))
-        self.ui.prescanLabel.setText(text)
+        self._prescan_state(text, failed=bool(problems))
         table = self.ui.sourcesTable
         known = {self._cell(table, r, 0): r for r in range(table.rowCount())}
         for suffix, bands in report["bands_by_suffix"].items():

@@ -140,3 +140,30 @@ def test_modality_proposals(names, collection, tag):
     from geostudio_plugin import contract
 
     assert contract.propose_modality(names, collection) == tag
+
+
+# ------------------------------------------------------------------ 3. Empty fields look empty; a failed pre-scan ends
+def test_empty_suffix_fields_look_empty_and_prescan_says_what_is_missing(plugin, workspace):
+    dock = _open_onboarding(plugin)
+    for edit in (dock.ui.labelSuffixEdit, dock.ui.dataSuffixesEdit):
+        assert edit.text() == "" and edit.placeholderText().startswith("required")  # not a grey value
+    dock.ui.folderWidget.setFilePath(str(SAMPLES / "train"))
+    _type(dock.ui.labelSuffixEdit, "_LabelHand.tif")
+    dock.ui.prescanButton.click()
+    assert dock.task is None
+    assert dock.ui.prescanLabel.text().startswith("Pre-scan needs the data suffixes")
+    assert "Scanning" not in dock.ui.prescanLabel.text()
+    assert "data suffixes" in dock.ui.filesHint.text() and dock.ui.filesHint.isVisible()
+
+
+def test_a_failed_prescan_clears_scanning(plugin, workspace, tmp_path):
+    dock = _open_onboarding(plugin)
+    dock.ui.folderWidget.setFilePath(str(tmp_path / "no such folder"))
+    _type(dock.ui.labelSuffixEdit, "_LabelHand.tif")
+    _type(dock.ui.dataSuffixesEdit, "_S1Hand.tif")
+    dock.ui.prescanButton.click()
+    assert dock.ui.prescanLabel.text() == "Scanning…"
+    wait_for(lambda: dock.task is None, timeout=60)
+    assert dock.ui.prescanLabel.text().startswith("Pre-scan failed: "), dock.ui.prescanLabel.text()
+    assert dock.ui.progressBar.text() == "Failed"
+    assert dock.ui.prescanButton.isEnabled()
