@@ -263,6 +263,9 @@ def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str],
         splits = split_items([i.sample_id for i in items], options.split, options.seed)
         note("split (seed %d): %s" % (options.seed, ", ".join(f"{k} {len(v)}" for k, v in splits.items())))
         split_of = {sample_id: name for name, ids in splits.items() for sample_id in ids}
+        if options.convert_to_cog and (streamed := _streamed(spec, report, items)):
+            note(f"{streamed} sample(s) over {ONE_PIECE_VALUES} values are streamed into tiled GeoTIFFs, not COGs "
+                 "(memory stays bounded and cancelling stays prompt)")
         label_map = spec.label_map() if spec.purpose == "Segmentation" else {}
         parts: dict[int, dict[str, Any]] = {}  # item index -> its statistics (train split only)
         dataset_id = workspace.new_id("datasets", spec.dataset_name)
@@ -351,6 +354,20 @@ def _onboard(spec: OnboardSpec, workspace: Workspace, note: Any, log: list[str],
             write_json(stage / "dataset.json", record)
     protocol.progress("done", 1.0, f"dataset {dataset_id} ready")
     return record
+
+
+def _streamed(spec: OnboardSpec, report: Any, items: list[Item]) -> int:
+    """How many items have an image written strip by strip (over ONE_PIECE_VALUES values)."""
+    count = 0
+    for item in items:
+        for source in spec.data_sources:
+            info = report.info(item.source.images[source.file_suffix])
+            width, height = (int(item.window.width), int(item.window.height)) if item.window else (info.width,
+                                                                                                    info.height)
+            if width * height * info.count > ONE_PIECE_VALUES:
+                count += 1
+                break
+    return count
 
 
 def _check_memory_budget(spec: OnboardSpec, report: Any, samples: list[Sample]) -> None:
