@@ -44,6 +44,9 @@ _TABLE = [
     ErrorCode("in_use", _I, "`delete` names an item a running job uses (a dataset being trained on, a model "
               "running, an item being built); the message names the job (command, pid, host, since when).",
               "Wait for that job to finish or cancel it; a dead job's lock clears by itself."),
+    ErrorCode("record_invalid", _I, "An item's record (`dataset.json`, `tune.json`) is broken JSON or lacks a "
+              "field (changed by hand); the message names the file and the fields.",
+              "Restore the file, or delete the item and create it again."),
     ErrorCode("cancelled", EXIT_CANCELLED, "The command was stopped (SIGTERM/SIGINT); nothing was kept.",
               "Nothing; run it again when you want."),
     ErrorCode("internal_error", EXIT_INTERNAL, "A bug in GeoStudio; the traceback is in the engine log.",

@@ -115,12 +115,13 @@ class Workspace:
         if command:
             self.command = command
         writes = command not in READ_ONLY_COMMANDS
-        folders = [self.dir(kind) for kind in KINDS] + [self.tmp] + ([self.locks] if writes else [])
+        folders = [self.dir(kind) for kind in KINDS] + [self.tmp, self.locks]
         for folder in folders:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise unusable(self.root, folder, exc) from None
+                if writes or folder != self.locks:  # a command that only reads does without locks/
+                    raise unusable(self.root, folder, exc) from None
         if writes:
             for folder in [self.root] + folders:
                 self._probe(folder)
@@ -295,6 +296,23 @@ def write_json(path: Path, data: Any) -> None:
 def _lock_name(item_id: str) -> str:
     """The id as it appears in a lock file's name (the record inside holds the id itself)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", item_id)[:80] or "_"
+
+
+def read_record(path: Path, what: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """An item's JSON record (``dataset.json``, ``tune.json``), or ``record_invalid`` naming the file and field.
+
+    A record changed by hand (broken JSON, a field removed) would otherwise fail deep in a command.
+    """
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EngineError("record_invalid", f"The record of {what}, {path}, cannot be read: {exc}.",
+                          "It was changed by hand or damaged: restore it, or delete the item and create it again.")
+    missing = [k for k in required if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise EngineError("record_invalid", f"The record of {what}, {path}, lacks {', '.join(missing)}.",
+                          "It was changed by hand or damaged: restore it, or delete the item and create it again.")
+    return record
 
 
 def describe_job(info: dict[str, Any]) -> str:

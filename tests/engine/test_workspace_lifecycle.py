@@ -277,3 +277,40 @@ def test_a_run_is_recorded_only_after_output_path_is_written(trained, tmp_path: 
     assert not any((workspace / "inferences").iterdir())  # not recorded as completed
     assert not target.exists() and leftovers(workspace) == []
     assert not any((workspace / "locks").glob("*.lock"))
+
+
+# ------------------------------------------------------------------------------ records changed by hand
+
+
+def test_a_dataset_record_changed_by_hand_is_named_not_a_traceback(one_dataset):
+    workspace, item = one_dataset  # its dataset.json holds only dataset_id
+    run = run_engine("tune", tune_payload(item), workspace)
+    assert run.returncode == EXIT_INPUT, run.describe()
+    assert run.error["code"] == "record_invalid"
+    assert str(workspace / "datasets" / item / "dataset.json") in run.error["message"]
+    assert "purpose" in run.error["message"]
+    assert leftovers(workspace, "tunes") == [] and not any((workspace / "locks").glob("*.lock"))
+
+
+def test_a_tune_record_that_is_not_json_is_named_not_a_traceback(tmp_path: Path):
+    workspace = tmp_path / "ws"
+    (workspace / "tunes" / "t-1").mkdir(parents=True)
+    (workspace / "tunes" / "t-1" / "tune.json").write_text("{broken")
+    run = run_engine("infer", _infer_spec("t-1"), workspace)
+    assert run.returncode == EXIT_INPUT, run.describe()
+    assert run.error["code"] == "record_invalid" and "tune.json" in run.error["message"]
+    assert leftovers(workspace, "inferences") == []
+
+
+@pytest.mark.parametrize("damage", ["missing", "not-yaml"])
+def test_a_damaged_deploy_config_is_named_not_a_traceback(tune_copy, damage):
+    workspace, tune_dir = tune_copy
+    deploy = tune_dir / "config_deploy.yaml"
+    if damage == "missing":
+        deploy.unlink()
+    else:
+        deploy.write_text("model: [unclosed\n")
+    run = run_engine("infer", _infer_spec(tune_dir.name), workspace)
+    assert run.returncode == EXIT_INPUT, run.describe()
+    assert run.error["code"] == "record_invalid" and str(deploy) in run.error["message"]
+    assert not any((workspace / "inferences").iterdir()) and leftovers(workspace) == []

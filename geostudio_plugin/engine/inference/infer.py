@@ -7,18 +7,19 @@ say how to show each output (the Studio's ``geoserver_push`` shape).
 
 from __future__ import annotations
 
-import json
+import errno
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import unquote, urlparse
 
 from .. import protocol
 from ..device import resolve_device
 from ..protocol import EngineError, SpecError
-from ..workspace import Workspace, now_iso, write_json
+from ..workspace import Workspace, now_iso, read_record, write_json
 from .spec import InferSpec
 
 
@@ -26,12 +27,13 @@ def find_tune(workspace: Workspace, ref: str) -> tuple[dict[str, Any], Path]:
     folder = workspace.find("tunes", ref)
     if folder is None:  # a tune's display name works too
         matches = [t for t in workspace.list("tunes", "tune.json") if t.get("name") == ref]
-        folder = workspace.find("tunes", matches[0]["tune_id"]) if matches else None
+        folder = workspace.find("tunes", str(matches[0].get("tune_id"))) if matches else None
     if folder is None or not (folder / "tune.json").is_file():
-        known = [t["tune_id"] for t in workspace.list("tunes", "tune.json")]
+        known = [str(t["tune_id"]) for t in workspace.list("tunes", "tune.json") if t.get("tune_id")]
         raise SpecError("unknown_model", f"No tuned model '{ref}' in the workspace {workspace.root}.",
                         "Use fine_tuning_id with one of: " + (", ".join(known) or "(no tunes yet: fine-tune first)"))
-    return json.loads((folder / "tune.json").read_text()), folder
+    required = ("tune_id", "name", "classes", "checkpoint", "deploy_config")
+    return read_record(folder / "tune.json", f"tuned model {folder.name}", required), folder
 
 
 def local_path(url: str) -> str:
@@ -57,16 +59,29 @@ def layers_for(record: dict[str, Any], spec: InferSpec, outputs: list[dict[str, 
 
 
 def infer(spec: InferSpec, workspace: Workspace) -> dict[str, Any]:
+    record, _ = find_tune(workspace, spec.model_ref())
+    with workspace.lock("tunes", record["tune_id"]):  # delete refuses the model while it runs
+        record, tune_dir = find_tune(workspace, record["tune_id"])  # still there now that it is locked
+        return _infer(spec, workspace, record, tune_dir)
+
+
+def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_dir: Path) -> dict[str, Any]:
     started = time.monotonic()
-    record, tune_dir = find_tune(workspace, spec.model_ref())
     inputs = [local_path(u) for u in spec.spatial_domain.urls]
     bbox = spec.spatial_domain.bbox[0] if spec.spatial_domain.bbox else None
+    target = Path(spec.output_path).expanduser().absolute() if spec.output_path else None
+    if target is not None:
+        check_output_path(target)
+    from .predict import check_tiling, read_deploy_config
+
+    config = read_deploy_config(tune_dir, record)
+    check_tiling((config.get("model") or {}).get("init_args", {}).get("tiled_inference_parameters") or {},
+                 tune_dir / record["deploy_config"], record["tune_id"])  # before any work: stride 0 divides by 0
     protocol.progress("load", 0.02, f"loading model {record['tune_id']}")
     device = resolve_device(spec.device)
     from ..rasters import write_geotiff
-    from .predict import Preprocessing, load_task, predict_file, read_deploy_config  # imports torch, TerraTorch
+    from .predict import Preprocessing, load_task, predict_file  # imports torch, TerraTorch
 
-    config = read_deploy_config(tune_dir, record)
     prep = Preprocessing.from_deploy_config(config)  # normalisation, nodata and tiling as in training
     task = load_task(config, tune_dir, record, device)
     inference_id = workspace.new_id("inferences", spec.description or record["name"])
@@ -95,30 +110,83 @@ def infer(spec: InferSpec, workspace: Workspace) -> dict[str, Any]:
                 "class_fraction": {str(c["id"]): (int(k) / total if total else 0.0)
                                    for c, k in zip(record["classes"], counts)},
             })
-        run = {
-            "inference_id": inference_id, "created": now_iso(), "status": "COMPLETED",
-            "tune_id": record["tune_id"], "model_display_name": spec.model_display_name or record["name"],
-            "description": spec.description, "location": spec.location, "device": device,
-            "spatial_domain": spec.spatial_domain.model_dump(), "temporal_domain": spec.temporal_domain,
-            "classes": record["classes"], "outputs": outputs, "layers": layers_for(record, spec, outputs),
-            "seconds": round(time.monotonic() - started, 2),
-        }
-        write_json(stage / "inference.json", run)
-    if spec.output_path:
-        _copy_atomically(Path(outputs[0]["prediction"]), Path(spec.output_path))
+        made: Optional[list[Path]] = None  # output_path written (and the folders made for it)
+        try:
+            if target is not None:  # every output in place before the run is recorded as completed
+                made = _copy_atomically(stage / Path(outputs[0]["prediction"]).name, target)
+            run = {
+                "inference_id": inference_id, "created": now_iso(), "status": "COMPLETED",
+                "tune_id": record["tune_id"], "model_display_name": spec.model_display_name or record["name"],
+                "description": spec.description, "location": spec.location, "device": device,
+                "spatial_domain": spec.spatial_domain.model_dump(), "temporal_domain": spec.temporal_domain,
+                "classes": record["classes"], "outputs": outputs, "layers": layers_for(record, spec, outputs),
+                "seconds": round(time.monotonic() - started, 2),
+            }
+            write_json(stage / "inference.json", run)
+        except BaseException:
+            if target is not None and made is not None:
+                _remove(target, made)
+            raise
     protocol.progress("done", 1.0, f"{len(outputs)} prediction(s) written")
     return run
 
 
-def _copy_atomically(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def check_output_path(target: Path) -> None:
+    """Refuse, before any work, an output_path that is a folder, lies under a file, or cannot be written."""
+    def refuse(why: str, hint: str) -> EngineError:
+        return EngineError("output_path_unusable", f"output_path {target} {why}.", hint)
+
+    if target.is_dir():
+        raise refuse("is an existing folder", f"Give a file path, such as {target / 'prediction.tif'}.")
+    folder = target.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise refuse(f"cannot be created: {folder} is a file, not a folder", "Give a path in a folder.")
+    probe = folder / f".geostudio-probe-{os.getpid()}-{secrets.token_hex(2)}"
+    try:  # a real write: os.access says yes to root on a read-only file system
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        why = ("is on a read-only file system" if exc.errno == errno.EROFS
+               else f"cannot be written: {folder}: {exc.strerror or exc}")
+        raise refuse(why, "Choose a folder you can write to, or leave output_path empty "
+                     "(the prediction stays in the workspace's inference run).") from None
+
+
+def _copy_atomically(source: Path, target: Path) -> list[Path]:
+    """Copy ``source`` to ``target`` (whole or not at all); returns the folders it had to create."""
+    made = []
+    folder = target.parent
+    while not folder.exists():
+        made.append(folder)
+        folder = folder.parent
     tmp = target.with_name(f".{target.name}.part")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, tmp)
         os.replace(tmp, target)
+    except BaseException:
+        _remove(None, made)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+    return made
+
+
+def _remove(target: Optional[Path], made: list[Path]) -> None:
+    """Undo a copy to output_path: the file, then the folders made for it (deepest first, if empty)."""
+    if target is not None:
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            pass
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def run(spec: InferSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -127,7 +195,7 @@ def run(spec: InferSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str
     outputs = {"inference_dir": str(folder), "inference_json": str(folder / "inference.json"),
                "predictions": [o["prediction"] for o in run_record["outputs"]]}
     if spec.output_path:
-        outputs["output_path"] = str(Path(spec.output_path))
+        outputs["output_path"] = str(Path(spec.output_path).expanduser().absolute())
     return outputs, {
         "inference_id": run_record["inference_id"], "tune_id": run_record["tune_id"], "device": run_record["device"],
         "seconds": run_record["seconds"], "layers": run_record["layers"], "classes": run_record["classes"],

@@ -22,7 +22,53 @@ def read_deploy_config(tune_dir: Path, record: dict[str, Any]) -> dict[str, Any]
     """The tune's ``config_deploy.yaml``: TerraTorch's own record of the model and of the data's preprocessing."""
     import yaml
 
-    return yaml.safe_load((tune_dir / record["deploy_config"]).read_text())
+    path = tune_dir / record["deploy_config"]
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        config = exc
+    if not (isinstance(config, dict) and isinstance(config.get("model"), dict)
+            and isinstance(config.get("data"), dict)):
+        why = f"cannot be read: {config}" if isinstance(config, Exception) else "lacks its model or data section"
+        raise EngineError("record_invalid", f"The deploy config of tune {record['tune_id']}, {path}, {why}.",
+                          "The tune folder was changed by hand: restore the file, or fine-tune again.")
+    return config
+
+
+TILE_FIELDS = ("h_crop", "w_crop", "h_stride", "w_stride")
+
+
+def check_tiling(tiles: dict[str, Any], where: Path, tune_id: str) -> None:
+    """Refuse tiling a hand-edited tune would run with (stride 0 divides by zero; stride > crop skips pixels).
+
+    Crops are whole numbers >= 1 (TerraTorch's default 224 where unset), strides whole numbers from 1 to
+    their crop, delta a whole number >= 0 smaller than half the smaller crop.
+    """
+    def bad(field: str, rule: str) -> EngineError:
+        return EngineError("tune_tiling_invalid", f"Tune {tune_id}: tiled_inference_parameters.{field} in {where} "
+                           f"is {tiles.get(field)!r}; it must be {rule}.",
+                           "The tune folder was changed by hand: put the value back "
+                           "(model.init_args.tiled_inference_parameters), or fine-tune again.")
+
+    if not isinstance(tiles, dict):
+        tiles = {"(all)": tiles}
+        raise bad("(all)", "a mapping of h_crop, w_crop, h_stride, w_stride")
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    crops = {}
+    for axis in ("h", "w"):
+        crop = tiles.get(f"{axis}_crop")
+        if crop is not None and not (whole(crop) and 1 <= crop <= 100_000):
+            raise bad(f"{axis}_crop", "a whole number from 1 to 100000")
+        crops[axis] = crop or 224
+        stride = tiles.get(f"{axis}_stride")
+        if stride is not None and not (whole(stride) and 1 <= stride <= crops[axis]):
+            raise bad(f"{axis}_stride", f"a whole number from 1 to the crop ({crops[axis]})")
+    delta = tiles.get("delta")
+    if delta is not None and not (whole(delta) and 0 <= 2 * delta < min(crops.values())):
+        raise bad("delta", f"a whole number from 0 to below half the crop ({min(crops.values())})")
 
 
 @dataclass(frozen=True)
@@ -102,8 +148,8 @@ def window_for_bbox(src: rasterio.io.DatasetReader, bbox: Optional[list[float]],
 
 def _expected_batches(shape: tuple[int, int], tiles: dict[str, Any], batch_size: int) -> int:
     """Roughly how many forward calls tiled inference makes; only used for progress."""
-    rows = max(1, -(-(shape[0] - tiles.get("h_crop", 224)) // tiles.get("h_stride", 192)) + 1)
-    cols = max(1, -(-(shape[1] - tiles.get("w_crop", 224)) // tiles.get("w_stride", 192)) + 1)
+    rows = max(1, -(-(shape[0] - (tiles.get("h_crop") or 224)) // (tiles.get("h_stride") or 192)) + 1)
+    cols = max(1, -(-(shape[1] - (tiles.get("w_crop") or 224)) // (tiles.get("w_stride") or 192)) + 1)
     return max(1, -(-rows * cols // batch_size))
 
 

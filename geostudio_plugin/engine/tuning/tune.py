@@ -8,7 +8,6 @@ bands, statistics, classes and their styles).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from .. import protocol
 from ..catalog import compatible, find_backbone, find_template
 from ..device import resolve_device, trainer_device
 from ..protocol import EngineError, SpecError
-from ..workspace import Workspace, now_iso, write_json
+from ..workspace import Workspace, now_iso, read_record, write_json
 from .render import build_context, merge_parameters, render
 from .spec import TuneSpec
 
@@ -25,10 +24,12 @@ from .spec import TuneSpec
 def load_dataset(workspace: Workspace, dataset_id: str) -> tuple[dict[str, Any], Path]:
     folder = workspace.find("datasets", dataset_id)
     if folder is None or not (folder / "dataset.json").is_file():
-        known = [d["dataset_id"] for d in workspace.list("datasets", "dataset.json")]
+        known = [str(d["dataset_id"]) for d in workspace.list("datasets", "dataset.json") if d.get("dataset_id")]
         raise SpecError("unknown_dataset", f"dataset_id '{dataset_id}' is not in the workspace {workspace.root}.",
                         "Onboard it first, or use one of: " + (", ".join(known) or "(no datasets yet)"))
-    return json.loads((folder / "dataset.json").read_text()), folder
+    required = ("dataset_id", "dataset_name", "purpose", "modalities", "training_params", "data_sources", "splits",
+                "classes", "ignore_id")
+    return read_record(folder / "dataset.json", f"dataset {dataset_id}", required), folder
 
 
 def resolve_trainer(spec: TuneSpec) -> dict[str, Any]:
