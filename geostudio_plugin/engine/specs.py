@@ -92,7 +92,26 @@ def _path_or_url(value: str) -> str:
     return value
 
 
+def http_url(value: Optional[str]) -> Optional[str]:
+    """An endpoint: an http(s) URL with a host that parses; empty means unset."""
+    from urllib.parse import urlsplit
+
+    if not value:
+        return value
+    if not re.match(r"^https?://", value, re.IGNORECASE):
+        raise ValueError(f"{value!r} is not an http(s) URL; give one such as https://stac.example.org/v1")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid URL ({exc})") from None
+    if not parts.hostname or len(value) > MAX_PATH or any(ord(c) < 33 for c in value):
+        raise ValueError(f"{value!r} is not a valid URL (no host, spaces or control characters)")
+    return value
+
+
 PathOrUrl = Annotated[str, Field(min_length=1), AfterValidator(_path_or_url)]
+HttpUrl = Annotated[str, AfterValidator(http_url)]
 Suffix = Annotated[str, Field(min_length=1), AfterValidator(literal_suffix)]
 ItemId = Annotated[str, AfterValidator(_item_id)]
 DisplayName = Annotated[str, AfterValidator(_display_name)]

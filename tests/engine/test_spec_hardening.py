@@ -283,3 +283,18 @@ def test_deeply_nested_json_booleans_as_numbers_and_bad_studio_dates(tmp_path: P
     search = {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "bbox": [0, 0, 1, 1],
               "dates": ["2020-01-01_bad"]}
     _refused(run_engine("search", search, ws), "dates")
+
+
+def test_endpoint_urls_are_checked_in_every_spec(tmp_path: Path):
+    ws = tmp_path / "ws"
+    cases = [
+        ("catalog", {"discover": True, "endpoints": {"IBMResearchSTAC": "http://[::1"}}, "endpoints.IBMResearchSTAC"),
+        ("catalog", {"endpoints": {"sentinel_aws": "ftp://example.org"}}, "endpoints.sentinel_aws"),
+        ("search", {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "bbox": [0, 0, 1, 1],
+                    "date_start": "2020-01-01", "date_end": "2020-01-02", "endpoint": "http://[::1"}, "endpoint"),
+        ("onboard", _onboarding(tmp_path, onboarding_options__endpoint="ftp://x"), "onboarding_options.endpoint"),
+        ("onboard", _onboarding(tmp_path, onboarding_options__endpoints={"sentinel_aws": "stac.example"}),
+         "onboarding_options.endpoints.sentinel_aws"),
+    ]
+    for command, spec, field in cases:
+        _refused(run_engine(command, spec, ws), field)

@@ -6,13 +6,12 @@ The search spec also takes the Studio's data-advice payload (POST /v2/data-advic
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Any, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..specs import StudioModel
+from ..specs import HttpUrl, StudioModel, http_url
 
 
 def _bbox(value: Any) -> list[float]:
@@ -38,15 +37,13 @@ class ConnectorRef(StudioModel):
     @field_validator("endpoint")
     @classmethod
     def _http(cls, value: Optional[str]) -> Optional[str]:
-        if value and not re.match(r"^https?://", value):
-            raise ValueError("the endpoint must be an http(s) URL")
-        return value or None
+        return http_url(value) or None
 
 
 class CatalogSpec(StudioModel):
     check_access: bool = False
     discover: bool = Field(default=False, description="ask run-time catalogues (IBM Research STAC) for collections")
-    endpoints: dict[str, str] = {}
+    endpoints: dict[str, HttpUrl] = {}
     credentials_configured: dict[str, bool] = Field(
         default={}, description="which connectors have credentials stored in QGIS (no secret values here)")
     timeout_s: float = Field(default=4.0, gt=0, le=60)

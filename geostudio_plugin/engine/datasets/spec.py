@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..specs import (LABEL_ID_RANGE, MAX_CHIP, MAX_DAYS, MAX_SEED, DataSource, Fraction, LabelCategory, StudioModel,
-                     PathOrUrl, Suffix)
+                     HttpUrl, PathOrUrl, Suffix)
 
 
 class OnboardingOptions(StudioModel):
@@ -26,8 +26,8 @@ class OnboardingOptions(StudioModel):
     pre_days: int = Field(default=0, ge=0, le=MAX_DAYS)
     post_days: int = Field(default=7, ge=0, le=MAX_DAYS)
     max_cloud_cover: float = Field(default=80, ge=0, le=100)
-    endpoint: Optional[str] = Field(default=None, description="redirect the first data source's STAC connector")
-    endpoints: dict[str, str] = Field(default={}, description="connector id -> STAC endpoint, for every source")
+    endpoint: Optional[HttpUrl] = Field(default=None, description="redirect the first data source's STAC connector")
+    endpoints: dict[str, HttpUrl] = Field(default={}, description="connector id -> STAC endpoint, for every source")
 
     def endpoint_for(self, connector_id: str, primary_connector: str) -> Optional[str]:
         """`endpoints` names each connector; the older single `endpoint` is the primary source's connector's."""
