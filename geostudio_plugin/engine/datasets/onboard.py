@@ -103,13 +103,16 @@ def memory_budget_bytes() -> int:
         megabytes = float(os.environ.get("GEOSTUDIO_MEMORY_BUDGET_MB") or 2048)
     except ValueError:
         megabytes = 2048
-    return int(max(megabytes, 1) * 1024 * 1024)
+    if not math.isfinite(megabytes) or megabytes < 1:  # 'nan', 'inf', 0 or negative: the default
+        megabytes = 2048
+    return int(megabytes * 1024 * 1024)
 
 
 def _row_steps(height: int, width: int, count: int) -> list[tuple[int, int]]:
     """(row offset, rows) strips of at most ~ONE_PIECE_VALUES values, whole 256-row tile rows where possible."""
     rows = max(1, ONE_PIECE_VALUES // max(1, width * count))
-    rows = max(256, rows // 256 * 256) if height > 256 else height
+    if rows >= 256:
+        rows = rows // 256 * 256
     return [(r, min(rows, height - r)) for r in range(0, height, rows)]
 
 
