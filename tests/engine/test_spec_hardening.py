@@ -298,3 +298,12 @@ def test_endpoint_urls_are_checked_in_every_spec(tmp_path: Path):
     ]
     for command, spec, field in cases:
         _refused(run_engine(command, spec, ws), field)
+
+
+def test_train_options_that_lightning_would_refuse_mid_run_are_spec_errors(tmp_path: Path):
+    ws = tmp_path / "ws"
+    for options, field in (({"precision": "banana"}, "train_options.precision"),
+                           ({"limit_train_batches": 2.5}, "train_options.limit_train_batches")):
+        _refused(run_engine("tune", {**_tune(), "train_options": {"accelerator": "cpu", **options}}, ws), field)
+    run = run_engine("tune", {**_tune(), "train_options": {"precision": 16, "limit_train_batches": 3}}, ws)
+    assert run.error["code"] == "unknown_dataset", run.describe()  # valid: it went on to look for the dataset

@@ -17,6 +17,9 @@ from ..device import PATTERN as DEVICE_PATTERN
 from ..specs import MAX_SEED, DataSource, ItemId, LabelCategory, StudioModel
 
 
+PRECISIONS = ("16-mixed", "bf16-mixed", "32-true", "32", "16-true", "bf16-true", "64-true", "64", "16", "bf16")
+
+
 class TrainOptions(StudioModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
 
@@ -32,6 +35,23 @@ class TrainOptions(StudioModel):
     precision: Optional[str] = Field(default=None, description="default: 16-mixed on a GPU, 32 on a CPU")
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     limit_train_batches: Optional[float] = Field(default=None, gt=0, le=1e6, description="fraction or count per epoch")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _lightning_precision(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        text = str(value).strip()
+        if text not in PRECISIONS:
+            raise ValueError(f"{value!r} is not a precision Lightning knows; use one of: {', '.join(PRECISIONS)}")
+        return text
+
+    @field_validator("limit_train_batches")
+    @classmethod
+    def _fraction_or_count(cls, value: Optional[float]) -> Optional[float]:
+        if value is not None and value > 1 and not float(value).is_integer():
+            raise ValueError(f"{value} is neither a fraction (at most 1.0) nor a whole number of batches")
+        return value
 
 
 class TuneSpec(StudioModel):
