@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
-from qgis.PyQt.QtWidgets import QMessageBox
 
 from .. import contract, layers, qgis_inputs, settings, tasks, workspace_index
 from .base import UiDock
 from .messages import show_success
+
+PROBLEM_STYLE = "color: #b2182b;"
 
 
 class InferenceDock(UiDock):
@@ -57,19 +58,35 @@ class InferenceDock(UiDock):
                                    self.ui.tuneCombo.currentData() or "", settings.device(),
                                    description=layer.name() if layer else "")
 
+    def _say(self, text: str, problem: bool = False) -> None:
+        self.ui.resultLabel.setText(text)
+        self.ui.resultLabel.setStyleSheet(PROBLEM_STYLE if problem else "")
+
     def start_inference(self) -> Optional[tasks.EngineTask]:
         if self.task is not None:
             return None
+        if not self.ui.tuneCombo.currentData():
+            self._say("Pick a tuned model first (fine-tune one in the Fine-tuning tab).", problem=True)
+            return None
         payload = self.build_payload()
         if not payload["spatial_domain"]["urls"] or not Path(payload["spatial_domain"]["urls"][0]).is_file():
-            QMessageBox.warning(self, "GeoStudio", "Pick an input raster stored in a local file (GeoTIFF).")
+            self._say("Pick an input raster stored in a local file (GeoTIFF).", problem=True)
             return None
+        self.loaded_layers = []
+        self._say("Starting…")
         return self.start_engine_task(f"GeoStudio: inference on {payload['description']}", contract.INFER, payload,
-                                      self._done, on_event=self._show_stage)
+                                      self._done, on_event=self._show_stage, on_failure=self._failed)
 
     def _show_stage(self, event: dict[str, Any]) -> None:
-        if contract.is_progress(event):
-            self.ui.resultLabel.setText(str(event.get("message", "")))
+        if contract.is_progress(event) and self.task is not None:
+            self._say(str(event.get("message", "")))
+
+    def _failed(self, failure: contract.EngineFailure) -> None:
+        """The run's last progress text goes: the label says how it ended."""
+        if failure.cancelled:
+            self._say("Cancelled: nothing was loaded.")
+        else:
+            self._say(f"Failed: {failure.message} {failure.hint}".strip(), problem=True)
 
     def _done(self, result: dict[str, Any]) -> None:
         summary: contract.InferSummary = result["summary"]
@@ -77,5 +94,6 @@ class InferenceDock(UiDock):
         shares = summary["outputs"][0]["class_fraction"] if summary.get("outputs") else {}
         names = {str(c["id"]): c["name"] for c in summary.get("classes", [])}
         text = ", ".join(f"{names.get(k, k)} {v:.0%}" for k, v in shares.items())
-        self.ui.resultLabel.setText(f"{summary['inference_id']}: {text} ({summary['seconds']:.1f} s on {summary['device']})")
+        self._say(f"Done: {summary['inference_id']}: {text} ({summary['seconds']:.1f} s on {summary['device']})")
+        layers.zoom_to(self.iface.mapCanvas(), self.loaded_layers)
         show_success("GeoStudio", f"Prediction loaded: {text}")

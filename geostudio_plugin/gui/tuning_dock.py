@@ -14,6 +14,9 @@ from .messages import show_success
 
 # Metrics worth a row in the dock; the full set is in the tune's metrics.csv.
 SHOWN_METRICS = ("train/loss", "val/loss", "val/mIoU", "val/Pixel_Accuracy", "test/mIoU")
+FORM = ("nameEdit", "datasetCombo", "templateCombo", "backboneCombo", "epochsSpin", "batchSpin", "lrSpin", "cropSpin",
+        "deviceCombo")  # read when Start is pressed: locked while the tune runs
+PROBLEM_STYLE = "color: #b2182b;"
 
 
 class TuningDock(UiDock):
@@ -74,8 +77,9 @@ class TuningDock(UiDock):
             if value is not None:
                 epoch = None if name.startswith("test/") else int(last.get("epoch", 0))
                 self._set_metric(name, float(value), epoch)
-        self.ui.stageLabel.setText(f"{record['tune_id']}: {record.get('epochs_run', '?')} epochs on "
-                                   f"{record.get('device', '?')} in {record.get('seconds', 0):.0f} s")
+        epochs = record.get("epochs_run", "?")
+        self._say(f"{record['tune_id']}: {epochs} epoch{'' if epochs == 1 else 's'} on "
+                  f"{record.get('device', '?')} in {record.get('seconds', 0):.0f} s")
 
     def populate_catalog(self, catalog: dict[str, Any]) -> None:
         self.backbones = catalog.get("backbones", [])
@@ -112,14 +116,36 @@ class TuningDock(UiDock):
             QMessageBox.warning(self, "GeoStudio", str(exc))
             return None
         task = self.start_engine_task(f"GeoStudio: fine-tune {payload['name']}", contract.TUNE, payload, self._done,
-                                      on_event=self._on_event)
-        if task is not None:
+                                      on_event=self._on_event, on_failure=self._failed)
+        if task is not None:  # the metrics shown are this run's: no finished tune stays highlighted
             self.ui.metricsTable.setRowCount(0)
+            self.ui.tuneList.setCurrentRow(-1)
+            self._say(f"{payload['name']}: starting…")
         return task
 
+    def _say(self, text: str, problem: bool = False) -> None:
+        self.ui.stageLabel.setText(text)
+        self.ui.stageLabel.setStyleSheet(PROBLEM_STYLE if problem else "")
+
+    def _set_running(self, running: bool) -> None:
+        super()._set_running(running)
+        for name in FORM:
+            getattr(self.ui, name).setEnabled(not running)
+
+    def _failed(self, failure: contract.EngineFailure) -> None:
+        """A cancelled or failed tune leaves nothing that reads as a result: its metrics go, the label says why."""
+        self.ui.metricsTable.setRowCount(0)
+        self.ui.tuneList.setCurrentRow(-1)
+        if failure.cancelled:
+            self._say("Cancelled: the tune stopped and nothing was kept.")
+        else:
+            self._say(f"Failed: {failure.message} {failure.hint}".strip(), problem=True)
+
     def _on_event(self, event: dict[str, Any]) -> None:
+        if self.task is None:  # a late event of a run that has ended
+            return
         if contract.is_progress(event):
-            self.ui.stageLabel.setText(str(event.get("message", "")))
+            self._say(str(event.get("message", "")))
         elif contract.is_metric(event) and event.get("name") in SHOWN_METRICS:
             self._set_metric(event["name"], float(event["value"]), event.get("epoch"))
 
@@ -138,3 +164,10 @@ class TuningDock(UiDock):
         show_success("GeoStudio", f"Tune {summary['tune_id']} finished on {summary['device']} in "
                      f"{summary['seconds']:.0f} s (best val/loss {summary['best_val_loss']:.3f}).")
         self.refresh_workspace()
+        for row in range(self.ui.tuneList.count()):  # the finished tune, highlighted, with its final metrics
+            record = self.ui.tuneList.item(row).data(Qt.ItemDataRole.UserRole) or {}
+            if record.get("tune_id") == summary["tune_id"]:
+                self.ui.tuneList.setCurrentRow(row)
+                self.show_tune(self.ui.tuneList.item(row))
+                self._say(f"Done: {self.ui.stageLabel.text()}")
+                break

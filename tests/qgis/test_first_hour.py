@@ -167,3 +167,122 @@ def test_a_failed_prescan_clears_scanning(plugin, workspace, tmp_path):
     assert dock.ui.prescanLabel.text().startswith("Pre-scan failed: "), dock.ui.prescanLabel.text()
     assert dock.ui.progressBar.text() == "Failed"
     assert dock.ui.prescanButton.isEnabled()
+
+
+# ------------------------------------------------------------------ 5. A clear final state in every dock
+@pytest.fixture()
+def one_band_layer(qgis_new_project, tmp_path):
+    """A single-band raster where the water model needs VV and VH: the engine refuses it."""
+    from osgeo import gdal
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    path = tmp_path / "one_band.tif"
+    gdal.Translate(str(path), str(SAMPLES / "holdout" / "USA_905409_S1Hand.tif"), bandList=[1])
+    layer = QgsRasterLayer(str(path), "one band")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    yield layer
+    QgsProject.instance().removeAllMapLayers()
+
+
+def _choose(combo, data) -> None:
+    index = combo.findData(data)
+    assert index >= 0, data
+    combo.setCurrentIndex(index)
+
+
+def test_a_failed_inference_says_failed_and_drops_the_run_progress(plugin, trained_tune, one_band_layer):
+    from qgis.core import Qgis
+
+    plugin.toggle_dock("inference")
+    dock = plugin.docks["inference"]
+    _choose(dock.ui.tuneCombo, trained_tune["tune_id"])
+    dock.ui.layerCombo.setLayer(one_band_layer)
+    stages = []
+    dock.ui.runButton.click()
+    assert dock.task is not None
+    dock.task.eventReceived.connect(lambda _e: stages.append(dock.ui.resultLabel.text()))
+    wait_for(lambda: dock.task is None, timeout=180)
+    text = dock.ui.resultLabel.text()
+    assert text.startswith("Failed: ") and len(text) > len("Failed: ") + 10, text
+    assert text not in stages  # not the run's last progress text
+    assert dock.ui.progressBar.text() == "Failed"
+    assert dock.ui.runButton.isEnabled() and not dock.ui.cancelButton.isEnabled()
+    assert len(plugin.iface.messageBar().get_messages(Qgis.MessageLevel.Critical)) == 1
+
+
+def test_inference_without_a_model_says_so_next_to_the_button(plugin, workspace, one_band_layer):
+    plugin.toggle_dock("inference")
+    dock = plugin.docks["inference"]
+    dock.ui.tuneCombo.clear()
+    dock.ui.layerCombo.setLayer(one_band_layer)
+    dock.ui.runButton.click()
+    assert dock.task is None
+    assert dock.ui.resultLabel.text().startswith("Pick a tuned model")
+
+
+def test_a_cancelled_tune_clears_its_metrics_and_says_cancelled(plugin, trained_tune):
+    plugin.toggle_dock("tuning")
+    dock = plugin.docks["tuning"]
+    wait_for(lambda: dock.ui.templateCombo.count() > 0, timeout=60)
+    _choose(dock.ui.datasetCombo, trained_tune["dataset_id"])
+    _type(dock.ui.nameEdit, "to cancel")
+    dock.ui.epochsSpin.setValue(20)
+    dock.ui.cropSpin.setValue(64)
+    dock.ui.deviceCombo.setCurrentText("cpu")
+    assert dock.ui.tuneList.count() and dock.ui.tuneList.currentRow() == 0  # a finished tune is highlighted
+    dock.ui.startButton.click()
+    assert dock.task is not None
+    assert dock.ui.tuneList.currentRow() == -1 and not dock.ui.nameEdit.isEnabled()  # the form is locked
+    wait_for(lambda: dock.task is None or dock.ui.metricsTable.rowCount() > 0, timeout=240)
+    assert dock.task is not None and dock.ui.metricsTable.rowCount() > 0  # the run's live metrics
+    dock.ui.cancelButton.click()
+    wait_for(lambda: dock.task is None, timeout=60)
+    assert dock.ui.metricsTable.rowCount() == 0
+    assert dock.ui.stageLabel.text().startswith("Cancelled")
+    assert dock.ui.progressBar.text() == "Cancelled"
+    assert dock.ui.tuneList.currentRow() == -1 and dock.ui.nameEdit.isEnabled()
+    assert not any(dock.ui.tuneList.item(i).text().startswith("to-cancel") for i in range(dock.ui.tuneList.count()))
+
+
+# ------------------------------------------------------------------ 6. The error leads with the reason, once
+def test_a_failure_leads_with_the_reason_with_the_path_in_details(plugin, workspace, tmp_path):
+    from qgis.core import Qgis
+
+    dock = _open_onboarding(plugin)
+    missing = tmp_path / "a long folder name that would push the reason out of the bar" / "data"
+    dock.ui.folderWidget.setFilePath(str(missing))
+    _type(dock.ui.labelSuffixEdit, "_LabelHand.tif")
+    _type(dock.ui.dataSuffixesEdit, "_S1Hand.tif")
+    bar = plugin.iface.messageBar()
+    before = len(bar.details)
+    dock.ui.prescanButton.click()
+    wait_for(lambda: dock.task is None, timeout=60)
+    shown = [d for d in bar.details[before:] if d[3] == Qgis.MessageLevel.Critical]
+    assert len(shown) == 1, bar.details[before:]  # one message per failure
+    title, text, more, _level = shown[0]
+    assert title == "GeoStudio"
+    assert str(tmp_path) not in text and not text.startswith("/"), text  # the reason, not a path, leads
+    assert str(missing) in more  # the full path is in Details
+    assert "pre-scan" in more
+
+
+def test_qgis_own_task_failed_notice_gives_way_to_ours(monkeypatch):
+    from types import SimpleNamespace
+
+    from qgis.core import QgsApplication
+    from qgis.gui import QgsMessageBar
+
+    from geostudio_plugin.contract import EngineFailure
+    from geostudio_plugin.gui import messages
+
+    bar = QgsMessageBar()
+    monkeypatch.setattr(messages, "_iface", lambda: SimpleNamespace(messageBar=lambda: bar))
+    bar.pushInfo(messages.QGIS_TASK_FAILED, "GeoStudio: inference on one band")  # what QGIS 3.22 adds
+    messages.show_failure("GeoStudio: inference on one band",
+                          EngineFailure("/data/project/rasters/one_band.tif: has 1 band, the model reads 2 (VV, VH).",
+                                        "Pick a raster with the model's bands."))
+    QgsApplication.processEvents()
+    assert [(item.title(), item.text()) for item in bar.items()] == [
+        ("GeoStudio", "Has 1 band, the model reads 2 (VV, VH) (one_band.tif). Pick a raster with the model's bands.")]
+
