@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 _alive: set[QgsTask] = set()
 
 
+def engine_task_flags():  # noqa: ANN201 - QgsTask.Flags
+    """Cancellable; and Silent where QGIS has it (3.26+): the dock that started the task says how it ended, so
+    QGIS adds no "Task failed" notice of its own (on 3.22 gui.messages removes that notice)."""
+    silent = getattr(QgsTask.Flag, "Silent", None)
+    return QgsTask.Flag.CanCancel | silent if silent is not None else QgsTask.Flag.CanCancel
+
+
 def start(task: QgsTask) -> QgsTask:
     _alive.add(task)
     task.taskCompleted.connect(lambda: _alive.discard(task))
@@ -58,7 +65,7 @@ class EngineTask(QgsTask):
         python: Optional[Path] = None,
         workspace: Optional[Path] = None,
     ) -> None:
-        super().__init__(description, QgsTask.Flag.CanCancel)
+        super().__init__(description, engine_task_flags())
         self.command = command
         self.job = EngineJob(
             command, spec, python=python or settings.engine_python(), workspace=workspace or settings.workspace(),
