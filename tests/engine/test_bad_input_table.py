@@ -193,6 +193,8 @@ CASES = [
     Case("catalog-timeout-huge", "catalog", {"timeout_s": 1e300}, "invalid_spec"),
     Case("catalog-bool-not-bool", "catalog", {"check_access": "maybe"}, "invalid_spec"),
     Case("catalog-endpoints-wrong-type", "catalog", {"endpoints": ["http://x"]}, "invalid_spec"),
+    Case("catalog-endpoint-bad-url", "catalog", {"discover": True, "endpoints": {"IBMResearchSTAC": "http://[::1"}},
+         "invalid_spec"),
     Case("catalog-timeout-bigint", "catalog", {"timeout_s": 10**400}, "invalid_spec"),
     # prescan
     Case("prescan-glob-label-suffix", "prescan", {"dataset_url": str(TRAIN_DIR), "label_suffix": "**.tif",
@@ -245,6 +247,8 @@ CASES = [
     Case("onboard-url-name-too-long", "onboard", onboarding("/tmp/" + "n" * 300 + "/data"), "invalid_spec"),
     Case("onboard-url-bad-ipv6", "onboard", onboarding("http://[::1"), "invalid_spec"),
     Case("onboard-url-nul", "onboard", onboarding("/tmp/a\u0000b"), "invalid_spec"),
+    Case("onboard-endpoint-ftp", "onboard", onboarding(onboarding_options__endpoint="ftp://example.org"),
+         "invalid_spec"),
     Case("onboard-one-class", "onboard", onboarding(label_categories=[{"id": 1, "name": "Water"}]), "invalid_spec"),
     # onboard: the data
     Case("onboard-missing-source", "onboard", onboarding("/no/such/folder"), "dataset_source"),
@@ -261,6 +265,10 @@ CASES = [
     Case("tune-name-short", "tune", tune(name="x"), "invalid_spec"),
     Case("tune-device-unknown", "tune", tune(device="tpu"), "invalid_spec"),
     Case("tune-devices-huge", "tune", tune(train_options={"devices": 10**6}), "invalid_spec"),
+    Case("tune-precision-unknown", "tune", tune(train_options={"precision": "banana"}), "invalid_spec"),
+    Case("tune-limit-batches-fraction", "tune", tune(train_options={"limit_train_batches": 2.5}), "invalid_spec"),
+    Case("tune-loss-unknown", "tune", params(model={"decode_head": {"loss_decode": {"type": "HingeLoss"}}}),
+         "invalid_parameter"),
     Case("tune-parameters-wrong-type", "tune", tune(model_parameters=[1, 2]), "invalid_spec"),
     Case("tune-lr-infinite", "tune", params(optimizer={"lr": INF}), "invalid_spec"),
     Case("tune-lr-nan-text", "tune", params(optimizer={"lr": "nan"}), "invalid_parameter"),
@@ -319,6 +327,7 @@ CASES = [
          "invalid_spec"),
     Case("search-maxcc-huge", "search", search(maxcc=1e9), "invalid_spec"),
     Case("search-days-huge", "search", search(post_days=10**9), "invalid_spec"),
+    Case("search-endpoint-bad-url", "search", search(endpoint="https://"), "invalid_spec"),
     Case("search-unknown-connector", "search", search(connector="no_such_connector"), "unknown_connector"),
     # fetch
     Case("fetch-no-dates", "fetch", fetch(dates=[]), "invalid_spec"),
