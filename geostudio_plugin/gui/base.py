@@ -6,7 +6,8 @@ from typing import Any, Callable, Optional
 
 from qgis.gui import QgsDockWidget
 from qgis.PyQt import uic
-from qgis.PyQt.QtWidgets import QFrame, QScrollArea, QWidget
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QComboBox, QFrame, QScrollArea, QWidget
 
 from .. import tasks
 from ..contract import EngineFailure
@@ -36,11 +37,23 @@ class UiDock(QgsDockWidget):
         scroll.setWidget(self.content)
         self.setWidget(scroll)
         self.ui = self.content
+        self._fit_width(scroll)
         self.task: Optional[tasks.EngineTask] = None
         self._on_success: Optional[Callable[[dict[str, Any]], None]] = None  # the running task's result handler
         self._on_failure: Optional[Callable[[EngineFailure], None]] = None  # and its failure/cancel handler
         if self.CANCEL_BUTTON:
             getattr(self.ui, self.CANCEL_BUTTON).clicked.connect(self.cancel_task)
+
+    def _fit_width(self, scroll: QScrollArea) -> None:
+        """Never clipped sideways: combo boxes elide long entries instead of widening the panel, and the dock
+        cannot be made narrower than its controls need (it scrolls only vertically)."""
+        for combo in self.content.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(min(combo.minimumContentsLength() or 12, 12))
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.content.adjustSize()
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        self.setMinimumWidth(self.content.minimumSizeHint().width() + bar + 8)
 
     def start_engine_task(self, description: str, command: str, spec: dict[str, Any],
                           on_success: Callable[[dict[str, Any]], None],

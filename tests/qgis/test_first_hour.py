@@ -286,3 +286,53 @@ def test_qgis_own_task_failed_notice_gives_way_to_ours(monkeypatch):
     assert [(item.title(), item.text()) for item in bar.items()] == [
         ("GeoStudio", "Has 1 band, the model reads 2 (VV, VH) (one_band.tif). Pick a raster with the model's bands.")]
 
+
+
+# ------------------------------------------------------------------ layout: nothing clipped at the minimum width
+def _clipped(dock) -> list[str]:
+    """Visible controls that stick out of the dock's viewport or are squeezed below their minimum size hint."""
+    from qgis.PyQt.QtCore import QPoint
+    from qgis.PyQt.QtWidgets import (QAbstractButton, QAbstractSpinBox, QComboBox, QLabel, QLineEdit,
+                                     QProgressBar, QWidget)
+
+    viewport = dock.widget().viewport()
+    out = []
+    for child in dock.content.findChildren(QWidget):
+        if not child.isVisibleTo(dock) or not isinstance(
+                child, (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QLabel, QProgressBar)):
+            continue
+        if isinstance(child.parentWidget(), (QAbstractSpinBox, QComboBox, QLineEdit)) or child.objectName().startswith("qt_"):
+            continue  # parts of another control
+        if child.maximumWidth() <= child.width():
+            continue  # sized by its owner (a QGIS widget's fixed-size tool button)
+        left = child.mapTo(viewport, QPoint(0, 0)).x()
+        if left < 0 or left + child.width() > viewport.width() + 1:
+            out.append(f"{child.objectName() or type(child).__name__} sticks out ({left}+{child.width()} > "
+                       f"{viewport.width()})")
+        elif child.width() + 1 < child.minimumSizeHint().width():
+            out.append(f"{child.objectName() or type(child).__name__} squeezed ({child.width()} < "
+                       f"{child.minimumSizeHint().width()})")
+    return out
+
+
+def test_every_dock_at_its_minimum_width_clips_nothing(plugin):
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import Qt
+
+    from qgis.PyQt.QtWidgets import QWidget
+
+    window = plugin.iface.mainWindow()
+    if window.centralWidget() is None:  # the test iface's window has no map: give the docks a neighbour
+        window.setCentralWidget(QWidget())
+    window.resize(1280, 800)
+    problems = {}
+    for key in ("connectors", "onboarding", "tuning", "inference"):
+        plugin.toggle_dock(key)
+        dock = plugin.docks[key]
+        window.resizeDocks([dock], [1], Qt.Orientation.Horizontal)  # as narrow as the dock allows
+        for _ in range(5):
+            QgsApplication.processEvents()
+        assert dock.width() < 1280 // 2, (key, dock.width())  # the map keeps most of the window
+        if _clipped(dock):
+            problems[key] = _clipped(dock)
+    assert not problems, problems
