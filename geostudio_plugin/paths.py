@@ -21,5 +21,16 @@ def resource(*parts: str) -> Path:
     return _top("resources").joinpath(*parts)
 
 
+def help_url(section: str = "") -> str:
+    """The README (the plugin's homepage in metadata.txt) at a section's anchor."""
+    import configparser
+
+    meta = configparser.ConfigParser()
+    path = PACKAGE_DIR / "metadata.txt"
+    meta.read(path if path.is_file() else PACKAGE_DIR.parent / "metadata.txt", encoding="utf-8")
+    home = meta.get("general", "homepage", fallback="") or meta.get("general", "repository", fallback="")
+    return f"{home}#{section}" if section else home
+
+
 def icon_path(name: str) -> str:
     return str(resource("icons", name))

@@ -6,12 +6,13 @@ from typing import Any, Callable, Optional
 
 from qgis.gui import QgsDockWidget
 from qgis.PyQt import uic
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QComboBox, QFrame, QScrollArea, QWidget
+from qgis.PyQt.QtCore import Qt, QUrl
+from qgis.PyQt.QtGui import QDesktopServices
+from qgis.PyQt.QtWidgets import QComboBox, QFrame, QHBoxLayout, QScrollArea, QToolButton, QWidget
 
 from .. import tasks
 from ..contract import EngineFailure
-from ..paths import ui_file
+from ..paths import help_url, ui_file
 from .messages import show_failure
 
 
@@ -22,6 +23,8 @@ class UiDock(QgsDockWidget):
     OBJECT_NAME = ""
     RUN_BUTTON: "str | tuple[str, ...]" = ""  # widgets that start this dock's engine jobs (the .ui has a progressBar)
     CANCEL_BUTTON = ""
+    TOOLTIPS: "dict[str, str]" = {}  # widget name -> tooltip, for the inputs the .ui leaves without one
+    HELP_SECTION = "the-docks"  # the README section the Help button opens
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001 - QgisInterface
         super().__init__(self.TITLE, parent or iface.mainWindow())
@@ -37,12 +40,35 @@ class UiDock(QgsDockWidget):
         scroll.setWidget(self.content)
         self.setWidget(scroll)
         self.ui = self.content
+        for name, tip in self.TOOLTIPS.items():
+            widget = getattr(self.ui, name)
+            if not widget.toolTip():
+                widget.setToolTip(tip)
+        self._add_help_button()
         self._fit_width(scroll)
         self.task: Optional[tasks.EngineTask] = None
         self._on_success: Optional[Callable[[dict[str, Any]], None]] = None  # the running task's result handler
         self._on_failure: Optional[Callable[[EngineFailure], None]] = None  # and its failure/cancel handler
         if self.CANCEL_BUTTON:
             getattr(self.ui, self.CANCEL_BUTTON).clicked.connect(self.cancel_task)
+
+    def _add_help_button(self) -> None:
+        """A Help button at the top right of every dock: the README's section about it, in the browser."""
+        self.helpButton = QToolButton(self.content)
+        self.helpButton.setObjectName("helpButton")
+        self.helpButton.setText("Help")
+        self.helpButton.setToolTip(f"How the {self.TITLE} tab works (opens the GeoStudio README in the browser)")
+        self.helpButton.clicked.connect(lambda: self.open_help())
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.helpButton)
+        self.content.layout().insertLayout(0, row)
+
+    def help_url(self) -> str:
+        return help_url(self.HELP_SECTION)
+
+    def open_help(self) -> bool:
+        return QDesktopServices.openUrl(QUrl(self.help_url()))
 
     def _fit_width(self, scroll: QScrollArea) -> None:
         """Never clipped sideways: combo boxes elide long entries instead of widening the panel, and the dock

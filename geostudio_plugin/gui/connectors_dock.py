@@ -22,6 +22,17 @@ ACCESS_COLOURS = {"ready": "#1a9641", "credentials missing": "#d7301f", "unreach
 
 class ConnectorsDock(UiDock):
     UI_FILE = "connectors_dock.ui"
+    TOOLTIPS = {
+        "searchEdit": "Filter connectors and collections by name",
+        "tree": "Connectors and their collections with access state; pick a collection to use it in Datasets",
+        "dateStartEdit": "First day to search for scenes",
+        "dateEndEdit": "Last day to search for scenes",
+        "bandsEdit": "Bands to fetch, comma-separated (empty: the collection's default bands)",
+        "checkButton": "Search the collection for scenes in the area and dates",
+        "fetchButton": "Download the ticked dates as GeoTIFFs and add them to the map",
+        "cancelButton": "Stop the running search or fetch",
+        "datesList": "Dates with scenes; tick the ones to fetch",
+    }
     TITLE = "Connectors"
     OBJECT_NAME = "GeoStudioConnectorsDock"
     RUN_BUTTON = ("checkButton", "fetchButton")

@@ -20,6 +20,12 @@ class InferenceDock(UiDock):
     OBJECT_NAME = "GeoStudioInferenceDock"
     RUN_BUTTON = "runButton"
     CANCEL_BUTTON = "cancelButton"
+    TOOLTIPS = {
+        "tuneCombo": "A tuned model from the Fine-tuning tab",
+        "layerCombo": "The input raster (a GeoTIFF file) with the bands the model was trained on",
+        "runButton": "Predict in the background; the result is added as a styled layer and the map zooms to it",
+        "cancelButton": "Stop the running inference; nothing is loaded",
+    }
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)

@@ -36,6 +36,28 @@ class OnboardingDock(UiDock):
     OBJECT_NAME = "GeoStudioOnboardingDock"
     RUN_BUTTON = ("onboardButton", "prescanButton")
     CANCEL_BUTTON = "cancelButton"
+    TOOLTIPS = {
+        "nameEdit": "The dataset's name as the lists show it (letters, digits, spaces, '-', '_')",
+        "purposeCombo": "Segmentation: labels are class ids; Regression: labels are values",
+        "cloudSpin": "Labels only: skip scenes with more cloud than this (percent)",
+        "prescanButton": "Pair the images and labels, read their bands and label values; nothing is written",
+        "sourcesTable": "One row per data source: the file suffix, a modality tag (also a folder name), the "
+                        "collection it came from and its band names in file order",
+        "removeSourceButton": "Remove the selected data source",
+        "categoriesTable": "The label classes: id (the value in the label files), name and colour (#rrggbb)",
+        "addCategoryButton": "Add a label class",
+        "removeCategoryButton": "Remove the selected label class",
+        "ignoreSpin": "Label value that is not a class (no data); ignored in training",
+        "chipSpin": "Cut scenes into square chips of this many pixels; 0 keeps whole scenes",
+        "cogCheck": "Write the onboarded rasters as Cloud Optimized GeoTIFFs",
+        "onboardButton": "Onboard the dataset into the workspace (runs in the background)",
+        "cancelButton": "Stop the running pre-scan or onboarding; nothing is kept",
+        "datasetList": "The datasets in the workspace; hover for details",
+        "previewButton": "Load three samples of the selected dataset (image and label) and zoom to them",
+        "detailsButton": "Show the selected dataset's bands, classes, splits and log",
+        "deleteButton": "Delete the selected dataset and its files (asks first)",
+        "refreshButton": "Read the workspace's datasets again",
+    }
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
@@ -46,6 +68,7 @@ class OnboardingDock(UiDock):
         self.options_extras: dict[str, Any] = {}  # split, seed, label_type...
         self.payload_extras: dict[str, Any] = {}  # description, version
         self.payload_endpoints: dict[str, str] = {}  # the payload's own endpoints (contract.resolve_endpoints)
+        self.ui.chipSpin.setSuffix(" px")
         for table in (self.ui.sourcesTable, self.ui.categoriesTable):
             table.horizontalHeader().setStretchLastSection(True)
             table.verticalHeader().setVisible(False)

@@ -25,12 +25,26 @@ class TuningDock(UiDock):
     OBJECT_NAME = "GeoStudioTuningDock"
     RUN_BUTTON = "startButton"
     CANCEL_BUTTON = "cancelButton"
+    TOOLTIPS = {
+        "nameEdit": "The tune's name (letters, digits, '-', '_'; spaces become '-')",
+        "datasetCombo": "An onboarded dataset from the Datasets tab",
+        "templateCombo": "The task template (segmentation, regression...): decoder, losses and metrics",
+        "backboneCombo": "A pre-trained backbone that fits the template (size in millions of parameters)",
+        "epochsSpin": "Passes over the training split",
+        "batchSpin": "Samples per training step; lower it if memory runs out",
+        "lrSpin": "Learning rate of the optimiser",
+        "cropSpin": "Train on random square crops of this many pixels; 0 uses whole chips",
+        "startButton": "Start fine-tuning in the background; metrics appear as epochs end",
+        "cancelButton": "Stop the running tune; nothing is kept",
+        "tuneList": "Finished tunes; select one to see its final metrics",
+    }
 
     def __init__(self, iface, store: CatalogStore, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
         self.store = store
         self.backbones: list[contract.BackboneEntry] = []
         self.ui.deviceCombo.setCurrentText(settings.device())  # the Settings' device; this tune may differ
+        self.ui.cropSpin.setSuffix(" px")
         self.ui.metricsTable.horizontalHeader().setStretchLastSection(True)
         self.ui.metricsTable.verticalHeader().setVisible(False)
         self.ui.metricsTable.setColumnWidth(0, 150)
