@@ -198,8 +198,9 @@ class DataSource(StudioModel):
     @field_validator("modality_tag")
     @classmethod
     def _tag_is_folder_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-            raise ValueError("use letters, digits, '_', '-' or '.' only (it names a folder)")
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}", value):
+            raise ValueError("use up to 64 letters, digits, '_', '-' or '.', not starting with '.' (it names a folder "
+                             "inside the dataset)")
         return value
 
     def band_scales(self) -> list[float]:

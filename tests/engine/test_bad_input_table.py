@@ -237,6 +237,7 @@ CASES = [
     Case("onboard-data-suffix-backslash", "onboard", onboarding(data_sources__0__file_suffix="..\\x.tif"),
          "invalid_spec"),
     Case("onboard-modality-tag-path", "onboard", onboarding(data_sources__0__modality_tag="../S1"), "invalid_spec"),
+    Case("onboard-modality-tag-dots", "onboard", onboarding(data_sources__0__modality_tag=".."), "invalid_spec"),
     Case("onboard-no-sources", "onboard", onboarding(data_sources=[]), "invalid_spec"),
     Case("onboard-bands-wrong-type", "onboard", onboarding(data_sources__0__bands="VV,VH"), "invalid_spec"),
     Case("onboard-empty-name", "onboard", onboarding(dataset_name=""), "invalid_spec"),

@@ -307,3 +307,10 @@ def test_train_options_that_lightning_would_refuse_mid_run_are_spec_errors(tmp_p
         _refused(run_engine("tune", {**_tune(), "train_options": {"accelerator": "cpu", **options}}, ws), field)
     run = run_engine("tune", {**_tune(), "train_options": {"precision": 16, "limit_train_batches": 3}}, ws)
     assert run.error["code"] == "unknown_dataset", run.describe()  # valid: it went on to look for the dataset
+
+
+def test_a_modality_tag_names_a_folder_inside_the_dataset(tmp_path: Path):
+    ws = tmp_path / "ws"
+    for tag in ("..", ".", ".hidden"):
+        _refused(run_engine("onboard", _onboarding(tmp_path, data_sources__0__modality_tag=tag), ws),
+                 "data_sources.0.modality_tag")
