@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 DOCKS = (
     # key, action text, icon, dock area
-    ("connectors", "Connectors && collections", "connectors.svg", Qt.DockWidgetArea.RightDockWidgetArea),
-    ("onboarding", "Dataset onboarding", "dataset.svg", Qt.DockWidgetArea.RightDockWidgetArea),
+    ("connectors", "Connectors", "connectors.svg", Qt.DockWidgetArea.RightDockWidgetArea),
+    ("onboarding", "Datasets", "dataset.svg", Qt.DockWidgetArea.RightDockWidgetArea),
     ("tuning", "Fine-tuning", "tuning.svg", Qt.DockWidgetArea.RightDockWidgetArea),
     ("inference", "Inference", "inference.svg", Qt.DockWidgetArea.RightDockWidgetArea),
 )

@@ -15,7 +15,7 @@ from qgis.PyQt.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QTabl
 
 from .. import contract, credentials, layers, settings, tasks, workspace_index
 from .base import UiDock
-from .messages import show_success
+from .messages import show_info, show_success
 
 ROLE = Qt.ItemDataRole.UserRole
 COLLECTION_COLUMN = 2  # its item carries the row's picked collection (or loaded payload source) as ROLE data
@@ -434,12 +434,16 @@ class OnboardingDock(UiDock):
             item.setData(ROLE, failure)
             self.ui.datasetList.addItem(item)
 
-    def selected_record(self) -> Optional[dict[str, Any]]:
-        item = self.ui.datasetList.currentItem() or (self.ui.datasetList.item(0) if self.ui.datasetList.count() else None)
-        return item.data(ROLE) if item else None
+    def selected_record(self, action: str = "") -> Optional[dict[str, Any]]:
+        """The dataset the user selected; never a default one. With ``action``, nothing selected is said."""
+        item = self.ui.datasetList.currentItem()
+        record = item.data(ROLE) if item is not None and item.isSelected() else None
+        if record is None and action:
+            show_info("GeoStudio", f"Select a dataset in the list to {action} it.")
+        return record
 
     def show_details(self) -> Optional[QMessageBox]:
-        record = self.selected_record()
+        record = self.selected_record("see the details of")
         if record is None:
             return None
         if record.get("status") == "Failed":
@@ -459,22 +463,30 @@ class OnboardingDock(UiDock):
         return box
 
     def delete_selected(self) -> Optional[tasks.EngineTask]:
-        record = self.selected_record()
+        record = self.selected_record("delete")
         if record is None or record.get("status") != "Succeeded":
             return None
-        answer = QMessageBox.question(self, "GeoStudio", f"Delete dataset {record['dataset_name']} "
-                                      f"({record['dataset_id']}) and its files?")
+        trained = [t["name"] for t in workspace_index.tunes() if t.get("dataset_id") == record["dataset_id"]]
+        note = (f"\n\n{len(trained)} tune(s) were trained on it: {', '.join(trained[:5])}"
+                f"{'…' if len(trained) > 5 else ''}. Their records stay." if trained else "")
+        answer = QMessageBox.question(
+            self, "GeoStudio", f"Delete dataset {record['dataset_name']} ({record['dataset_id']}) and its files?{note}",
+            QMessageBox.StandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No),
+            QMessageBox.StandardButton.No)
         if answer != QMessageBox.StandardButton.Yes:
             return None
+        self._deleting = record
         return self.start_engine_task(f"GeoStudio: delete {record['dataset_id']}", contract.DELETE,
                                       contract.delete_spec("datasets", record["dataset_id"]), self._deleted)
 
     def _deleted(self, _result: dict[str, Any]) -> None:
+        record = getattr(self, "_deleting", None) or {}
+        show_success("GeoStudio", f"Dataset {record.get('dataset_name', '')} ({record.get('dataset_id', '')}) deleted.")
         self.refresh_datasets()
 
     def preview_selected(self, count: int = 3) -> list[QgsRasterLayer]:
         """A few sample pairs as layers: the image in true colour (or grey), the label paletted by category."""
-        record = self.selected_record()
+        record = self.selected_record("preview")
         if record is None or record.get("status") != "Succeeded":
             return []
         folder = Path(settings.workspace()) / "datasets" / record["dataset_id"]

@@ -30,8 +30,12 @@ class SettingsDialog(QDialog):
     def refresh_status(self) -> None:
         env_dir = engine_runtime.managed_env_dir()
         python = settings.engine_python()
+        self.setupButton.setText("Repair engine…" if python else "Set up engine")
+        self.setupButton.setToolTip(
+            "The engine is ready; Repair rebuilds its environment from the lock file (downloads again)" if python else
+            f"Build the engine's Python environment (downloads {engine_runtime.ENV_SIZE_NOTE})")
         if python:
-            state = f"Ready: <code>{python}</code>"
+            state = f"Ready: <code>{python}</code>. Nothing to set up; use Repair only if the engine is broken."
         elif settings.engine_python_override():
             state = f"The chosen interpreter <code>{settings.engine_python_override()}</code> does not exist."
         else:
@@ -53,10 +57,14 @@ class SettingsDialog(QDialog):
     def setup_engine(self) -> None:
         if self.setup_task is not None:
             return
+        ready = settings.engine_python() is not None
         answer = QMessageBox.question(
-            self, "Set up the GeoStudio engine",
-            f"This creates the engine environment in\n{engine_runtime.managed_env_dir()}\nand downloads "
-            f"{engine_runtime.ENV_SIZE_NOTE}. It takes about 5-20 minutes. Continue?")
+            self, "Repair the GeoStudio engine" if ready else "Set up the GeoStudio engine",
+            ("The engine is ready. Repair rebuilds its environment in\n" if ready else
+             "This creates the engine environment in\n") + f"{engine_runtime.managed_env_dir()}\nand downloads "
+            f"{engine_runtime.ENV_SIZE_NOTE}. It takes about 5-20 minutes. Continue?",
+            QMessageBox.StandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No),
+            QMessageBox.StandardButton.No if ready else QMessageBox.StandardButton.Yes)
         if answer != QMessageBox.StandardButton.Yes:
             return
         self.setup_task = tasks.SetupEngineTask()

@@ -365,3 +365,39 @@ def test_every_input_has_a_tooltip_and_every_dock_a_help_button(plugin, monkeypa
         assert opened and opened[-1].endswith("#the-docks") and opened[-1].startswith("http"), opened
         opened.clear()
     assert not missing, missing
+
+
+# ------------------------------------------------------------------ minor defects
+def test_delete_with_nothing_selected_offers_nothing(plugin, preview_dataset, monkeypatch):
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: asked.append(args) or QMessageBox.StandardButton.No)
+    dock = _open_onboarding(plugin)
+    dock.ui.refreshButton.click()
+    assert dock.ui.datasetList.count() > 0
+    dock.ui.datasetList.setCurrentRow(-1)
+    dock.ui.deleteButton.click()
+    assert not asked and dock.task is None  # no "Delete dataset <the first one>?"
+    assert any("Select a dataset" in text for _t, text, _m, _l in plugin.iface.messageBar().details)
+    names = [dock.ui.datasetList.item(i).text() for i in range(dock.ui.datasetList.count())]
+    dock.ui.datasetList.setCurrentRow(next(i for i, n in enumerate(names) if n.startswith("first-hour water")))
+    dock.ui.deleteButton.click()
+    (_parent, _title, text, _buttons, default), = asked
+    assert "first-hour water" in text and default == QMessageBox.StandardButton.No  # No is the default
+    assert dock.task is None
+
+
+def test_settings_say_the_engine_is_ready_and_offer_repair(plugin, workspace):
+    from geostudio_plugin.gui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(plugin.iface.mainWindow())
+    assert dialog.engineStatusLabel.text().startswith("Ready")
+    assert dialog.setupButton.text() == "Repair engine…"
+    dialog.deleteLater()
+
+
+def test_menu_names_match_the_tab_names(plugin):
+    for key in ("connectors", "onboarding", "tuning", "inference"):
+        plugin.toggle_dock(key)
+        assert plugin.actions[key].text().replace("&&", "&") == plugin.docks[key].windowTitle()

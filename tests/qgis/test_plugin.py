@@ -24,7 +24,7 @@ def test_plugin_adds_menu_toolbar_and_provider(plugin, qgis_iface):
     menu_titles = [a.text() for a in qgis_iface.mainWindow().menuBar().actions()]
     assert "&GeoStudio" in menu_titles
     assert [a.text() for a in plugin.toolbar.actions()] == [
-        "Connectors && collections", "Dataset onboarding", "Fine-tuning", "Inference"]
+        "Connectors", "Datasets", "Fine-tuning", "Inference"]  # the docks' tab names (issue 10)
     provider = QgsApplication.processingRegistry().providerById("geostudio")
     assert provider is not None
     assert [a.id() for a in provider.algorithms()] == ["geostudio:infer_raster", "geostudio:onboard_dataset"]
