@@ -1,5 +1,5 @@
-"""Dataset factory: onboarding specs, pairing and checks, splits, statistics."""
+"""Dataset factory: onboarding specs, pairing and checks, splits, statistics.
 
-from .onboard import onboard, run
-
-__all__ = ["onboard", "run"]
+Nothing is imported here, so validating an onboarding spec (``datasets.spec``) does not pay for
+rasterio and numpy; the command is ``datasets.onboard:run`` (engine/commands.py).
+"""
