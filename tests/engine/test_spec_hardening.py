@@ -1,17 +1,17 @@
-"""Issue 9, spec side: usage errors, non-finite numbers, bounds, tiling minimums, suffixes and ids, unknown fields.
+"""Issue 9, spec side: usage errors, non-finite numbers, bounds, tiling minimums, suffixes and ids, unknown fields,
+and what the bad-input table found on the way (over-long ids and paths, endpoint URLs, deep JSON, Lightning options).
 
-Each test runs the real engine CLI; every case here stops at validation (about a second, no torch import).
+Each test runs the real engine CLI; every case here stops at validation (a fraction of a second, no torch import).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import EXIT_INVALID_SPEC, EXIT_USAGE, engine_command, engine_env, parse_stdout, run_engine
-
-import subprocess
-import sys
 
 
 def _cli(workspace: Path, *args: str) -> tuple[int, list[dict], str]:

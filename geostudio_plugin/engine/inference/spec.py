@@ -42,7 +42,8 @@ class InferSpec(StudioModel):
     post_processing: dict[str, Any] = {}
     maxcc: float = Field(default=100, ge=0, le=100)
     # GeoStudio additions
-    output_path: Optional[PathOrUrl] = Field(default=None, description="also write the prediction of a single input here")
+    output_path: Optional[PathOrUrl] = Field(default=None,
+                                             description="also write the prediction of a single input here")
     device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda, cuda:N or mps")
     batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
 
