@@ -277,10 +277,12 @@ class Workspace:
         folder = self.dir(kind)
         for path in sorted(folder.glob(f"*/{record}")) if folder.is_dir() else []:
             try:
-                items.append(json.loads(path.read_text()))
+                item = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-        return sorted(items, key=lambda item: item.get("created", ""), reverse=True)
+            if isinstance(item, dict):  # a record changed by hand into a list or null is passed over
+                items.append(item)
+        return sorted(items, key=lambda item: str(item.get("created", "")), reverse=True)
 
 
 def now_iso() -> str:

@@ -429,3 +429,29 @@ def test_bad_input(case: Case, results: dict[str, dict[str, Any]]):
     assert code == case.exit, describe
     assert errors[0]["message"] and errors[0].get("hint") is not None, describe
     assert run["left"] == [], f"left in the workspace: {run['left']}"
+
+
+def test_records_changed_by_hand_do_not_break_list_or_the_known_ids(tmp_path: Path):
+    """A record that is JSON but not an object, or holds odd values, is passed over, never a traceback."""
+    workspace = tmp_path / "ws"
+    for kind, item, record, text in (("datasets", "x", "dataset.json", "[1, 2]"),
+                                     ("datasets", "w", "dataset.json", '{"created": 5}'),
+                                     ("tunes", "y", "tune.json", "null"),
+                                     ("tunes", "v", "tune.json", '{"created": ["2020"], "name": 7}')):
+        (workspace / kind / item).mkdir(parents=True, exist_ok=True)
+        (workspace / kind / item / record).write_text(text)
+    for command, spec, code in (("list", None, None), ("tune", tune("nope"), "unknown_dataset"),
+                                ("infer", infer(fine_tuning_id="nope"), "unknown_model")):
+        args = [command]
+        if spec is not None:
+            (tmp_path / "spec.json").write_text(json.dumps(spec))
+            args.append(str(tmp_path / "spec.json"))
+        proc = subprocess.run(engine_command(workspace, *args), capture_output=True, text=True, env=engine_env(),
+                              cwd=str(tmp_path), timeout=120)
+        events, bad = parse_stdout(proc.stdout)
+        assert not bad and proc.returncode != EXIT_INTERNAL, (command, proc.returncode, events[-1:])
+        kinds = [e["event"] for e in events]
+        if code is None:
+            assert proc.returncode == EXIT_OK and "result" in kinds and "error" not in kinds, (command, events[-2:])
+        else:
+            assert events[-1]["event"] == "error" and events[-1]["code"] == code, (command, events[-1:])
