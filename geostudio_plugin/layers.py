@@ -30,6 +30,7 @@ from qgis.core import (
     QgsRasterBandStats,
     QgsRasterLayer,
     QgsRasterShader,
+    QgsRasterTransparency,
     QgsSingleBandGrayRenderer,
     QgsSingleBandPseudoColorRenderer,
 )
@@ -47,10 +48,25 @@ def _colour(hex_colour: str, opacity: Any = 1) -> QColor:
 
 
 def paletted_renderer(layer: QgsRasterLayer, entries: Iterable[dict[str, Any]]) -> QgsPalettedRasterRenderer:
-    classes = [QgsPalettedRasterRenderer.Class(int(float(e["quantity"])), _colour(e["color"], e.get("opacity", 1)),
-                                               str(e.get("label", e["quantity"])))
-               for e in entries]
-    return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
+    """One class per entry. A class with opacity 0 keeps its colour (so the legend shows a swatch) and is made
+    transparent on the map through the renderer's pixel transparency instead."""
+    entries = list(entries)
+    hidden = [int(float(e["quantity"])) for e in entries if _colour(e["color"], e.get("opacity", 1)).alpha() == 0]
+    classes = [QgsPalettedRasterRenderer.Class(
+        int(float(e["quantity"])),
+        _colour(e["color"], 1 if int(float(e["quantity"])) in hidden else e.get("opacity", 1)),
+        str(e.get("label", e["quantity"]))) for e in entries]
+    renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
+    if hidden:
+        transparency = QgsRasterTransparency()
+        pixels = []
+        for value in hidden:
+            pixel = QgsRasterTransparency.TransparentSingleValuePixel()
+            pixel.min, pixel.max, pixel.percentTransparent = float(value), float(value), 100.0
+            pixels.append(pixel)
+        transparency.setTransparentSingleValuePixelList(pixels)
+        renderer.setRasterTransparency(transparency)
+    return renderer
 
 
 def pseudocolor_renderer(layer: QgsRasterLayer, entries: list[dict[str, Any]]) -> QgsSingleBandPseudoColorRenderer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,12 +31,14 @@ class InferenceDock(UiDock):
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
         self.loaded_layers: list[QgsRasterLayer] = []
+        self.tunes: dict[str, dict[str, Any]] = {}  # tune_id -> record, for the model's bands and classes
         self.ui.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.ui.extentWidget.setOutputCrs(qgis_inputs.WGS84)  # then the picked layer's CRS
         self.ui.extentWidget.setMapCanvas(iface.mapCanvas())
         self.ui.extentWidget.setNullValueAllowed(True, "Whole raster")
         self.ui.extentWidget.clear()
         self.ui.layerCombo.layerChanged.connect(self._on_layer)
+        self.ui.tuneCombo.currentIndexChanged.connect(lambda _index: self.show_model_info())
         self.ui.runButton.clicked.connect(self.start_inference)
         self.visibilityChanged.connect(lambda visible: visible and self.refresh_tunes())
         self._on_layer(self.ui.layerCombo.currentLayer())
@@ -43,10 +46,40 @@ class InferenceDock(UiDock):
     def refresh_tunes(self) -> None:
         current = self.ui.tuneCombo.currentData()
         self.ui.tuneCombo.clear()
+        self.tunes = {}
         for record in workspace_index.tunes():
+            self.tunes[record["tune_id"]] = dict(record)
             self.ui.tuneCombo.addItem(f"{record['name']} ({record['tune_id']})", record["tune_id"])
         if current:
             self.ui.tuneCombo.setCurrentIndex(max(self.ui.tuneCombo.findData(current), 0))
+        self.show_model_info()
+
+    def show_model_info(self) -> str:
+        """What the chosen model reads and predicts, and whether the chosen raster has that many bands
+        (QGIS's 1-based band numbers); the engine checks the band names before it loads the model."""
+        record = self.tunes.get(self.ui.tuneCombo.currentData() or "")
+        layer = self.ui.layerCombo.currentLayer()
+        if not record:
+            self.ui.modelInfoLabel.setText("")
+            return ""
+        spec = record.get("data_spec") or {}
+        names = [str(n) for n in spec.get("band_names") or []]
+        positions = list(spec.get("bands") or range(len(names)))
+        classes = ", ".join(str(c.get("name")) for c in record.get("classes", []))
+        reads = ", ".join(f"{p + 1} {n}" for p, n in zip(positions, names)) or f"{len(positions)} band(s)"
+        text = f"Reads bands {reads}" + (f" ({spec['modality_tag']})" if spec.get("modality_tag") else "")
+        text += f"; predicts {classes}." if classes else "."
+        problem = False
+        if layer is not None and positions:
+            count = layer.bandCount()
+            if count < max(positions) + 1:
+                text += f" {layer.name()} has only {count} band(s)."
+                problem = True
+            elif count != len(positions):
+                text += f" {layer.name()} has {count} bands: check they hold {', '.join(names) or 'them'}."
+        self.ui.modelInfoLabel.setText(text)
+        self.ui.modelInfoLabel.setStyleSheet(PROBLEM_STYLE if problem else "")
+        return text
 
     def _on_layer(self, layer: Optional[QgsRasterLayer]) -> None:
         """An extent is kept in the layer's CRS, as Processing's extent parameter keeps its own; both become an
@@ -56,6 +89,7 @@ class InferenceDock(UiDock):
             self.ui.extentWidget.setOriginalExtent(layer.extent(), layer.crs())
             self.ui.extentWidget.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
             self.ui.extentWidget.setOutputCrs(layer.crs())
+        self.show_model_info()
 
     def build_payload(self) -> dict[str, Any]:
         """Everything is read from the widgets here, on the main thread, before the task starts."""
@@ -80,6 +114,9 @@ class InferenceDock(UiDock):
             return None
         self.loaded_layers = []
         self._say("Starting…")
+        record = self.tunes.get(str(payload.get("fine_tuning_id") or ""), {})
+        self._run_name = (f"{record.get('name') or self.ui.tuneCombo.currentText()} on {payload['description']}, "
+                          f"{time.strftime('%H:%M')}")
         return self.start_engine_task(f"GeoStudio: inference on {payload['description']}", contract.INFER, payload,
                                       self._done, on_event=self._show_stage, on_failure=self._failed)
 
@@ -96,7 +133,10 @@ class InferenceDock(UiDock):
 
     def _done(self, result: dict[str, Any]) -> None:
         summary: contract.InferSummary = result["summary"]
-        self.loaded_layers = layers.load_inference_layers(summary, f"GeoStudio inference: {summary['inference_id']}")
+        run_name = getattr(self, "_run_name", "") or summary["inference_id"]
+        self.loaded_layers = layers.load_inference_layers(summary, f"GeoStudio: {run_name}")
+        for layer in self.loaded_layers:  # two runs never look alike: model, input and time in every name
+            layer.setName(f"{layer.name()} ({run_name})")
         shares = summary["outputs"][0]["class_fraction"] if summary.get("outputs") else {}
         names = {str(c["id"]): c["name"] for c in summary.get("classes", [])}
         text = ", ".join(f"{names.get(k, k)} {v:.0%}" for k, v in shares.items())

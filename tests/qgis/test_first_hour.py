@@ -198,6 +198,7 @@ def test_a_failed_inference_says_failed_and_drops_the_run_progress(plugin, train
     dock = plugin.docks["inference"]
     _choose(dock.ui.tuneCombo, trained_tune["tune_id"])
     dock.ui.layerCombo.setLayer(one_band_layer)
+    assert "one band has only 1 band(s)" in dock.ui.modelInfoLabel.text()  # said before Run
     stages = []
     dock.ui.runButton.click()
     assert dock.task is not None
@@ -401,3 +402,46 @@ def test_menu_names_match_the_tab_names(plugin):
     for key in ("connectors", "onboarding", "tuning", "inference"):
         plugin.toggle_dock(key)
         assert plugin.actions[key].text().replace("&&", "&") == plugin.docks[key].windowTitle()
+
+
+# ------------------------------------------------------------------ inference: model info, names, legend, zoom
+def test_inference_names_its_result_zooms_and_shows_a_legend_swatch(plugin, trained_tune, qgis_new_project):
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    holdout = QgsRasterLayer(str(SAMPLES / "holdout" / "USA_905409_S1Hand.tif"), "USA_905409")
+    QgsProject.instance().addMapLayer(holdout)
+    plugin.toggle_dock("inference")
+    dock = plugin.docks["inference"]
+    dock.refresh_tunes()
+    _choose(dock.ui.tuneCombo, trained_tune["tune_id"])
+    dock.ui.layerCombo.setLayer(holdout)
+    assert dock.ui.modelInfoLabel.text().startswith("Reads bands 1 VV, 2 VH (S1GRD); predicts ")
+    canvas = plugin.iface.mapCanvas()
+    canvas.setExtent(holdout.extent().buffered(holdout.extent().width() * 50))
+    dock.ui.runButton.click()
+    wait_for(lambda: dock.task is None, timeout=180)
+    assert dock.ui.resultLabel.text().startswith("Done: "), dock.ui.resultLabel.text()
+    prediction, = dock.loaded_layers
+    assert f"{trained_tune['name']} on USA_905409" in prediction.name()
+    legend = prediction.renderer().legendSymbologyItems()
+    assert [(label, colour.alpha()) for label, colour in legend][:1] == [("Not water", 255)]  # a visible swatch
+    assert canvas.extent().width() < holdout.extent().width() * 3  # zoomed to the result
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_connectors_search_without_a_match_says_so(plugin, workspace):
+    plugin.toggle_dock("connectors")
+    dock = plugin.docks["connectors"]
+    wait_for(lambda: dock.ui.tree.topLevelItemCount() > 0, timeout=60)
+    _type(dock.ui.searchEdit, "s1_grd")
+    hub = next(dock.ui.tree.topLevelItem(i) for i in range(dock.ui.tree.topLevelItemCount())
+               if not dock.ui.tree.topLevelItem(i).isHidden())
+    s1 = next(hub.child(i) for i in range(hub.childCount()) if hub.child(i).text(0) == "s1_grd")
+    dock.ui.tree.setCurrentItem(s1)
+    details = dock.ui.detailsLabel.text()
+    assert "s1_grd" in details and "Bands: VV" in details and "): <br>" not in details
+    _type(dock.ui.searchEdit, "zzz-nothing")
+    assert dock.ui.statusLabel.text().startswith("No connector, collection or band matches")
+    assert dock.ui.detailsLabel.text() == ""  # no stale details
+    dock.ui.searchEdit.clear()
+    assert "connectors" in dock.ui.statusLabel.text()

@@ -36,12 +36,15 @@ def test_inference_dock_loads_a_styled_prediction_in_a_group(plugin, trained_tun
     wait_for(lambda: dock.task is None, timeout=180)
     prediction, = dock.loaded_layers
     assert isinstance(prediction.renderer(), QgsPalettedRasterRenderer)
-    assert _classes(prediction.renderer()) == [(0, "Not water", "#d9d9d9", 0), (1, "Water", "#1f78b4", 255)]
+    # "Not water" (opacity 0) keeps its colour for the legend and is drawn transparent (issue 10)
+    assert _classes(prediction.renderer()) == [(0, "Not water", "#d9d9d9", 255), (1, "Water", "#1f78b4", 255)]
+    assert prediction.renderer().rasterTransparency().alphaValue(0.0) == 0
+    assert prediction.renderer().rasterTransparency().alphaValue(1.0) == 255
     assert prediction.crs() == holdout_layer.crs()
     assert prediction.extent() == holdout_layer.extent()
     assert (prediction.width(), prediction.height()) == (512, 512)
     group = QgsProject.instance().layerTreeRoot().findLayer(prediction.id()).parent()
-    assert group.name().startswith("GeoStudio inference: ")
+    assert group.name().startswith(f"GeoStudio: {trained_tune['name']} on USA_905409, ")  # model, input, time
     assert "Water" in dock.ui.resultLabel.text()
 
 
