@@ -103,7 +103,8 @@ class ConnectorsDock(UiDock):
                 top.addChild(item)
             tree.addTopLevelItem(top)
             top.setExpanded(True)
-        self.ui.statusLabel.setText(f"{tree.topLevelItemCount()} connectors, {n_collections} collections")
+        self._status = f"{tree.topLevelItemCount()} connectors, {n_collections} collections"
+        self.ui.statusLabel.setText(self._status)
         self.apply_filter(self.ui.searchEdit.text())
 
     def apply_filter(self, text: str) -> None:
@@ -119,8 +120,17 @@ class ConnectorsDock(UiDock):
             item.setHidden(not shown)
             return shown
 
-        for i in range(self.ui.tree.topLevelItemCount()):
-            visit(self.ui.tree.topLevelItem(i))
+        shown = [visit(self.ui.tree.topLevelItem(i)) for i in range(self.ui.tree.topLevelItemCount())]
+        current = self.ui.tree.currentItem()
+        if needle and not any(shown):  # say so, and drop the details of what is no longer listed
+            self.ui.statusLabel.setText(f"No connector, collection or band matches “{text.strip()}”.")
+            self.ui.detailsLabel.setText("")
+        elif needle:
+            self.ui.statusLabel.setText(f"Showing matches for “{text.strip()}”.")
+            if current is not None and current.isHidden():
+                self.ui.detailsLabel.setText("")
+        else:
+            self.ui.statusLabel.setText(getattr(self, "_status", self.ui.statusLabel.text()))
 
     def _on_current(self, current: QTreeWidgetItem, _previous: QTreeWidgetItem) -> None:
         data = current.data(0, ROLE) if current else None
@@ -130,9 +140,13 @@ class ConnectorsDock(UiDock):
         if data["kind"] == "band" and current.parent() is not None:
             data = current.parent().data(0, ROLE)
         if data["kind"] == "collection":
+            about = (data.get("description") or data.get("long_name") or "").strip()[:240]
+            bands = ", ".join(b["band_name"] for b in data.get("bands", [])[:12])
             self.ui.detailsLabel.setText(f"<b>{data['collection']}</b> ({data['connector']}, "
-                                         f"{data.get('modality_tag') or 'no modality tag'}): "
-                                         f"{(data.get('description') or data.get('long_name') or '')[:240]}")
+                                         f"{data.get('modality_tag') or 'no modality tag'})"
+                                         + (f": {about}" if about else "")
+                                         + (f"<br>Bands: {bands}" if bands else "<br>No band list: name the bands"
+                                            " to fetch below."))
             if self.selected is None or (self.selected["connector"], self.selected["collection"]) != \
                     (data["connector"], data["collection"]):
                 self.ui.bandsEdit.clear()
