@@ -85,6 +85,9 @@ def user_collections(workspace: Optional[Workspace]) -> list[dict[str, Any]]:
         raise EngineError("catalog_file_invalid", f"{path} is not valid JSON: {exc}.",
                           "Fix the file or remove it; it lists extra collections for the catalog.") from None
     entries = data.get("collections", data) if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise EngineError("catalog_file_invalid", f"{path} holds {type(entries).__name__}, not a list of collections.",
+                          "Give a JSON list of collections (or {\"collections\": [...]}), or remove the file.")
     problems = [i for i, e in enumerate(entries) if not isinstance(e, dict) or not e.get("connector")
                 or not e.get("collection_name")]
     if problems:

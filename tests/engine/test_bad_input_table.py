@@ -164,6 +164,13 @@ def hand_edited_dataset(folder: Path) -> None:
     (folder / "ws" / "datasets" / "d-1" / "dataset.json").write_text(json.dumps({"dataset_id": "d-1"}))
 
 
+def user_collections(text: str) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        (folder / "ws" / "catalog").mkdir(parents=True)
+        (folder / "ws" / "catalog" / "collections.json").write_text(text)
+    return write
+
+
 def spec_folder(folder: Path) -> None:
     (folder / "a-folder.json").mkdir()
 
@@ -195,6 +202,13 @@ CASES = [
     Case("catalog-endpoints-wrong-type", "catalog", {"endpoints": ["http://x"]}, "invalid_spec"),
     Case("catalog-endpoint-bad-url", "catalog", {"discover": True, "endpoints": {"IBMResearchSTAC": "http://[::1"}},
          "invalid_spec"),
+    Case("catalog-user-collections-not-json", "catalog", None, "catalog_file_invalid",
+         prepare=user_collections("{broken")),
+    Case("catalog-user-collections-null", "catalog", None, "catalog_file_invalid", prepare=user_collections("null")),
+    Case("catalog-user-collections-number", "catalog", None, "catalog_file_invalid",
+         prepare=user_collections('{"collections": 5}')),
+    Case("catalog-user-collections-entry-text", "catalog", None, "catalog_file_invalid",
+         prepare=user_collections('["sentinel_aws"]')),
     Case("catalog-timeout-bigint", "catalog", {"timeout_s": 10**400}, "invalid_spec"),
     # prescan
     Case("prescan-glob-label-suffix", "prescan", {"dataset_url": str(TRAIN_DIR), "label_suffix": "**.tif",
