@@ -101,8 +101,10 @@ class GeoStudioPlugin:
             area = next(d[3] for d in DOCKS if d[0] == key)
             self.iface.addDockWidget(area, self.docks[key])
             window = self.iface.mainWindow()
-            if others:  # one GeoStudio panel with a tab per dock
-                window.tabifyDockWidget(others[0], self.docks[key])
+            if others:  # one GeoStudio panel with a tab per dock, in the menu's order whatever the opening order
+                ordered = [self.docks[k] for k, *_rest in DOCKS if k in self.docks]
+                for dock in ordered[1:]:
+                    window.tabifyDockWidget(ordered[0], dock)  # each moves to the end of the first's tabs
             else:
                 window.resizeDocks([self.docks[key]], [self.docks[key].WIDTH], Qt.Orientation.Horizontal)
             self.docks[key].visibilityChanged.connect(lambda visible, k=key: self.actions[k].setChecked(visible))

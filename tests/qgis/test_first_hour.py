@@ -445,3 +445,15 @@ def test_connectors_search_without_a_match_says_so(plugin, workspace):
     assert dock.ui.detailsLabel.text() == ""  # no stale details
     dock.ui.searchEdit.clear()
     assert "connectors" in dock.ui.statusLabel.text()
+
+
+def test_tabs_follow_the_menu_order_whatever_the_opening_order(plugin):
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtWidgets import QTabBar
+
+    for key in ("inference", "onboarding", "connectors", "tuning"):
+        plugin.actions[key].trigger()  # the menu entry, as a person opens it
+        QgsApplication.processEvents()
+    bars = [b for b in plugin.iface.mainWindow().findChildren(QTabBar) if b.count() >= 4]
+    tabs = [[b.tabText(i) for i in range(b.count())] for b in bars]
+    assert ["Connectors", "Datasets", "Fine-tuning", "Inference"] in tabs, tabs
