@@ -458,6 +458,19 @@ def onboard_payload(form: Mapping[str, Any], endpoints: Mapping[str, str]) -> di
     return payload
 
 
+def tune_name_problem(name: str) -> str:
+    """What is wrong with a tune name under the Studio's rule (4-30 letters, digits, '-' or '.'; spaces and '_'
+    become '-'), naming the characters that are not allowed; "" when it is fine."""
+    value = re.sub(r"[\s_]+", "-", name.strip())
+    bad = sorted({c for c in value if not re.fullmatch(r"[A-Za-z0-9.-]", c)}, key=value.index)
+    if bad:
+        return (f"{', '.join(repr(c) for c in bad)} {'is' if len(bad) == 1 else 'are'} not allowed in a tune name: "
+                "use letters, digits, '-' or '.' (spaces and '_' become '-').")
+    if not 4 <= len(value) <= 30:
+        return f"A tune name has 4 to 30 characters; this one has {len(value)}."
+    return ""
+
+
 def tune_spec(name: str, dataset_id: str, base_model_id: str, template_id: str, *, epochs: int, batch_size: int,
               lr: float, crop_size: Optional[int] = None, device: str = "auto", description: str = "",
               model_parameters: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:

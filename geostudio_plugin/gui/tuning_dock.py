@@ -26,7 +26,7 @@ class TuningDock(UiDock):
     RUN_BUTTON = "startButton"
     CANCEL_BUTTON = "cancelButton"
     TOOLTIPS = {
-        "nameEdit": "The tune's name (letters, digits, '-', '_'; spaces become '-')",
+        "nameEdit": "The tune's name: 4 to 30 letters, digits, '-' or '.' (spaces and '_' become '-')",
         "datasetCombo": "An onboarded dataset from the Datasets tab",
         "templateCombo": "The task template (segmentation, regression...): decoder, losses and metrics",
         "backboneCombo": "A pre-trained backbone that fits the template (size in millions of parameters)",
@@ -51,6 +51,7 @@ class TuningDock(UiDock):
         store.changed.connect(self.populate_catalog)
         self.ui.templateCombo.currentIndexChanged.connect(self._filter_backbones)
         self.ui.startButton.clicked.connect(self.start_tuning)
+        self.ui.nameEdit.textChanged.connect(lambda _text: self.check_name())
         self.ui.tuneList.currentItemChanged.connect(lambda current, _previous: self.show_tune(current))
         self.visibilityChanged.connect(self._on_visible)
 
@@ -123,7 +124,17 @@ class TuningDock(UiDock):
             batch_size=self.ui.batchSpin.value(), lr=self.ui.lrSpin.value(), crop_size=self.ui.cropSpin.value() or None,
             device=self.ui.deviceCombo.currentText())
 
+    def check_name(self) -> str:
+        """A bad name is said as it is typed, naming the characters that are not allowed."""
+        problem = contract.tune_name_problem(self.ui.nameEdit.text()) if self.ui.nameEdit.text().strip() else ""
+        self.ui.nameEdit.setStyleSheet("border: 1px solid #b2182b;" if problem else "")
+        if self.task is None and (problem or self.ui.stageLabel.styleSheet()):
+            self._say(problem, problem=bool(problem))
+        return problem
+
     def start_tuning(self) -> Optional[tasks.EngineTask]:
+        if self.task is not None or self.check_name():
+            return None
         try:
             payload = self.build_payload()
         except ValueError as exc:

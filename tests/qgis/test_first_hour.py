@@ -457,3 +457,14 @@ def test_tabs_follow_the_menu_order_whatever_the_opening_order(plugin):
     bars = [b for b in plugin.iface.mainWindow().findChildren(QTabBar) if b.count() >= 4]
     tabs = [[b.tabText(i) for i in range(b.count())] for b in bars]
     assert ["Connectors", "Datasets", "Fine-tuning", "Inference"] in tabs, tabs
+
+
+def test_a_bad_tune_name_names_the_bad_characters_as_typed(plugin, workspace):
+    plugin.toggle_dock("tuning")
+    dock = plugin.docks["tuning"]
+    _type(dock.ui.nameEdit, "flood/tune*v2")
+    assert dock.ui.stageLabel.text().startswith("'/', '*' are not allowed in a tune name")
+    dock.ui.startButton.click()
+    assert dock.task is None
+    _type(dock.ui.nameEdit, "flood tune v2")
+    assert dock.ui.stageLabel.text() == ""
