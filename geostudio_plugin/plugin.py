@@ -64,6 +64,7 @@ class GeoStudioPlugin:
             self.toolbar.addAction(action)
         self.menu.addSeparator()
         self.actions["settings"] = self._action("Settings…", "settings.svg", lambda _checked: self.open_settings())
+        self.actions["help"] = self._action("Help", "geostudio.svg", lambda _checked: self.open_help())
 
     def _action(self, text: str, icon: str, slot: Callable[[bool], None], checkable: bool = False) -> QAction:
         action = QAction(QIcon(icon_path(icon)), text, self.iface.mainWindow())
@@ -144,6 +145,15 @@ class GeoStudioPlugin:
         dock.setVisible(visible)
         if visible:
             dock.raise_()
+
+    def open_help(self) -> bool:
+        """The README (the plugin's homepage) in the browser."""
+        from qgis.PyQt.QtCore import QUrl
+        from qgis.PyQt.QtGui import QDesktopServices
+
+        from .paths import help_url
+
+        return QDesktopServices.openUrl(QUrl(help_url()))
 
     def open_settings(self) -> None:
         from .gui.settings_dialog import SettingsDialog

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtWidgets import QFileDialog
 
 from .. import contract, layers, qgis_inputs, settings, tasks, workspace_index
 from .base import UiDock
@@ -40,6 +41,7 @@ class InferenceDock(UiDock):
         self.ui.layerCombo.layerChanged.connect(self._on_layer)
         self.ui.tuneCombo.currentIndexChanged.connect(lambda _index: self.show_model_info())
         self.ui.runButton.clicked.connect(self.start_inference)
+        self.ui.browseButton.clicked.connect(lambda: self.browse_raster())
         self.visibilityChanged.connect(lambda visible: visible and self.refresh_tunes())
         self._on_layer(self.ui.layerCombo.currentLayer())
 
@@ -80,6 +82,19 @@ class InferenceDock(UiDock):
         self.ui.modelInfoLabel.setText(text)
         self.ui.modelInfoLabel.setStyleSheet(PROBLEM_STYLE if problem else "")
         return text
+
+    def browse_raster(self) -> Optional[QgsRasterLayer]:
+        """A raster from disk: added to the project and chosen as the input."""
+        path, _ = QFileDialog.getOpenFileName(self, "Input raster", "", "GeoTIFF (*.tif *.tiff);;All files (*)")
+        if not path:
+            return None
+        layer = QgsRasterLayer(path, Path(path).stem)
+        if not layer.isValid():
+            self._say(f"QGIS cannot open {Path(path).name} as a raster.", problem=True)
+            return None
+        QgsProject.instance().addMapLayer(layer)
+        self.ui.layerCombo.setLayer(layer)
+        return layer
 
     def _on_layer(self, layer: Optional[QgsRasterLayer]) -> None:
         """An extent is kept in the layer's CRS, as Processing's extent parameter keeps its own; both become an

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from qgis.core import QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QBrush, QColor
-from qgis.PyQt.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QTableWidgetItem
+from qgis.PyQt.QtWidgets import QColorDialog, QFileDialog, QListWidgetItem, QMessageBox, QTableWidgetItem
 
 from .. import contract, credentials, layers, settings, tasks, workspace_index
 from .base import UiDock
@@ -44,7 +44,8 @@ class OnboardingDock(UiDock):
         "sourcesTable": "One row per data source: the file suffix, a modality tag (also a folder name), the "
                         "collection it came from and its band names in file order",
         "removeSourceButton": "Remove the selected data source",
-        "categoriesTable": "The label classes: id (the value in the label files), name and colour (#rrggbb)",
+        "categoriesTable": "The label classes: id (the value in the label files), name and colour (double-click the "
+                           "colour to pick one)",
         "addCategoryButton": "Add a label class",
         "removeCategoryButton": "Remove the selected label class",
         "ignoreSpin": "Label value that is not a class (no data); ignored in training",
@@ -81,6 +82,7 @@ class OnboardingDock(UiDock):
         self.ui.removeCategoryButton.clicked.connect(
             lambda: table.removeRow(table.currentRow() if table.currentRow() >= 0 else table.rowCount() - 1))
         self.ui.prescanButton.clicked.connect(self.start_prescan)
+        self.ui.categoriesTable.cellDoubleClicked.connect(self.pick_colour)
         self.ui.fromLabelsCheck.toggled.connect(self._from_labels_toggled)
         self.ui.addSourceButton.clicked.connect(lambda: self.add_source_row("", "", "", ""))
         self.ui.removeSourceButton.clicked.connect(self.remove_source_row)
@@ -110,6 +112,17 @@ class OnboardingDock(UiDock):
         swatch = QTableWidgetItem(colour)
         swatch.setBackground(QColor(colour))
         table.setItem(row, 2, swatch)
+
+    def pick_colour(self, row: int, column: int) -> None:
+        """Double-clicking a class's colour opens a colour picker (the cell shows the colour and its #rrggbb)."""
+        if column != 2:
+            return
+        item = self.ui.categoriesTable.item(row, 2)
+        colour = QColorDialog.getColor(QColor(item.text() if item else "#000000"), self, "Class colour")
+        if colour.isValid():
+            swatch = QTableWidgetItem(colour.name())
+            swatch.setBackground(colour)
+            self.ui.categoriesTable.setItem(row, 2, swatch)
 
     def add_source_row(self, suffix: str, modality: str, collection: str, bands: str) -> None:
         table = self.ui.sourcesTable

@@ -468,3 +468,29 @@ def test_a_bad_tune_name_names_the_bad_characters_as_typed(plugin, workspace):
     assert dock.task is None
     _type(dock.ui.nameEdit, "flood tune v2")
     assert dock.ui.stageLabel.text() == ""
+
+
+def test_colour_picker_raster_picker_and_help_menu(plugin, monkeypatch, qgis_new_project):
+    from qgis.core import QgsProject
+    from qgis.PyQt.QtGui import QColor, QDesktopServices
+    from qgis.PyQt.QtWidgets import QColorDialog, QFileDialog
+
+    monkeypatch.setattr(QColorDialog, "getColor", lambda *args: QColor("#ff0000"))
+    dock = _open_onboarding(plugin)
+    table = dock.ui.categoriesTable
+    table.cellDoubleClicked.emit(1, 2)  # what a double-click on the colour cell sends
+    assert table.item(1, 2).text() == "#ff0000" and table.item(1, 2).background().color().name() == "#ff0000"
+
+    holdout = SAMPLES / "holdout" / "USA_905409_S1Hand.tif"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(holdout), ""))
+    plugin.toggle_dock("inference")
+    inference = plugin.docks["inference"]
+    inference.ui.browseButton.click()
+    assert inference.ui.layerCombo.currentLayer().source() == str(holdout)
+    assert QgsProject.instance().mapLayersByName("USA_905409_S1Hand")
+
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toString()) or True)
+    plugin.actions["help"].trigger()
+    assert opened and opened[0].startswith("http")
+    QgsProject.instance().removeAllMapLayers()
