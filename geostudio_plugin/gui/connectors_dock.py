@@ -82,10 +82,19 @@ class ConnectorsDock(UiDock):
         for connector in catalog.get("connectors", []):
             self.connectors[connector["id"]] = connector
             state = connector.get("access", {})
-            top = QTreeWidgetItem([connector["name"], "", "", state.get("state", "")])
-            top.setToolTip(3, state.get("detail", ""))
-            if state.get("state") in ACCESS_COLOURS:
-                top.setForeground(3, QBrush(QColor(ACCESS_COLOURS[state["state"]])))
+            access = state.get("state", "")
+            no_endpoint = access != "credentials missing" and not (state.get("endpoint") or connector.get("endpoint"))
+            if access == "credentials missing":  # which credential, in the cell itself
+                access = str(state.get("detail", "")).split(";")[0] or access
+            elif no_endpoint and not connector.get("collections"):
+                access = "no endpoint set"
+            top = QTreeWidgetItem([connector["name"], "", "", access])
+            top.setToolTip(3, state.get("detail", "") or access)
+            colour = ACCESS_COLOURS.get(state.get("state", ""), "#b35806" if no_endpoint else "")
+            if access == "no endpoint set":
+                colour = "#b35806"
+            if colour:
+                top.setForeground(3, QBrush(QColor(colour)))
             top.setData(0, ROLE, {"kind": "connector", **{k: v for k, v in connector.items() if k != "collections"}})
             top.setToolTip(0, connector["id"])
             for collection in connector.get("collections", []):
@@ -101,6 +110,13 @@ class ConnectorsDock(UiDock):
                     child.setData(0, ROLE, {"kind": "band", **band})
                     item.addChild(child)
                 top.addChild(item)
+            if not connector.get("collections"):  # say why the connector lists nothing
+                why = ("no endpoint is set: select the connector and use Credentials… to set one" if no_endpoint
+                       else "its catalog lists no collection")
+                hint = QTreeWidgetItem([f"No collections: {why}.", "", "", ""])
+                hint.setForeground(0, QBrush(QColor("#666666")))
+                hint.setFirstColumnSpanned(True)
+                top.addChild(hint)
             tree.addTopLevelItem(top)
             top.setExpanded(True)
         self._status = f"{tree.topLevelItemCount()} connectors, {n_collections} collections"

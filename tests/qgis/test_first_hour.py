@@ -494,3 +494,17 @@ def test_colour_picker_raster_picker_and_help_menu(plugin, monkeypatch, qgis_new
     plugin.actions["help"].trigger()
     assert opened and opened[0].startswith("http")
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_connectors_access_cells_say_which_credential_and_empty_connectors_say_why(plugin, workspace):
+    plugin.toggle_dock("connectors")
+    dock = plugin.docks["connectors"]
+    wait_for(lambda: dock.ui.tree.topLevelItemCount() > 0, timeout=60)
+    tops = [dock.ui.tree.topLevelItem(i) for i in range(dock.ui.tree.topLevelItemCount())]
+    for top in tops:
+        data = top.data(0, 0x0100) or {}
+        if (data.get("access") or {}).get("state") == "credentials missing":
+            assert top.text(3).startswith("needs "), top.text(3)
+        assert top.childCount() > 0, top.text(0)  # never an empty branch without a word
+    empty = [top for top in tops if top.child(0).text(0).startswith("No collections: ")]
+    assert all(top.child(0).data(0, 0x0100) is None for top in empty)
