@@ -343,17 +343,20 @@ CASES = [
     Case("search-maxcc-huge", "search", search(maxcc=1e9), "invalid_spec"),
     Case("search-days-huge", "search", search(post_days=10**9), "invalid_spec"),
     Case("search-endpoint-bad-url", "search", search(endpoint="https://"), "invalid_spec"),
+    Case("search-unknown-collection", "search", search(collection="no-such-collection"), "unknown_collection"),
     Case("search-unknown-connector", "search", search(connector="no_such_connector"), "unknown_connector"),
     # fetch
     Case("fetch-no-dates", "fetch", fetch(dates=[]), "invalid_spec"),
     Case("fetch-date-text", "fetch", fetch(dates=["yesterday"]), "invalid_spec"),
     Case("fetch-bbox-outside", "fetch", fetch(bbox=[-500, 0, 500, 1]), "invalid_spec"),
     Case("fetch-bands-text", "fetch", fetch(bands="red"), "invalid_spec"),
+    Case("fetch-unknown-band", "fetch", fetch(bands=["no-such-band"]), "unknown_band"),
     Case("fetch-maxcc-infinite", "fetch", fetch(maxcc=INF), "invalid_spec"),
     # check
     Case("check-timeout-zero", "check", {"connector": "sentinel_aws", "timeout_s": 0}, "invalid_spec"),
     Case("check-endpoint-ftp", "check", {"connector": "sentinel_aws", "endpoint": "ftp://example.org"},
          "invalid_spec"),
+    Case("check-unknown-connector", "check", {"connector": "no_such_connector"}, "unknown_connector"),
     Case("check-no-connector", "check", {"connector": ""}, "invalid_spec"),
 ]
 
