@@ -55,3 +55,26 @@ def test_a_model_without_band_names_checks_the_count_only():
     assert not check_bands("x.tif", ["a", "b"], [], [0, 1], "m").refused
     assert check_bands("x.tif", ["a", "b", "c"], [], [0, 1], "m").warnings
     assert check_bands("x.tif", ["a"], [], [0, 1], "m").code == "band_count"
+
+
+# ----------------------------------------------------------------- from the rasters' headers (rasterio, no torch)
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "resources" / "sample_data"
+WATER = {"tune_id": "water-1", "data_spec": {"band_names": ["VV", "VH"], "bands": [0, 1]}}
+
+
+def test_check_inputs_refuses_the_sentinel2_sample_for_a_radar_tune():
+    from geostudio_plugin.engine.inference.bands import check_inputs
+    from geostudio_plugin.engine.protocol import EngineError
+
+    with pytest.raises(EngineError) as caught:
+        check_inputs([str(SAMPLES / "sen1floods11" / "S2Hand" / "Spain_7370579_S2Hand.tif")], WATER, [0, 1])
+    assert caught.value.code == "band_mismatch"
+    assert "Spain_7370579_S2Hand.tif has bands 1 B1, 2 B2" in str(caught.value) and "VV, VH" in str(caught.value)
+
+
+def test_check_inputs_passes_the_radar_sample_and_warns_on_unnamed_bands():
+    from geostudio_plugin.engine.inference.bands import check_inputs
+
+    assert check_inputs([str(SAMPLES / "sen1floods11" / "holdout" / "USA_905409_S1Hand.tif")], WATER, [0, 1]) == []
+    warnings = check_inputs([str(SAMPLES / "marida" / "S2_14-9-18_16PCC_30.tif")], WATER, [0, 1])
+    assert len(warnings) == 1 and "does not name its 11 band(s)" in warnings[0]

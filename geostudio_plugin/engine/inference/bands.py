@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 GENERIC = re.compile(r"^(band|layer|channel)?[\s_-]*\d+$", re.IGNORECASE)  # "Band 1", "band_2", "3": no name
 ALIASES = {"RED": "B4", "GREEN": "B3", "BLUE": "B2", "NIR": "B8", "NIR_NARROW": "B8A", "NIR08": "B8A",
@@ -96,3 +97,20 @@ def check_bands(file_label: str, raster_names: Sequence[Optional[str]], model_na
     return BandCheck("band_mismatch", f"{file_label} has bands {raster_list}; {model_label} reads {expected}, but "
                      f"here {found}.", "Reorder the bands (Raster > Conversion > Translate, or Build Virtual Raster) "
                      f"so they read {wanted}.")
+
+
+def check_inputs(paths: Sequence[str], record: dict[str, Any], positions: Sequence[int]) -> list[str]:
+    """Every input against the tune's bands, from the rasters' headers (rasterio, no torch): raises EngineError
+    for a refused one, returns the warnings for the rest. ``positions``: the 0-based file bands the model reads."""
+    from ..protocol import EngineError
+    from ..rasters import raster_info
+
+    names = [str(n) for n in ((record.get("data_spec") or {}).get("band_names") or [])]
+    warnings = []
+    for path in paths:
+        info = raster_info(Path(path))
+        check = check_bands(Path(path).name, list(info.descriptions), names, positions, f"tune {record['tune_id']}")
+        if check.refused:
+            raise EngineError(check.code, check.message, check.hint)
+        warnings += check.warnings
+    return warnings
