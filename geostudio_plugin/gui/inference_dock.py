@@ -11,7 +11,7 @@ from qgis.PyQt.QtWidgets import QFileDialog
 
 from .. import contract, layers, qgis_inputs, settings, tasks, workspace_index
 from .base import UiDock
-from .messages import show_success
+from .messages import show_success, show_warning
 
 PROBLEM_STYLE = "color: #b2182b;"
 
@@ -128,6 +128,7 @@ class InferenceDock(UiDock):
             self._say("Pick an input raster stored in a local file (GeoTIFF).", problem=True)
             return None
         self.loaded_layers = []
+        self.warnings: list[str] = []
         self._say("Starting…")
         record = self.tunes.get(str(payload.get("fine_tuning_id") or ""), {})
         self._run_name = (f"{record.get('name') or self.ui.tuneCombo.currentText()} on {payload['description']}, "
@@ -138,6 +139,9 @@ class InferenceDock(UiDock):
     def _show_stage(self, event: dict[str, Any]) -> None:
         if contract.is_progress(event) and self.task is not None:
             self._say(str(event.get("message", "")))
+        elif contract.is_log(event) and event.get("level") == "warning":  # e.g. unnamed bands, another count
+            self.warnings.append(str(event.get("message", "")))
+            show_warning("GeoStudio", self.warnings[-1])
 
     def _failed(self, failure: contract.EngineFailure) -> None:
         """The run's last progress text goes: the label says how it ended."""
@@ -155,6 +159,8 @@ class InferenceDock(UiDock):
         shares = summary["outputs"][0]["class_fraction"] if summary.get("outputs") else {}
         names = {str(c["id"]): c["name"] for c in summary.get("classes", [])}
         text = ", ".join(f"{names.get(k, k)} {v:.0%}" for k, v in shares.items())
-        self._say(f"Done: {summary['inference_id']}: {text} ({summary['seconds']:.1f} s on {summary['device']})")
+        warned = getattr(self, "warnings", [])
+        self._say(f"Done: {summary['inference_id']}: {text} ({summary['seconds']:.1f} s on {summary['device']})"
+                  + (f"\nWarning: {' '.join(warned)}" if warned else ""), problem=bool(warned))
         layers.zoom_to(self.iface.mapCanvas(), self.loaded_layers)
         show_success("GeoStudio", f"Prediction loaded: {text}")
