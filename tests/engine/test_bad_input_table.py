@@ -4,7 +4,8 @@ Each case must end with exactly one ``error`` event carrying its documented code
 status from ``engine/errors.py`` (never 1, the status of a bug), emit no ``result``, and leave nothing
 behind in the workspace (its tree is compared before and after; failure records under ``failed/`` are
 the engine's log of failed attempts and are ignored). Nearly every case stops at validation, before
-torch is imported, so the cases run side by side in one thread pool and the whole table takes seconds.
+torch is imported (about 0.2 s each), so the cases run side by side in one thread pool: well under a minute
+on two cores.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Case:
     command: Optional[str]  # None: the arguments are all in ``args``
     spec: Spec  # a dict (written as JSON, NaN/Infinity literals allowed), raw text or bytes, or folder -> one of those
     code: str
-    args: list[str] = field(default_factory=list)  # extra command-line arguments ("{spec}" is the spec file)
+    args: list[str] = field(default_factory=list)  # extra command-line arguments ("{folder}": the case's folder)
     prepare: Optional[Callable[[Path], None]] = None  # builds input data in the case's folder (beside ws)
     xfail: str = ""
 
