@@ -285,6 +285,7 @@ class ConnectorsDock(UiDock):
             layers.show_bands(layer, info.get("rgb"))
             layers.add_to_group(layer, group)
             self.fetched_layers.append(layer)
+        layers.zoom_to(self.iface.mapCanvas(), self.fetched_layers)
         self.ui.availabilityLabel.setText(f"Fetched {len(summary['files'])} date(s) into {result['outputs']['fetch_dir']}")
         show_success("GeoStudio", f"Fetched {summary['collection']} for {len(summary['files'])} date(s).")
 

@@ -70,7 +70,7 @@ def test_tree_lists_every_connector_with_modality_tags_and_access(connectors_doc
     assert {k: tags.get(k) for k in expected} == expected
     assert _child(_top(dock, "IBM Research STAC"), "marida-ndvi") is not None  # discovered at run time
     assert _top(dock, "Sentinel AWS (Earth Search)").text(3) == "ready"
-    assert _top(dock, "Sentinel Hub").text(3) == "credentials missing"
+    assert _top(dock, "Sentinel Hub").text(3) == "needs OAuth client id, OAuth client secret"  # which ones (issue 10)
     assert "Dem" not in _top(dock, "Sentinel Hub").toolTip(3)
     assert _child(_top(dock, "Sentinel Hub"), "dem").text(2) == "30 m"
 
@@ -106,6 +106,7 @@ def test_availability_shows_dates_and_footprints_then_fetch_loads_true_colour(co
     wait_for(lambda: dock.task is None, timeout=120)
     layer, = dock.fetched_layers
     assert layer.isValid() and layer.name() == "sentinel-2-l2a 2018-09-14"
+    assert dock.iface.mapCanvas().extent().intersects(layer.extent())  # the map shows the fetched scene
     assert layer.bandCount() == 3 and layer.crs().authid() == "EPSG:4326"
     renderer = layer.renderer()
     assert isinstance(renderer, QgsMultiBandColorRenderer)
