@@ -13,7 +13,7 @@ from qgis.PyQt.QtWidgets import QComboBox, QFrame, QHBoxLayout, QScrollArea, QTo
 from .. import tasks
 from ..contract import EngineFailure
 from ..paths import help_url, ui_file
-from .messages import show_failure
+from .messages import drop_qgis_task_notice, show_failure
 
 
 class UiDock(QgsDockWidget):
@@ -108,6 +108,8 @@ class UiDock(QgsDockWidget):
         self.ui.progressBar.setValue(int(value))
 
     def _task_succeeded(self, result: dict[str, Any]) -> None:
+        if self.task is not None:  # our own success message says more than QGIS's "Task complete"
+            drop_qgis_task_notice(self.task.description())
         handler = self._on_success
         self._task_ended(100, "Done")
         if handler is not None:

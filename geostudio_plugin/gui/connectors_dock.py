@@ -58,7 +58,7 @@ class ConnectorsDock(UiDock):
         self.ui.credentialsButton.clicked.connect(self.open_credentials)
         self.ui.checkButton.clicked.connect(self.check_availability)
         self.ui.fetchButton.clicked.connect(self.fetch_checked)
-        for column, width in enumerate((170, 70, 70)):
+        for column, width in enumerate((140, 62, 62)):  # the Access column (which credential is missing) gets the rest
             self.ui.tree.setColumnWidth(column, width)
         self.ui.searchEdit.textChanged.connect(self.apply_filter)
         self.ui.refreshButton.clicked.connect(lambda: self._load(force=True))
@@ -84,8 +84,10 @@ class ConnectorsDock(UiDock):
             state = connector.get("access", {})
             access = state.get("state", "")
             no_endpoint = access != "credentials missing" and not (state.get("endpoint") or connector.get("endpoint"))
-            if access == "credentials missing":  # which credential, in the cell itself
-                access = str(state.get("detail", "")).split(";")[0] or access
+            if access == "credentials missing":  # which credential, in the cell itself (all in the tooltip)
+                needed = [n.strip() for n in str(state.get("detail", "")).split(";")[0].removeprefix("needs ").split(",")
+                          if n.strip()]
+                access = f"needs {needed[0]}" + (f" +{len(needed) - 1}" if len(needed) > 1 else "") if needed else access
             elif no_endpoint and not connector.get("collections"):
                 access = "no endpoint set"
             top = QTreeWidgetItem([connector["name"], "", "", access])

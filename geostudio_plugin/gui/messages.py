@@ -28,8 +28,9 @@ PATH = re.compile(r"""(?<![\w.:/])((?:[A-Za-z]:[\\/]|/|~/)[^\s'"(),;<>]+)""")
 # a message that starts with a path (which may hold spaces) and then says what is wrong with it
 QUOTED_PATH = re.compile(r"""(['"])((?:[A-Za-z]:[\\/]|/|~/)[^'"\n]+)\1""")
 LEADING_PATH = re.compile(r"""^'?((?:[A-Za-z]:[\\/]|/|~/)[^:'\n]*?)'?:\s+(.+)$""", re.DOTALL)
-# QGIS's own notice for a task that ends unsuccessfully (QgisApp::onTaskCompleteShowNotify); ours says more
+# QGIS's own notices for a long task that ends (QgisApp::onTaskCompleteShowNotify); ours say more
 QGIS_TASK_FAILED = "Task failed"
+QGIS_TASK_NOTICES = (QGIS_TASK_FAILED, "Task complete")
 
 
 def _name(path: str) -> str:
@@ -87,13 +88,13 @@ def show_error(title: str, message: str, hint: str = "", details: str = "") -> N
 
 
 def drop_qgis_task_notice(description: str) -> None:
-    """QGIS 3.22 adds its own "Task failed: <description>" to the bar when a long task ends unsuccessfully; it
-    would sit on top of ours and say less. Remove it now and once more after QGIS's queued signals ran.
+    """QGIS 3.22 adds its own "Task failed: <description>" (or "Task complete: …") to the bar when a long task
+    ends; it would sit on top of ours and say less. Remove it now and once more after QGIS's queued signals ran.
     (From QGIS 3.26 our tasks carry the Silent flag and QGIS adds nothing.)"""
     def drop() -> None:
         bar = _iface().messageBar()
         for item in list(bar.items()) if hasattr(bar, "items") else []:
-            if hasattr(item, "title") and item.title() == QGIS_TASK_FAILED and item.text() == description:
+            if hasattr(item, "title") and item.title() in QGIS_TASK_NOTICES and item.text() == description:
                 bar.popWidget(item)
 
     drop()

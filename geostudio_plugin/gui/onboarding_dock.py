@@ -11,7 +11,7 @@ from typing import Any, Optional
 from qgis.core import QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QBrush, QColor
-from qgis.PyQt.QtWidgets import QColorDialog, QFileDialog, QListWidgetItem, QMessageBox, QTableWidgetItem
+from qgis.PyQt.QtWidgets import QColorDialog, QFileDialog, QHeaderView, QListWidgetItem, QMessageBox, QTableWidgetItem
 
 from .. import contract, credentials, layers, settings, tasks, workspace_index
 from .base import UiDock
@@ -73,6 +73,11 @@ class OnboardingDock(UiDock):
         for table in (self.ui.sourcesTable, self.ui.categoriesTable):
             table.horizontalHeader().setStretchLastSection(True)
             table.verticalHeader().setVisible(False)
+        header = self.ui.sourcesTable.horizontalHeader()  # every header readable: the collection column gives way
+        for column in (0, 1, 3):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
         for row, (cat_id, name) in enumerate([(0, "Background"), (1, "Target")]):
             self.add_category(cat_id, name, PALETTE[row])
         self.add_source_row("", "", "", "")

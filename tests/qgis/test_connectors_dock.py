@@ -70,7 +70,7 @@ def test_tree_lists_every_connector_with_modality_tags_and_access(connectors_doc
     assert {k: tags.get(k) for k in expected} == expected
     assert _child(_top(dock, "IBM Research STAC"), "marida-ndvi") is not None  # discovered at run time
     assert _top(dock, "Sentinel AWS (Earth Search)").text(3) == "ready"
-    assert _top(dock, "Sentinel Hub").text(3) == "needs OAuth client id, OAuth client secret"  # which ones (issue 10)
+    assert _top(dock, "Sentinel Hub").text(3) == "needs OAuth client id +1"  # which (issue 10)
     assert "Dem" not in _top(dock, "Sentinel Hub").toolTip(3)
     assert _child(_top(dock, "Sentinel Hub"), "dem").text(2) == "30 m"
 
