@@ -56,7 +56,7 @@ def shoot() -> None:
     payload["dataset_url"] = str(Path(os.environ["SHOT_HOLDOUT"]).parents[1] / "train")
     onboarding.load_payload(payload)
     trace("payload loaded")
-    onboarding.start_prescan()  # a real pre-scan of the sample folder
+    onboarding.ui.prescanButton.click()  # a real pre-scan of the sample folder, through its button
     wait_task(onboarding)
     trace("prescan done")
     onboarding.ui.datasetList.setCurrentRow(0)
@@ -68,7 +68,10 @@ def shoot() -> None:
                     if l.source() == os.environ.get("SHOT_HOLDOUT")), None)
     if holdout is not None:
         inference.ui.layerCombo.setLayer(holdout)
-    inference.ui.resultLabel.setText("Leave Area empty for the whole raster, or draw an extent on the map with the … button beside it.")
+        inference.refresh_tunes()
+        inference.ui.runButton.click()  # a finished inference: its result line, its layer and legend
+        wait_task(inference)
+        trace(f"inference: {inference.ui.resultLabel.text()}")
     for key in ("onboarding", "tuning", "inference"):
         trace(f"shooting {key}")
         plugin.docks[key].raise_()
