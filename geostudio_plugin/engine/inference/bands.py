@@ -102,7 +102,6 @@ def check_bands(file_label: str, raster_names: Sequence[Optional[str]], model_na
 def check_inputs(paths: Sequence[str], record: dict[str, Any], positions: Sequence[int]) -> list[str]:
     """Every input against the tune's bands, from the rasters' headers (rasterio, no torch): raises EngineError
     for a refused one, returns the warnings for the rest. ``positions``: the 0-based file bands the model reads."""
-    from ..protocol import EngineError
     from ..rasters import raster_info
 
     names = [str(n) for n in ((record.get("data_spec") or {}).get("band_names") or [])]
@@ -111,6 +110,13 @@ def check_inputs(paths: Sequence[str], record: dict[str, Any], positions: Sequen
         info = raster_info(Path(path))
         check = check_bands(Path(path).name, list(info.descriptions), names, positions, f"tune {record['tune_id']}")
         if check.refused:
-            raise EngineError(check.code, check.message, check.hint)
+            refuse(check.message, check.hint, check.code)
         warnings += check.warnings
     return warnings
+
+
+def refuse(message: str, hint: str, code: str = "band_count") -> None:
+    """Raise the refusal (band_count or band_mismatch, both in errors.py's table)."""
+    from ..protocol import EngineError
+
+    raise EngineError(code, message, hint)
