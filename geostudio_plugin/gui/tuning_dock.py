@@ -10,6 +10,7 @@ from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QTableWidgetItem
 from .. import contract, settings, tasks, workspace_index
 from .base import UiDock
 from .catalog_store import CatalogStore
+from .curve import CurveWidget
 from .messages import show_success
 
 # Metrics worth a row in the dock; the full set is in the tune's metrics.csv.
@@ -45,6 +46,9 @@ class TuningDock(UiDock):
         self.backbones: list[contract.BackboneEntry] = []
         self.ui.deviceCombo.setCurrentText(settings.device())  # the Settings' device; this tune may differ
         self.ui.cropSpin.setSuffix(" px")
+        self.curve = CurveWidget(self.ui)  # the loss per epoch, under the metrics table
+        layout = self.ui.layout()
+        layout.insertWidget(layout.indexOf(self.ui.metricsTable) + 1, self.curve)
         self.ui.metricsTable.horizontalHeader().setStretchLastSection(True)
         self.ui.metricsTable.verticalHeader().setVisible(False)
         self.ui.metricsTable.setColumnWidth(0, 150)
@@ -86,6 +90,11 @@ class TuningDock(UiDock):
         if not record or self.task is not None:
             return
         self.ui.metricsTable.setRowCount(0)
+        self.curve.clear()
+        for entry in record.get("history") or []:
+            for name in self.curve.names:
+                if entry.get(name) is not None:
+                    self.curve.add(name, int(entry.get("epoch", 0)), float(entry[name]))
         last = (record.get("history") or [{}])[-1]
         for name in SHOWN_METRICS:
             value = record.get("test_metrics", {}).get(name, last.get(name))
@@ -144,6 +153,7 @@ class TuningDock(UiDock):
                                       on_event=self._on_event, on_failure=self._failed)
         if task is not None:  # the metrics shown are this run's: no finished tune stays highlighted
             self.ui.metricsTable.setRowCount(0)
+            self.curve.clear()
             self.ui.tuneList.setCurrentRow(-1)
             self._say(f"{payload['name']}: starting…")
         return task
@@ -160,6 +170,7 @@ class TuningDock(UiDock):
     def _failed(self, failure: contract.EngineFailure) -> None:
         """A cancelled or failed tune leaves nothing that reads as a result: its metrics go, the label says why."""
         self.ui.metricsTable.setRowCount(0)
+        self.curve.clear()
         self.ui.tuneList.setCurrentRow(-1)
         if failure.cancelled:
             self._say("Cancelled: the tune stopped and nothing was kept.")
@@ -173,6 +184,8 @@ class TuningDock(UiDock):
             self._say(str(event.get("message", "")))
         elif contract.is_metric(event) and event.get("name") in SHOWN_METRICS:
             self._set_metric(event["name"], float(event["value"]), event.get("epoch"))
+            if event.get("epoch") is not None:
+                self.curve.add(event["name"], int(event["epoch"]), float(event["value"]))
 
     def _set_metric(self, name: str, value: float, epoch: Optional[int]) -> None:
         table = self.ui.metricsTable

@@ -237,9 +237,11 @@ def test_a_cancelled_tune_clears_its_metrics_and_says_cancelled(plugin, trained_
     assert dock.ui.tuneList.currentRow() == -1 and not dock.ui.nameEdit.isEnabled()  # the form is locked
     wait_for(lambda: dock.task is None or dock.ui.metricsTable.rowCount() > 0, timeout=240)
     assert dock.task is not None and dock.ui.metricsTable.rowCount() > 0  # the run's live metrics
+    wait_for(lambda: dock.task is None or dock.curve.points("train/loss"), timeout=240)
+    assert dock.curve.points("train/loss")  # and its curve
     dock.ui.cancelButton.click()
     wait_for(lambda: dock.task is None, timeout=60)
-    assert dock.ui.metricsTable.rowCount() == 0
+    assert dock.ui.metricsTable.rowCount() == 0 and not dock.curve.series
     assert dock.ui.stageLabel.text().startswith("Cancelled")
     assert dock.ui.progressBar.text() == "Cancelled"
     assert dock.ui.tuneList.currentRow() == -1 and dock.ui.nameEdit.isEnabled()
@@ -508,3 +510,17 @@ def test_connectors_access_cells_say_which_credential_and_empty_connectors_say_w
         assert top.childCount() > 0, top.text(0)  # never an empty branch without a word
     empty = [top for top in tops if top.child(0).text(0).startswith("No collections: ")]
     assert all(top.child(0).data(0, 0x0100) is None for top in empty)
+
+
+def test_a_finished_tune_shows_its_loss_curve(plugin, trained_tune):
+    plugin.toggle_dock("tuning")
+    dock = plugin.docks["tuning"]
+    dock.refresh_workspace()
+    row = next(i for i in range(dock.ui.tuneList.count())
+               if dock.ui.tuneList.item(i).toolTip() == trained_tune["tune_id"])
+    dock.ui.tuneList.setCurrentRow(row)
+    assert [e for e, _v in dock.curve.points("train/loss")] == [0]  # one epoch, drawn
+    assert dock.curve.isVisible() and dock.ui.stageLabel.text().endswith("1 epoch on cpu in " +
+                                                                          dock.ui.stageLabel.text().split(" in ")[-1])
+    dock.curve.grab()  # paints without error
+

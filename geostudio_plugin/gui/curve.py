@@ -1,0 +1,74 @@
+"""A small loss curve (QPainter only): one line per metric over epochs, for the Fine-tuning dock."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from qgis.PyQt.QtCore import QPointF, QRectF, QSize, Qt
+from qgis.PyQt.QtGui import QColor, QPainter, QPen
+from qgis.PyQt.QtWidgets import QSizePolicy, QWidget
+
+COLOURS = {"train/loss": "#2166ac", "val/loss": "#d6604d"}
+
+
+class CurveWidget(QWidget):
+    """``add(name, epoch, value)`` as metrics arrive; ``clear()`` when the run they belong to is gone."""
+
+    def __init__(self, parent: Optional[QWidget] = None, names: tuple[str, ...] = tuple(COLOURS)) -> None:
+        super().__init__(parent)
+        self.names = names
+        self.series: dict[str, dict[int, float]] = {}
+        self.setObjectName("curveWidget")
+        self.setMinimumHeight(110)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setToolTip("Loss per epoch: train (blue) and validation (red); lower is better")
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(240, 120)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(120, 110)
+
+    def add(self, name: str, epoch: int, value: float) -> None:
+        if name in self.names:
+            self.series.setdefault(name, {})[int(epoch)] = float(value)
+            self.update()
+
+    def clear(self) -> None:
+        self.series = {}
+        self.update()
+
+    def points(self, name: str) -> list[tuple[int, float]]:
+        return sorted(self.series.get(name, {}).items())
+
+    def paintEvent(self, _event) -> None:  # noqa: N802, ANN001 - Qt API
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        area = QRectF(self.rect()).adjusted(34, 8, -8, -18)
+        painter.setPen(QPen(QColor("#999999")))
+        painter.drawRect(area)
+        values = [v for s in self.series.values() for v in s.values()]
+        epochs = [e for s in self.series.values() for e in s]
+        if not values:
+            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "The loss curve appears as epochs end.")
+            painter.end()
+            return
+        low, high = min(values), max(values)
+        high = high if high > low else low + 1.0
+        first, last = min(epochs), max(max(epochs), min(epochs) + 1)
+        painter.drawText(QRectF(0, area.top() - 6, 32, 14), Qt.AlignmentFlag.AlignRight, f"{high:.2f}")
+        painter.drawText(QRectF(0, area.bottom() - 8, 32, 14), Qt.AlignmentFlag.AlignRight, f"{low:.2f}")
+        painter.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), 14), Qt.AlignmentFlag.AlignCenter,
+                         f"epoch {first + 1} – {last + 1}")
+        for name in self.names:
+            points = self.points(name)
+            pen = QPen(QColor(COLOURS.get(name, "#333333")))
+            pen.setWidthF(2.0)
+            painter.setPen(pen)
+            xy = [QPointF(area.left() + area.width() * (e - first) / (last - first),
+                          area.bottom() - area.height() * (v - low) / (high - low)) for e, v in points]
+            for a, b in zip(xy, xy[1:]):
+                painter.drawLine(a, b)
+            for p in xy:
+                painter.drawEllipse(p, 2.5, 2.5)
+        painter.end()
