@@ -63,6 +63,8 @@ def shoot() -> None:
     tuning = plugin.docks["tuning"]
     tuning.ui.nameEdit.setText("water-resnet18")
     tuning.ui.epochsSpin.setValue(8)
+    tuning.ui.deviceCombo.setCurrentText("cpu")
+    tuning.ui.startButton.click()  # a running tune: live metrics and its loss curve (cancelled after the shots)
     inference = plugin.docks["inference"]
     holdout = next((l for l in QgsProject.instance().mapLayers().values()
                     if l.source() == os.environ.get("SHOT_HOLDOUT")), None)
@@ -72,11 +74,18 @@ def shoot() -> None:
         inference.ui.runButton.click()  # a finished inference: its result line, its layer and legend
         wait_task(inference)
         trace(f"inference: {inference.ui.resultLabel.text()}")
+    deadline = time.monotonic() + 240
+    while tuning.task is not None and len(tuning.curve.points("val/loss")) < 3 and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.1)
+    trace(f"tune: {tuning.ui.stageLabel.text()}")
     for key in ("onboarding", "tuning", "inference"):
         trace(f"shooting {key}")
         plugin.docks[key].raise_()
         settle(1.5)
         window.grab().save(str(OUT / f"{key}.png"))
+    tuning.ui.cancelButton.click()
+    wait_task(tuning)
     connectors_flow(plugin, window)
     project = QgsProject.instance()  # no "save changes?" or "scratch layers will be lost" dialog on the way out
     project.removeMapLayers([i for i, l in project.mapLayers().items() if l.providerType() == "memory"])
