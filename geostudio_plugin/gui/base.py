@@ -11,6 +11,7 @@ from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import QComboBox, QFrame, QHBoxLayout, QScrollArea, QToolButton, QWidget
 
 from .. import tasks
+from .. import contract
 from ..contract import EngineFailure
 from ..paths import help_url, ui_file
 from .messages import drop_qgis_task_notice, show_failure
@@ -97,12 +98,20 @@ class UiDock(QgsDockWidget):
         self.task.succeeded.connect(self._task_succeeded)
         self.task.failed.connect(self._task_failed)
         self.task.progressChanged.connect(self._show_progress)
+        self.task.eventReceived.connect(self._busy_while_loading)
         if on_event is not None:
             self.task.eventReceived.connect(on_event)
         self.ui.progressBar.setValue(0)
         self.ui.progressBar.setFormat("%p%")
         self._set_running(True)
         return tasks.start(self.task)
+
+    def _busy_while_loading(self, event: dict[str, Any]) -> None:
+        """Loading TerraTorch or a model takes tens of seconds without a percentage: the bar shows it is busy
+        (a moving bar) instead of sitting still at 2-3 %."""
+        if contract.is_progress(event):
+            loading = event.get("stage") == "load"
+            self.ui.progressBar.setRange(0, 0 if loading else 100)
 
     def _show_progress(self, value: float) -> None:
         self.ui.progressBar.setValue(int(value))
@@ -131,6 +140,7 @@ class UiDock(QgsDockWidget):
         self.task = None
         self._on_success = None
         self._on_failure = None
+        self.ui.progressBar.setRange(0, 100)
         self.ui.progressBar.setValue(progress)
         self.ui.progressBar.setFormat(state or "%p%")
         self._set_running(False)

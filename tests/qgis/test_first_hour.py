@@ -524,3 +524,13 @@ def test_a_finished_tune_shows_its_loss_curve(plugin, trained_tune):
                                                                           dock.ui.stageLabel.text().split(" in ")[-1])
     dock.curve.grab()  # paints without error
 
+
+
+def test_the_bar_is_busy_while_the_engine_loads_terratorch(plugin):
+    plugin.toggle_dock("tuning")
+    dock = plugin.docks["tuning"]
+    dock._busy_while_loading({"event": "progress", "stage": "load", "fraction": 0.03, "message": "loading TerraTorch"})
+    assert dock.ui.progressBar.maximum() == 0  # a moving bar, not 3 % for half a minute
+    dock._busy_while_loading({"event": "progress", "stage": "train", "fraction": 0.1, "message": "epoch 1/2"})
+    assert dock.ui.progressBar.maximum() == 100
+
