@@ -108,7 +108,7 @@ def check_inputs(paths: Sequence[str], record: dict[str, Any], positions: Sequen
     warnings = []
     for path in paths:
         info = raster_info(Path(path))
-        check = check_bands(Path(path).name, list(info.descriptions), names, positions, f"tune {record['tune_id']}")
+        check = check_bands(str(path), list(info.descriptions), names, positions, f"tune {record['tune_id']}")
         if check.refused:
             refuse(check.message, check.hint, check.code)
         warnings += check.warnings
