@@ -60,7 +60,7 @@ def test_engine_error_reaches_message_bar_with_details_and_log(plugin, extended_
     assert failure.code == "invalid_spec" and failure.exit_code == 3 == task.outcome.returncode
     assert failure.log_path == str(task.outcome.log_path)
     (title, text, details, level), = [d for d in bar.details if d[3] == Qgis.MessageLevel.Critical]
-    assert title == "GeoStudio: onboard"
+    assert title == "GeoStudio" and details.startswith("GeoStudio: onboard")  # the job is in Details (issue 10)
     assert "label_suffix '_S1Hand.tif' equals a data source's file_suffix" in text
     assert "Value error" not in text
     assert "label_suffix" in details and "Engine log" in details
