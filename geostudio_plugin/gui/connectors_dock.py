@@ -172,7 +172,11 @@ class ConnectorsDock(UiDock):
                 self.ui.fetchButton.setEnabled(False)
                 self.ui.availabilityLabel.setText("")
             self.selected = data
-            self.ui.availabilityGroup.setTitle(f"Availability and fetch: {data['connector']} / {data['collection']}")
+            title = f"Availability and fetch: {data['connector']} / {data['collection']}"
+            group = self.ui.availabilityGroup  # a long collection name must not widen the panel: elided, whole in the tooltip
+            group.setTitle(group.fontMetrics().elidedText(title, Qt.TextElideMode.ElideMiddle,
+                                                          max(self.minimumWidth() - 80, 200)))
+            group.setToolTip(title)
             self.ui.credentialsButton.setEnabled(True)
             self.collectionSelected.emit(data)
         elif data["kind"] == "connector":
