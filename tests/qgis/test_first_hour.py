@@ -200,6 +200,7 @@ def test_a_failed_inference_says_failed_and_drops_the_run_progress(plugin, train
     dock.ui.layerCombo.setLayer(one_band_layer)
     assert "one band has only 1 band(s)" in dock.ui.modelInfoLabel.text()  # said before Run
     stages = []
+    before = len(plugin.iface.messageBar().get_messages(Qgis.MessageLevel.Critical))
     dock.ui.runButton.click()
     assert dock.task is not None
     dock.task.eventReceived.connect(lambda _e: stages.append(dock.ui.resultLabel.text()))
@@ -209,7 +210,7 @@ def test_a_failed_inference_says_failed_and_drops_the_run_progress(plugin, train
     assert text not in stages  # not the run's last progress text
     assert dock.ui.progressBar.text() == "Failed"
     assert dock.ui.runButton.isEnabled() and not dock.ui.cancelButton.isEnabled()
-    assert len(plugin.iface.messageBar().get_messages(Qgis.MessageLevel.Critical)) == 1
+    assert len(plugin.iface.messageBar().get_messages(Qgis.MessageLevel.Critical)) == before + 1  # one message
 
 
 def test_inference_without_a_model_says_so_next_to_the_button(plugin, workspace, one_band_layer):
@@ -542,5 +543,6 @@ def test_the_bar_is_busy_while_the_engine_loads_terratorch(plugin):
     assert dock.ui.progressBar.maximum() == 0  # a moving bar, not 3 % for half a minute
     dock._busy_while_loading({"event": "progress", "stage": "train", "fraction": 0.1, "message": "epoch 1/2"})
     assert dock.ui.progressBar.maximum() == 100
+
 
 
