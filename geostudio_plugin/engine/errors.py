@@ -146,6 +146,9 @@ _TABLE = [
     ErrorCode("bbox_outside", _I, "The bbox does not overlap the input.", "Draw the extent over the raster."),
     ErrorCode("band_count", _I, "The input has fewer bands than the model reads.",
               "Predict on imagery with the bands the model was trained on."),
+    ErrorCode("band_mismatch", _I, "The input names its bands and they are not the model's, or not in its order "
+              "(both lists named, QGIS's 1-based numbers); checked from the header before the model is loaded.",
+              "Predict on imagery with the model's bands in its order, or fine-tune a model on these bands."),
 ]
 
 CODES: dict[str, ErrorCode] = {e.code: e for e in _TABLE}

@@ -546,3 +546,31 @@ def test_the_bar_is_busy_while_the_engine_loads_terratorch(plugin):
 
 
 
+
+
+# ------------------------------------------------------------------ 4. An optical image through a radar model
+def test_a_sentinel2_raster_is_refused_by_a_radar_model_naming_both_band_lists(plugin, trained_tune, qgis_new_project):
+    import time
+
+    from qgis.core import Qgis, QgsProject, QgsRasterLayer
+
+    s2 = QgsRasterLayer(str(SAMPLES / "S2Hand" / "Spain_7370579_S2Hand.tif"), "Spain S2")
+    QgsProject.instance().addMapLayer(s2)
+    plugin.toggle_dock("inference")
+    dock = plugin.docks["inference"]
+    dock.refresh_tunes()
+    _choose(dock.ui.tuneCombo, trained_tune["tune_id"])
+    dock.ui.layerCombo.setLayer(s2)
+    bar = plugin.iface.messageBar()
+    before = len(bar.details)
+    started = time.monotonic()
+    dock.ui.runButton.click()
+    wait_for(lambda: dock.task is None, timeout=180)
+    text = dock.ui.resultLabel.text()
+    assert text.startswith("Failed: ") and "1 B1, 2 B2" in text and "13 B12" in text and "VV, VH" in text, text
+    assert not dock.loaded_layers
+    critical = [d for d in bar.details[before:] if d[3] == Qgis.MessageLevel.Critical]
+    assert len(critical) == 1 and critical[0][1].startswith("Spain_7370579_S2Hand.tif has bands 1 B1"), critical
+    assert str(SAMPLES) not in critical[0][1] and str(SAMPLES) in critical[0][2]  # the full path is in Details
+    assert time.monotonic() - started < 15  # refused from the header, before the model is loaded
+    QgsProject.instance().removeAllMapLayers()

@@ -77,6 +77,11 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
     config = read_deploy_config(tune_dir, record)
     check_tiling((config.get("model") or {}).get("init_args", {}).get("tiled_inference_parameters") or {},
                  tune_dir / record["deploy_config"], record["tune_id"])  # before any work: stride 0 divides by 0
+    from .bands import check_inputs
+    from .predict import Preprocessing
+
+    for warning in check_inputs(inputs, record, Preprocessing.from_deploy_config(config).bands):  # before loading
+        protocol.log(warning, "warning")
     protocol.progress("load", 0.02, f"loading model {record['tune_id']}")
     device = resolve_device(spec.device)
     from ..rasters import write_geotiff
