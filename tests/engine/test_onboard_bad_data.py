@@ -330,3 +330,18 @@ def test_sigterm_during_a_big_onboarding_stops_within_two_seconds(workspace, big
     assert elapsed < 2.0, elapsed
     assert events[-1]["event"] == "error" and events[-1]["code"] == "cancelled"
     assert leftovers(workspace, "datasets") == []
+
+
+def test_prescan_with_a_suffix_that_matches_nothing_says_what_the_folder_holds(workspace, tmp_path):
+    """A person who typed '_S1Hand.tif' for files named '_S1.tif' learns what the files do end in (issue 10)."""
+    folder = tmp_path / "renamed"
+    folder.mkdir()
+    for i in range(3):
+        image, label = _noise(i)
+        _write(folder / f"r{i}_S1.tif", image)
+        _write(folder / f"r{i}_LabelHand.tif", label, nodata=-1)
+    report = run_ok("prescan", {"dataset_url": str(folder), "label_suffix": "_LabelHand.tif",
+                                "training_data_suffixes": ["_S1Hand.tif"]}, workspace).result["summary"]["report"]
+    assert report["ok"] is False
+    message = next(p["message"] for p in report["problems"] if "'_S1Hand.tif'" in p["message"])
+    assert "'_S1.tif' (3)" in message and "'_LabelHand.tif' (3)" in message, message

@@ -113,6 +113,22 @@ def _by_stem(root: Path, suffix: str, exclude: tuple[str, ...], what: str, repor
     return found
 
 
+def seen_endings(files: list[Path], limit: int = 6) -> str:
+    """What the folder does hold, for a suffix that matched nothing: the names' endings from their last '_'
+    (else their extension), most common first, e.g. "_S1.tif (6), _LabelHand.tif (6)"."""
+    counts: dict[str, int] = {}
+    for path in files:
+        name = path.name
+        cut = name.rfind("_")
+        ending = name[cut:] if cut > 0 else (path.suffix or name)
+        counts[ending] = counts.get(ending, 0) + 1
+    if not counts:
+        return "it holds no file"
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    more = f", and {len(counts) - limit} other ending(s)" if len(counts) > limit else ""
+    return f"its {len(files)} file(s) end in " + ", ".join(f"'{e}' ({n})" for e, n in top) + more
+
+
 def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional[dict[str, int]] = None,
          label_ids: Optional[set[int]] = None, read_labels: bool = True, ignore_id: int = -1,
          min_side: int = 0) -> ScanReport:
@@ -123,13 +139,14 @@ def scan(root: Path, label_suffix: str, suffixes: list[str], band_need: Optional
     labels = _by_stem(root, label_suffix, (), "label", report, files)
     report.counts[label_suffix] = len(labels)
     if not labels:
-        report.add(E_FILES, f"no file in {root} ends with the label suffix '{label_suffix}'")
+        report.add(E_FILES, f"no file in {root} ends with the label suffix '{label_suffix}' "
+                            f"({seen_endings(files)})")
     images: dict[str, dict[str, Path]] = {}
     for suffix in suffixes:
         images[suffix] = _by_stem(root, suffix, (label_suffix,), suffix, report, files)
         report.counts[suffix] = len(images[suffix])
         if not images[suffix]:
-            report.add(E_FILES, f"no file in {root} ends with the data suffix '{suffix}'")
+            report.add(E_FILES, f"no file in {root} ends with the data suffix '{suffix}' ({seen_endings(files)})")
     if not labels or not all(images.values()):
         return report
     for suffix, by_stem in images.items():
