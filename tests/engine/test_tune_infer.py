@@ -189,6 +189,8 @@ def test_infer_bbox_outside_raster(trained):
     assert run.returncode == EXIT_INPUT, run.describe()
     assert run.error["code"] == "bbox_outside"
     assert str(HOLDOUT_IMAGE) in run.error["message"]
+    # said before the model loads (issue 10: the area check came after ~17 s of loading)
+    assert not [e for e in run.events if e.get("event") == "progress" and e.get("stage") == "load"], run.events
     assert run.result is None
     assert sorted(p.name for p in (workspace / "inferences").iterdir()) == before
     assert leftovers(workspace) == []

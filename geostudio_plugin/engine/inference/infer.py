@@ -65,6 +65,18 @@ def infer(spec: InferSpec, workspace: Workspace) -> dict[str, Any]:
         return _infer(spec, workspace, record, tune_dir)
 
 
+def check_areas(inputs: list[str], bbox: Optional[list[float]]) -> None:
+    """The area must overlap every input (and each input needs a CRS to place it): said before the model loads."""
+    if not bbox:
+        return
+    from ..rasters import open_raster
+    from .predict import window_for_bbox
+
+    for path in inputs:
+        with open_raster(Path(path)) as src:
+            window_for_bbox(src, bbox, path)
+
+
 def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_dir: Path) -> dict[str, Any]:
     started = time.monotonic()
     inputs = [local_path(u) for u in spec.spatial_domain.urls]
@@ -82,6 +94,7 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
 
     for warning in check_inputs(inputs, record, Preprocessing.from_deploy_config(config).bands):  # before loading
         protocol.log(warning, "warning")
+    check_areas(inputs, bbox)
     protocol.progress("load", 0.02, f"loading model {record['tune_id']}")
     device = resolve_device(spec.device)
     from ..rasters import write_geotiff
