@@ -44,7 +44,10 @@ class CurveWidget(QWidget):
     def paintEvent(self, _event) -> None:  # noqa: N802, ANN001 - Qt API
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        area = QRectF(self.rect()).adjusted(34, 8, -8, -18)
+        metrics = painter.fontMetrics()
+        label_width = metrics.horizontalAdvance("-0.000") + 4  # room for the value labels at the left
+        line = metrics.height()
+        area = QRectF(self.rect()).adjusted(label_width + 4, line / 2 + 2, -8, -(line + 4))
         painter.setPen(QPen(QColor("#999999")))
         painter.drawRect(area)
         values = [v for s in self.series.values() for v in s.values()]
@@ -56,9 +59,11 @@ class CurveWidget(QWidget):
         low, high = min(values), max(values)
         high = high if high > low else low + 1.0
         first, last = min(epochs), max(max(epochs), min(epochs) + 1)
-        painter.drawText(QRectF(0, area.top() - 6, 32, 14), Qt.AlignmentFlag.AlignRight, f"{high:.2f}")
-        painter.drawText(QRectF(0, area.bottom() - 8, 32, 14), Qt.AlignmentFlag.AlignRight, f"{low:.2f}")
-        painter.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), 14), Qt.AlignmentFlag.AlignCenter,
+        painter.drawText(QRectF(0, area.top() - line / 2, label_width, line), Qt.AlignmentFlag.AlignRight,
+                         f"{high:.2f}")
+        painter.drawText(QRectF(0, area.bottom() - line / 2, label_width, line), Qt.AlignmentFlag.AlignRight,
+                         f"{low:.2f}")
+        painter.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), line), Qt.AlignmentFlag.AlignCenter,
                          f"epoch {first + 1} – {last + 1}")
         for name in self.names:
             points = self.points(name)
@@ -71,4 +76,22 @@ class CurveWidget(QWidget):
                 painter.drawLine(a, b)
             for p in xy:
                 painter.drawEllipse(p, 2.5, 2.5)
+        self._legend(painter, area)
         painter.end()
+
+    def _legend(self, painter: QPainter, area: QRectF) -> None:
+        """Which line is which, in the plot's top-right corner: a short stroke and the metric's name."""
+        metrics = painter.fontMetrics()
+        line = metrics.height()
+        shown = [n for n in self.names if self.series.get(n)]
+        text_width = max(metrics.horizontalAdvance(n) for n in shown) if shown else 0
+        left = area.right() - text_width - 24
+        y = area.top() + 4 + line / 2
+        for name in shown:
+            pen = QPen(QColor(COLOURS.get(name, "#333333")))
+            pen.setWidthF(2.0)
+            painter.setPen(pen)
+            painter.drawLine(QPointF(left, y), QPointF(left + 14, y))
+            painter.setPen(QPen(QColor("#333333")))
+            painter.drawText(QRectF(left + 18, y - line / 2, text_width + 4, line), Qt.AlignmentFlag.AlignLeft, name)
+            y += line
