@@ -25,7 +25,7 @@ class UiDock(QgsDockWidget):
     RUN_BUTTON: "str | tuple[str, ...]" = ""  # widgets that start this dock's engine jobs (the .ui has a progressBar)
     CANCEL_BUTTON = ""
     TOOLTIPS: "dict[str, str]" = {}  # widget name -> tooltip, for the inputs the .ui leaves without one
-    HELP_SECTION = "the-docks"  # the README section the Help button opens
+    HELP_SECTION = "the-docks"  # the README section the Help button opens (each dock names its own)
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001 - QgisInterface
         super().__init__(self.TITLE, parent or iface.mainWindow())

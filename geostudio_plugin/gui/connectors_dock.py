@@ -22,6 +22,7 @@ ACCESS_COLOURS = {"ready": "#1a9641", "credentials missing": "#d7301f", "unreach
 
 class ConnectorsDock(UiDock):
     UI_FILE = "connectors_dock.ui"
+    HELP_SECTION = "connectors"  # README: The docks > connectors
     TOOLTIPS = {
         "searchEdit": "Filter connectors and collections by name",
         "tree": "Connectors and their collections with access state; pick a collection to use it in Datasets",

@@ -18,6 +18,7 @@ PROBLEM_STYLE = "color: #b2182b;"
 
 class InferenceDock(UiDock):
     UI_FILE = "inference_dock.ui"
+    HELP_SECTION = "inference"  # README: The docks > inference
     TITLE = "Inference"
     OBJECT_NAME = "GeoStudioInferenceDock"
     RUN_BUTTON = "runButton"

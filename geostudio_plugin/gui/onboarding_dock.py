@@ -32,6 +32,7 @@ def _split(text: str) -> list[str]:
 
 class OnboardingDock(UiDock):
     UI_FILE = "onboarding_dock.ui"
+    HELP_SECTION = "datasets"  # README: The docks > datasets
     TITLE = "Datasets"
     OBJECT_NAME = "GeoStudioOnboardingDock"
     RUN_BUTTON = ("onboardButton", "prescanButton")

@@ -22,6 +22,7 @@ PROBLEM_STYLE = "color: #b2182b;"
 
 class TuningDock(UiDock):
     UI_FILE = "tuning_dock.ui"
+    HELP_SECTION = "fine-tuning"  # README: The docks > fine-tuning
     TITLE = "Fine-tuning"
     OBJECT_NAME = "GeoStudioTuningDock"
     RUN_BUTTON = "startButton"

@@ -330,6 +330,8 @@ def test_every_dock_at_its_minimum_width_clips_nothing(plugin):
         window.setCentralWidget(QWidget())
     window.resize(1280, 800)
     problems = {}
+    sections = {"connectors": "connectors", "onboarding": "datasets", "tuning": "fine-tuning", "inference": "inference"}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for key in ("connectors", "onboarding", "tuning", "inference"):
         plugin.toggle_dock(key)
         dock = plugin.docks[key]
@@ -366,6 +368,8 @@ def test_every_input_has_a_tooltip_and_every_dock_a_help_button(plugin, monkeypa
     inputs = (QLineEdit, QComboBox, QAbstractSpinBox, QAbstractButton, QAbstractItemView, QgsFileWidget,
               QgsExtentWidget)
     missing = {}
+    sections = {"connectors": "connectors", "onboarding": "datasets", "tuning": "fine-tuning", "inference": "inference"}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for key in ("connectors", "onboarding", "tuning", "inference"):
         plugin.toggle_dock(key)
         dock = plugin.docks[key]
@@ -375,7 +379,8 @@ def test_every_input_has_a_tooltip_and_every_dock_a_help_button(plugin, monkeypa
         if bare:
             missing[key] = bare
         dock.helpButton.click()
-        assert opened and opened[-1].endswith("#the-docks") and opened[-1].startswith("http"), opened
+        assert opened and opened[-1].endswith(f"#{sections[key]}") and opened[-1].startswith("http"), opened
+        assert f"\n### {sections[key].capitalize()}\n" in readme  # the anchor exists (GitHub-style heading id)
         opened.clear()
     assert not missing, missing
 
@@ -411,6 +416,8 @@ def test_settings_say_the_engine_is_ready_and_offer_repair(plugin, workspace):
 
 
 def test_menu_names_match_the_tab_names(plugin):
+    sections = {"connectors": "connectors", "onboarding": "datasets", "tuning": "fine-tuning", "inference": "inference"}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for key in ("connectors", "onboarding", "tuning", "inference"):
         plugin.toggle_dock(key)
         assert plugin.actions[key].text().replace("&&", "&") == plugin.docks[key].windowTitle()
