@@ -65,6 +65,7 @@ class GeoStudioPlugin:
         self.menu.addSeparator()
         self.actions["settings"] = self._action("Settings…", "settings.svg", lambda _checked: self.open_settings())
         self.actions["help"] = self._action("Help", "geostudio.svg", lambda _checked: self.open_help())
+        self.actions["about"] = self._action("About GeoStudio…", "geostudio.svg", lambda _checked: self.open_about())
 
     def _action(self, text: str, icon: str, slot: Callable[[bool], None], checkable: bool = False) -> QAction:
         action = QAction(QIcon(icon_path(icon)), text, self.iface.mainWindow())
@@ -85,6 +86,9 @@ class GeoStudioPlugin:
             self.store = None
         if self.toolbar is not None:
             self.toolbar.deleteLater()
+        for action in self.actions.values():  # parented to the main window: they would outlive the plugin
+            action.deleteLater()
+        self.actions.clear()
         if self.menu is not None:
             self.menu.menuAction().setVisible(False)
             self.iface.mainWindow().menuBar().removeAction(self.menu.menuAction())
@@ -155,7 +159,37 @@ class GeoStudioPlugin:
 
         return QDesktopServices.openUrl(QUrl(help_url()))
 
+    def open_about(self):  # noqa: ANN201 - the (non-modal) box, for tests
+        """Version, engine and workspace in one box: what a person reports with a problem."""
+        from qgis.PyQt.QtWidgets import QMessageBox
+
+        box = QMessageBox(QMessageBox.Icon.Information, "About GeoStudio", about_text(),
+                          QMessageBox.StandardButton.Close, self.iface.mainWindow())
+        box.setObjectName("geostudioAboutBox")
+        box.setModal(False)
+        box.show()
+        return box
+
     def open_settings(self) -> None:
         from .gui.settings_dialog import SettingsDialog
 
         SettingsDialog(self.iface.mainWindow()).exec_()
+
+
+def about_text() -> str:
+    """The plugin's version (metadata.txt), the engine in use and the workspace."""
+    import configparser
+
+    from . import settings
+    from .paths import PACKAGE_DIR, help_url
+
+    meta = configparser.ConfigParser()
+    path = PACKAGE_DIR / "metadata.txt"
+    meta.read(path if path.is_file() else PACKAGE_DIR.parent / "metadata.txt", encoding="utf-8")
+    version = meta.get("general", "version", fallback="?")
+    engine = settings.engine_python()
+    return (f"GeoStudio for QGIS {version}\n\n"
+            f"Engine: {engine if engine else 'not set up (GeoStudio > Settings > Set up engine)'}\n"
+            f"Workspace: {settings.workspace()}\n"
+            f"Device: {settings.device()}\n\n"
+            f"Help: {help_url()}")

@@ -515,6 +515,21 @@ def test_colour_picker_raster_picker_and_help_menu(plugin, monkeypatch, qgis_new
     QgsProject.instance().removeAllMapLayers()
 
 
+def test_about_says_version_engine_and_workspace(plugin, qgis_iface):
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    from geostudio_plugin import settings
+
+    plugin.actions["about"].trigger()
+    box = next(b for b in qgis_iface.mainWindow().findChildren(QMessageBox) if b.objectName() == "geostudioAboutBox"
+               and b.isVisible())
+    version = next(line.split("=", 1)[1] for line in (REPO / "metadata.txt").read_text().splitlines()
+                   if line.startswith("version="))
+    assert f"GeoStudio for QGIS {version}" in box.text()
+    assert str(settings.workspace()) in box.text() and "Engine: " in box.text()
+    box.close()
+
+
 def test_connectors_access_cells_say_which_credential_and_empty_connectors_say_why(plugin, workspace):
     plugin.toggle_dock("connectors")
     dock = plugin.docks["connectors"]
