@@ -180,8 +180,15 @@ def _parse(line: str) -> dict[str, Any]:
 
 
 def _prune_logs(log_dir: Path, keep: int = 100) -> None:
-    logs = sorted(log_dir.glob("engine-*.log"), key=lambda p: p.stat().st_mtime)
-    for old in logs[:-keep]:
+    """Keep the newest logs. Two jobs starting together prune together: a log the other job removed
+    between listing and reading its time is simply gone (it once failed the second job's start)."""
+    dated = []
+    for path in log_dir.glob("engine-*.log"):
+        try:
+            dated.append((path.stat().st_mtime, path))
+        except OSError:
+            continue
+    for _mtime, old in sorted(dated)[:-keep]:
         try:
             old.unlink()
         except OSError:

@@ -1,0 +1,22 @@
+"""Job logs are pruned to the newest 100, also when another job prunes at the same moment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from geostudio_plugin import engine_client
+
+
+def test_a_log_removed_by_another_job_while_pruning_is_no_error(tmp_path, monkeypatch):
+    for i in range(103):
+        log = tmp_path / f"engine-infer-{i:03d}.log"
+        log.write_text("x")
+        os.utime(log, (1_000_000 + i, 1_000_000 + i))
+    gone = tmp_path / "engine-tune-removed-meanwhile.log"  # listed, then removed by the other job
+    listed = sorted(tmp_path.glob("engine-*.log")) + [gone]
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter(listed))
+    engine_client._prune_logs(tmp_path, keep=100)  # raised FileNotFoundError before
+    monkeypatch.undo()
+    kept = sorted(p.name for p in tmp_path.glob("engine-*.log"))
+    assert kept == [f"engine-infer-{i:03d}.log" for i in range(3, 103)]  # the three oldest went
