@@ -18,9 +18,10 @@ def trace(message: str) -> None:
     LOG.flush()
 
 
-def settle(seconds: float) -> None:
+def settle(seconds: float, wait_tasks: bool = True) -> None:
+    """Process events for a while (and, with wait_tasks, until no task runs: at most 2 minutes more)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline or QgsApplication.taskManager().countActiveTasks():
+    while time.monotonic() < deadline or (wait_tasks and QgsApplication.taskManager().countActiveTasks()):
         QgsApplication.processEvents()
         time.sleep(0.05)
         if time.monotonic() > deadline + 120:
@@ -74,6 +75,20 @@ def shoot() -> None:
         inference.ui.runButton.click()  # a finished inference: its result line, its layer and legend
         wait_task(inference)
         trace(f"inference: {inference.ui.resultLabel.text()}")
+        groups = QgsProject.instance().layerTreeRoot().children()
+        for node in groups:  # the new run's group open with its legend, the demo's closed
+            is_new = not node.name().startswith("GeoStudio demo")
+            node.setExpanded(is_new)
+            for child in node.children():
+                child.setExpanded(is_new)
+            trace(f"group {node.name()!r} expanded={is_new}")
+        view = iface.layerTreeView()  # the view keeps its own expanded state: set it there too
+        view.expandAllNodes()
+        for node in groups:
+            if node.name().startswith("GeoStudio demo"):
+                view.collapse(view.node2index(node) if hasattr(view, "node2index")
+                              else view.layerTreeModel().node2index(node))
+        settle(0.5, wait_tasks=False)
     deadline = time.monotonic() + 240
     while tuning.task is not None and len(tuning.curve.points("val/loss")) < 3 and time.monotonic() < deadline:
         QgsApplication.processEvents()
@@ -82,7 +97,7 @@ def shoot() -> None:
     for key in ("onboarding", "tuning", "inference"):
         trace(f"shooting {key}")
         plugin.docks[key].raise_()
-        settle(1.5)
+        settle(1.5, wait_tasks=False)  # the tune is still running: that is the picture
         window.grab().save(str(OUT / f"{key}.png"))
     tuning.ui.cancelButton.click()
     wait_task(tuning)
