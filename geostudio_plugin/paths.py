@@ -21,14 +21,19 @@ def resource(*parts: str) -> Path:
     return _top("resources").joinpath(*parts)
 
 
-def help_url(section: str = "") -> str:
-    """The README (the plugin's homepage in metadata.txt) at a section's anchor."""
+def metadata(key: str) -> str:
+    """A value of metadata.txt's [general] section (beside the package when installed, the repo's otherwise)."""
     import configparser
 
     meta = configparser.ConfigParser()
     path = PACKAGE_DIR / "metadata.txt"
     meta.read(path if path.is_file() else PACKAGE_DIR.parent / "metadata.txt", encoding="utf-8")
-    home = meta.get("general", "homepage", fallback="") or meta.get("general", "repository", fallback="")
+    return meta.get("general", key, fallback="")
+
+
+def help_url(section: str = "") -> str:
+    """The README (the plugin's homepage in metadata.txt) at a section's anchor."""
+    home = metadata("homepage") or metadata("repository")
     return f"{home}#{section}" if section else home
 
 

@@ -178,15 +178,10 @@ class GeoStudioPlugin:
 
 def about_text() -> str:
     """The plugin's version (metadata.txt), the engine in use and the workspace."""
-    import configparser
-
     from . import settings
-    from .paths import PACKAGE_DIR, help_url
+    from .paths import help_url, metadata
 
-    meta = configparser.ConfigParser()
-    path = PACKAGE_DIR / "metadata.txt"
-    meta.read(path if path.is_file() else PACKAGE_DIR.parent / "metadata.txt", encoding="utf-8")
-    version = meta.get("general", "version", fallback="?")
+    version = metadata("version") or "?"
     engine = settings.engine_python()
     return (f"GeoStudio for QGIS {version}\n\n"
             f"Engine: {engine if engine else 'not set up (GeoStudio > Settings > Set up engine)'}\n"
