@@ -20,14 +20,12 @@ from qgis.core import (
     QgsFillSymbol,
     QgsJsonUtils,
     QgsPalLayerSettings,
-    QgsRasterMinMaxOrigin,
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
     QgsLayerTreeGroup,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProject,
-    QgsRasterBandStats,
     QgsRasterLayer,
     QgsRasterShader,
     QgsRasterTransparency,
@@ -35,6 +33,8 @@ from qgis.core import (
     QgsSingleBandPseudoColorRenderer,
 )
 from qgis.PyQt.QtGui import QColor
+
+from . import compat
 
 
 def _colour(hex_colour: str, opacity: Any = 1) -> QColor:
@@ -72,7 +72,7 @@ def paletted_renderer(layer: QgsRasterLayer, entries: Iterable[dict[str, Any]]) 
 def pseudocolor_renderer(layer: QgsRasterLayer, entries: list[dict[str, Any]]) -> QgsSingleBandPseudoColorRenderer:
     stops = sorted(entries, key=lambda e: float(e["quantity"]))
     ramp = QgsColorRampShader(float(stops[0]["quantity"]), float(stops[-1]["quantity"]))
-    ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
+    ramp.setColorRampType(compat.SHADER_INTERPOLATED)
     ramp.setColorRampItemList([QgsColorRampShader.ColorRampItem(float(e["quantity"]),
                                                                  _colour(e["color"], e.get("opacity", 1)),
                                                                  str(e.get("label", e["quantity"]))) for e in stops])
@@ -106,7 +106,7 @@ def apply_style(layer: QgsRasterLayer, style: Optional[dict[str, Any]]) -> None:
 def grey_stretch(layer: QgsRasterLayer, band: int = 1) -> None:
     """Min/max stretch of one band from its statistics: how a SAR or single-band input reads best."""
     provider = layer.dataProvider()
-    stats = provider.bandStatistics(band, QgsRasterBandStats.Stats.Min | QgsRasterBandStats.Stats.Max)
+    stats = provider.bandStatistics(band, compat.BAND_STAT_MIN | compat.BAND_STAT_MAX)
     renderer = QgsSingleBandGrayRenderer(provider, band)
     enhancement = QgsContrastEnhancement(provider.dataType(band))
     enhancement.setMinimumValue(stats.minimumValue)
@@ -152,7 +152,7 @@ def show_bands(layer: QgsRasterLayer, rgb: Optional[list[int]]) -> None:
     else:
         layer.setRenderer(QgsSingleBandGrayRenderer(provider, 1))
     layer.setContrastEnhancement(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum,
-                                 QgsRasterMinMaxOrigin.Limits.CumulativeCut)
+                                 compat.RANGE_LIMIT_CUMULATIVE_CUT)
     layer.triggerRepaint()
 
 

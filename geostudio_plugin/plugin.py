@@ -173,7 +173,7 @@ class GeoStudioPlugin:
     def open_settings(self) -> None:
         from .gui.settings_dialog import SettingsDialog
 
-        SettingsDialog(self.iface.mainWindow()).exec_()
+        SettingsDialog(self.iface.mainWindow()).exec()
 
 
 def about_text() -> str:

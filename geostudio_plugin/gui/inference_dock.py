@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtWidgets import QFileDialog
 
-from .. import contract, layers, qgis_inputs, settings, tasks, workspace_index
+from .. import compat, contract, layers, qgis_inputs, settings, tasks, workspace_index
 from .base import UiDock
 from .messages import show_success, show_warning
 
@@ -34,7 +34,7 @@ class InferenceDock(UiDock):
         super().__init__(iface, parent)
         self.loaded_layers: list[QgsRasterLayer] = []
         self.tunes: dict[str, dict[str, Any]] = {}  # tune_id -> record, for the model's bands and classes
-        self.ui.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.ui.layerCombo.setFilters(compat.LAYER_FILTER_RASTER)
         self.ui.extentWidget.setOutputCrs(qgis_inputs.WGS84)  # then the picked layer's CRS
         self.ui.extentWidget.setMapCanvas(iface.mapCanvas())
         self.ui.extentWidget.setNullValueAllowed(True, "Whole raster")

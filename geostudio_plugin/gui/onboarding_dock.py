@@ -490,7 +490,7 @@ class OnboardingDock(UiDock):
                 f"{'…' if len(trained) > 5 else ''}. Their records stay." if trained else "")
         answer = QMessageBox.question(
             self, "GeoStudio", f"Delete dataset {record['dataset_name']} ({record['dataset_id']}) and its files?{note}",
-            QMessageBox.StandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No),
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             QMessageBox.StandardButton.No)
         if answer != QMessageBox.StandardButton.Yes:
             return None

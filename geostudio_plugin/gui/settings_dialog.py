@@ -63,7 +63,7 @@ class SettingsDialog(QDialog):
             ("The engine is ready. Repair rebuilds its environment in\n" if ready else
              "This creates the engine environment in\n") + f"{engine_runtime.managed_env_dir()}\nand downloads "
             f"{engine_runtime.ENV_SIZE_NOTE}. It takes about 5-20 minutes. Continue?",
-            QMessageBox.StandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No),
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             QMessageBox.StandardButton.No if ready else QMessageBox.StandardButton.Yes)
         if answer != QMessageBox.StandardButton.Yes:
             return

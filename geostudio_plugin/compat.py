@@ -1,0 +1,58 @@
+"""QGIS enum spellings that differ between the QGIS versions the plugin runs on (3.22 to 3.44, and QGIS 4).
+
+Since QGIS 3.30 many enums of QGIS classes moved into ``Qgis`` as scoped enums (``QgsColorRampShader.Type``
+became ``Qgis.ShaderInterpolationMethod``, ...). The old names stay as deprecated aliases through 3.x and
+are dropped in QGIS 4 (Qt 6); QGIS 3.22 has only the old names. Each name below is resolved once, at import,
+to the new spelling where this QGIS has it, else to the old one, so the rest of the plugin uses one name and
+carries no version checks. Values are looked up with ``getattr`` chains and compared with ``is None``, never
+with ``or``: some of these enum values are 0.
+
+Qt's own enums need nothing here: the fully scoped spelling (``Qt.AlignmentFlag.AlignLeft``) works on
+PyQt5 5.15 and on PyQt6 alike. tests/qgis/test_qt6_ready.py keeps the old spellings out of the other modules.
+Standard library and ``qgis`` imports only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    Qgis,
+    QgsColorRampShader,
+    QgsMapLayerProxyModel,
+    QgsRasterBandStats,
+    QgsRasterMinMaxOrigin,
+)
+
+__all__ = ["LAYER_FILTER_RASTER", "SHADER_INTERPOLATED", "BAND_STAT_MIN", "BAND_STAT_MAX",
+           "RANGE_LIMIT_CUMULATIVE_CUT"]
+
+
+def _enum(*candidates: tuple[Any, str, str]) -> Any:
+    """The first ``owner.enum_name.member`` that exists, in the order given (newest spelling first)."""
+    for owner, enum_name, member in candidates:
+        value = getattr(getattr(owner, enum_name, None), member, None)
+        if value is not None:
+            return value
+    spelled = " / ".join(f"{getattr(o, '__name__', o)}.{e}.{m}" for o, e, m in candidates)
+    raise AttributeError(f"this QGIS has none of {spelled}")
+
+
+#: Raster layers only, for QgsMapLayerComboBox.setFilters: Qgis.LayerFilter (3.34+), else
+#: QgsMapLayerProxyModel.Filter (3.22).
+LAYER_FILTER_RASTER = _enum((Qgis, "LayerFilter", "RasterLayer"),
+                            (QgsMapLayerProxyModel, "Filter", "RasterLayer"))
+
+#: Linear interpolation between colour-ramp stops: Qgis.ShaderInterpolationMethod.Linear (3.38 docs), else
+#: QgsColorRampShader.Type.Interpolated (3.22). Note the member's new name.
+SHADER_INTERPOLATED = _enum((Qgis, "ShaderInterpolationMethod", "Linear"),
+                            (QgsColorRampShader, "Type", "Interpolated"))
+
+#: Band statistics flags: Qgis.RasterBandStatistic (3.38 docs), else QgsRasterBandStats.Stats (3.22).
+BAND_STAT_MIN = _enum((Qgis, "RasterBandStatistic", "Min"), (QgsRasterBandStats, "Stats", "Min"))
+BAND_STAT_MAX = _enum((Qgis, "RasterBandStatistic", "Max"), (QgsRasterBandStats, "Stats", "Max"))
+
+#: Cumulative-cut min/max limits: Qgis.RasterRangeLimit (3.44 docs), else QgsRasterMinMaxOrigin.Limits (3.22
+#: and 3.40).
+RANGE_LIMIT_CUMULATIVE_CUT = _enum((Qgis, "RasterRangeLimit", "CumulativeCut"),
+                                   (QgsRasterMinMaxOrigin, "Limits", "CumulativeCut"))
