@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -41,10 +40,19 @@ def test_managed_env_is_keyed_by_the_lock_hash(tmp_path, monkeypatch):
 
 
 def test_no_suitable_python_gives_a_clear_way_out(monkeypatch, tmp_path):
-    monkeypatch.setattr(engine_runtime, "base_python_candidates", lambda: [Path(sys.executable)])
+    # Pythons that answer 3.11 (too old for TerraTorch 1.2.13) and 3.14 (too new for terrakit 0.2.2): fakes, since
+    # the machine's own Python may well fit (Debian trixie's 3.13 does).
+    fakes = []
+    for version in ("3.11", "3.14"):
+        fake = tmp_path / f"python{version}"
+        fake.write_text(f"#!/bin/sh\necho {version}\n")
+        fake.chmod(0o755)
+        fakes.append(fake)
+    monkeypatch.setattr(engine_runtime, "base_python_candidates", lambda: fakes)
     with pytest.raises(engine_runtime.EngineSetupError) as error:
-        engine_runtime.find_base_python()  # the QGIS Python is 3.11: too old for TerraTorch 1.2.13
+        engine_runtime.find_base_python()
     assert "No Python 3.12 or 3.13" in error.value.message
+    assert f"{fakes[0]} (3.11)" in error.value.message and f"{fakes[1]} (3.14)" in error.value.message
     assert "GEOSTUDIO_BASE_PYTHON" in error.value.hint and "settings" in error.value.hint
 
 
