@@ -151,4 +151,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == protocol.EXIT_CANCELLED:
+        # Leave at once: the cancel is reported and the outputs rolled back; the interpreter's own teardown
+        # (torch, Lightning, DataLoader workers) can take seconds on a loaded machine, past the client's
+        # SIGKILL grace (engine_client.CANCEL_GRACE_S), which would turn a clean 130 into a -9.
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+    sys.exit(code)
