@@ -18,6 +18,9 @@ sys.path.insert(0, str(REPO))
 
 # Keep the developer's own QGIS profile and GeoStudio data out of the tests.
 os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", tempfile.mkdtemp(prefix="geostudio-qgis-profile-"))
+# Nor write into the clone: QGIS 3.40+ saves the statistics of a layer it styles as <file>.aux.xml next to the
+# file (GDAL's PAM), which put files beside the bundled samples. (The engine drops GDAL_* variables.)
+os.environ.setdefault("GDAL_PAM_ENABLED", "NO")
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.05) -> None:
