@@ -30,9 +30,8 @@ def test_zip_holds_one_plugin_folder_with_everything(tmp_path):
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
-@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None,
-                    reason="needs the QGIS desktop and xvfb-run (make deps installs them)")
-def test_installed_zip_starts_in_a_fresh_profile(tmp_path):
+def install_zip_in_a_fresh_profile(tmp_path: Path) -> tuple[Path, Path]:
+    """Build the zip and unpack it as QGIS's plugin manager would, enabled: (profiles path, plugins folder)."""
     sys.path.insert(0, str(REPO / "scripts"))
     from package import build
 
@@ -44,6 +43,32 @@ def test_installed_zip_starts_in_a_fresh_profile(tmp_path):
     ini = profiles / "profiles" / "default" / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True)
     ini.write_text("[PythonPlugins]\ngeostudio_plugin=true\n")
+    return profiles, plugins_dir
+
+
+def qgis_process_command() -> str | None:
+    """Debian's `qgis_process` wrapper adds --noversioncheck, which 3.22's executor rejects: use the binary."""
+    return shutil.which("qgis_process.bin") or shutil.which("qgis_process")
+
+
+@pytest.mark.skipif(qgis_process_command() is None, reason="needs qgis_process (Debian package qgis)")
+def test_qgis_process_lists_the_provider_of_the_installed_zip(tmp_path):
+    profiles, _ = install_zip_in_a_fresh_profile(tmp_path)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("QGIS_")},
+           "QGIS_CUSTOM_CONFIG_PATH": str(profiles), "QT_QPA_PLATFORM": "offscreen"}
+    listed = subprocess.run([qgis_process_command(), "--json", "list"], capture_output=True, text=True, env=env,
+                            timeout=180)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    providers = json.loads(listed.stdout[listed.stdout.index("{"):])["providers"]
+    assert "geostudio" in providers, sorted(providers)
+    assert sorted(providers["geostudio"]["algorithms"]) == ["geostudio:infer_raster", "geostudio:onboard_dataset"]
+    assert providers["geostudio"]["name"] == "GeoStudio"
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None,
+                    reason="needs the QGIS desktop and xvfb-run (make deps installs them)")
+def test_installed_zip_starts_in_a_fresh_profile(tmp_path):
+    profiles, plugins_dir = install_zip_in_a_fresh_profile(tmp_path)
     out = tmp_path / "check.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QGIS_")}
     env.update(CHECK_OUT=str(out), QT_QPA_PLATFORM="xcb")
