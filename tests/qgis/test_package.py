@@ -91,3 +91,22 @@ def test_installed_zip_starts_in_a_fresh_profile(tmp_path):
     assert report["algorithms"] == ["geostudio:infer_raster", "geostudio:onboard_dataset"]
     assert report["catalog_connectors"] >= 6
     assert report["heavy_modules"] == []
+
+
+def test_metadata_claims_exactly_the_qgis_versions_make_test_runs():
+    """qgisMinimumVersion/qgisMaximumVersion are the ends of the matrix `make test` runs (QGIS_VERSIONS)."""
+    import configparser
+    import re
+
+    versions = re.search(r"^QGIS_VERSIONS := (.+)$", (REPO / "Makefile").read_text(), re.MULTILINE).group(1).split()
+    ordered = sorted(versions, key=lambda v: tuple(map(int, v.split("."))))
+    metadata = configparser.ConfigParser()
+    metadata.read(REPO / "metadata.txt")
+    assert (metadata["general"]["qgisMinimumVersion"], metadata["general"]["qgisMaximumVersion"]) == \
+        (ordered[0], ordered[-1])
+    known = subprocess.run([str(REPO / "scripts" / "qgis-root"), "versions"], capture_output=True, text=True,
+                           check=True).stdout.split()[::2]
+    assert set(versions) <= set(known), "every version of the matrix has a Debian suite in scripts/qgis-root"
+    readme = (REPO / "README.md").read_text()
+    for version in versions:
+        assert f"| {version}." in readme, f"the README's QGIS matrix lists {version}"
