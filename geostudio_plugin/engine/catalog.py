@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -122,9 +123,27 @@ def connectors(workspace: Optional[Workspace] = None,
 # ---------------------------------------------------------- templates, backbones
 
 
+TEST_BACKBONES_ENV = "GEOSTUDIO_ALLOW_TEST_BACKBONES"  # "1": the tests' shrunk backbones are accepted too
+
+
 @lru_cache(maxsize=1)
+def _backbones_file() -> dict[str, Any]:
+    return _read_json(DATA_DIR / "backbones.json")
+
+
 def backbones() -> list[dict[str, Any]]:
-    return _read_json(DATA_DIR / "backbones.json")["backbones"]
+    """The Studio's backbones, as the catalog lists them (never the test-only ones)."""
+    return _backbones_file()["backbones"]
+
+
+def test_backbones() -> list[dict[str, Any]]:
+    """Shrunk backbones for CPU tests; accepted by ``find_backbone`` only with GEOSTUDIO_ALLOW_TEST_BACKBONES=1."""
+    return _backbones_file().get("test_backbones", [])
+
+
+def band_aliases() -> dict[str, list[str]]:
+    """Canonical band name (TerraTorch's HLS names, VV, VH, DEM) -> the names datasets give it."""
+    return _backbones_file()["band_aliases"]
 
 
 @lru_cache(maxsize=1)
@@ -133,16 +152,22 @@ def templates() -> list[dict[str, Any]]:
 
 
 def find_backbone(ident: str) -> dict[str, Any]:
-    for item in backbones():
+    pool = backbones() + (test_backbones() if os.environ.get(TEST_BACKBONES_ENV) == "1" else [])
+    for item in pool:
         if ident in (item["name"], item["model_params"]["backbone"]):
             return item
     raise SpecError("unknown_backbone", f"base_model_id '{ident}' is not a known backbone.",
                     "Use one of: " + ", ".join(b["name"] for b in backbones()))
 
 
+def _name_key(name: str) -> str:
+    """Template names compared without case, spaces or colons ("terramind Segmentation" = "terramind : Segmentation")."""
+    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "_")
+
+
 def find_template(ident: str) -> dict[str, Any]:
     for item in templates():
-        if ident in (item["id"], item["name"]):
+        if ident == item["id"] or _name_key(ident) == _name_key(item["name"]):
             return item
     raise SpecError("unknown_template", f"tune_template_id '{ident}' is not a known template.",
                     "Use one of: " + ", ".join(f"{t['id']} ({t['name']})" for t in templates()))
@@ -155,6 +180,14 @@ def template_text(template: dict[str, Any]) -> str:
 def compatible(template: dict[str, Any], backbone: dict[str, Any]) -> bool:
     """The Studio's rule: template and backbone share a model category."""
     return template["extra_info"]["model_category"] == backbone["model_params"]["model_category"]
+
+
+def compatible_backbones(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return [b for b in backbones() if compatible(template, b)]
+
+
+def templates_for(purpose: str) -> list[dict[str, Any]]:
+    return [t for t in templates() if t["purpose"] == purpose]
 
 
 def build_catalog(workspace: Optional[Workspace] = None, access: Optional[dict[str, Any]] = None,

@@ -113,12 +113,22 @@ _TABLE = [
     ErrorCode("unknown_dataset", _S, "`dataset_id` is not in the workspace.", "Onboard it, or use a listed one."),
     ErrorCode("unknown_backbone", _S, "`base_model_id` is not a known backbone.", "Use one the message lists."),
     ErrorCode("unknown_template", _S, "`tune_template_id` is not a known template.", "Use one the message lists."),
-    ErrorCode("incompatible_backbone", _S, "The backbone does not fit the template's model category.",
-              "Pick a backbone of the template's category."),
-    ErrorCode("purpose_mismatch", _S, "The template's purpose differs from the dataset's.",
+    ErrorCode("incompatible_backbone", _S, "The backbone does not fit the template's model category; the message "
+              "lists the backbones that fit.", "Pick a backbone of the template's category."),
+    ErrorCode("purpose_mismatch", _S, "The template's purpose (Segmentation, Regression) differs from the dataset's; "
+              "the message names the templates of the dataset's purpose.",
               "Pick a template of the dataset's purpose."),
-    ErrorCode("multimodal_not_supported", _S, "The template takes one modality; the dataset has several.",
+    ErrorCode("multimodal_not_supported", _S, "The template takes one modality; the dataset has several (the message names the templates that take several).",
               "Pick a multi-modal template."),
+    ErrorCode("modality_not_supported", _S, "The backbone does not take one of the dataset's modalities (TerraMind: "
+              "RGB, S2L2A, S2L1C, S1GRD, S1RTC, DEM); the message names those it takes.",
+              "Onboard the data source with one of the modality tags named, or pick a template that takes any bands."),
+    ErrorCode("bands_not_supported", _S, "The backbone cannot take some of the dataset's bands (Clay: bands without a "
+              "known wavelength; TerraMind: bands that are not the modality's); the message names them and the "
+              "bands it takes.", "Name the bands as the message lists when onboarding, or pick another template."),
+    ErrorCode("image_size_mismatch", _S, "The backbone takes images of one size only (Clay: its image size) and the "
+              "dataset's chips, `data.crop_size` or `model.backbone_img_size` differ from it.",
+              "Set the value the message names, or onboard with a `chip_size` that fits."),
     ErrorCode("unknown_parameter", _S, "`model_parameters` names a parameter the template does not have.",
               "Use the parameter names the message lists."),
     ErrorCode("invalid_parameter", _S, "A value in `model_parameters` has the wrong type or range.",

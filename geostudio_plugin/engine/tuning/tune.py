@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from ..catalog import compatible, find_backbone, find_template
+from ..catalog import find_backbone, find_template
 from ..device import resolve_device, trainer_device
 from ..protocol import EngineError, SpecError
 from ..workspace import Workspace, now_iso, read_record, write_json
+from .compatibility import check as check_compatibility
 from .render import build_context, merge_parameters, render
 from .spec import TuneSpec
 
@@ -61,17 +62,7 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
     dataset, dataset_dir = load_dataset(workspace, spec.dataset_id)
     template = find_template(spec.tune_template_id)
     backbone = find_backbone(spec.base_model_id)
-    if not compatible(template, backbone):
-        raise SpecError("incompatible_backbone",
-                        f"Backbone {backbone['name']} ({backbone['model_params']['model_category']}) does not fit "
-                        f"template '{template['name']}' ({template['extra_info']['model_category']}).",
-                        "Pick a backbone of the template's model category.")
-    if template["purpose"] != dataset["purpose"]:
-        raise SpecError("purpose_mismatch", f"Template '{template['name']}' is for {template['purpose']} but dataset "
-                        f"{dataset['dataset_id']} is for {dataset['purpose']}.", "Pick a template of the same purpose.")
-    if len(dataset["modalities"]) != 1:
-        raise SpecError("multimodal_not_supported", f"Template '{template['name']}' takes one modality; dataset "
-                        f"{dataset['dataset_id']} has {dataset['modalities']}.", "Pick a multi-modal template.")
+    check_compatibility(template, backbone, dataset, merge_parameters(template["model_params"], spec.model_parameters))
     params = merge_parameters(template["model_params"], spec.model_parameters)
     protocol.progress("load", 0.03, "loading TerraTorch")
     trainer = resolve_trainer(spec)
