@@ -25,7 +25,7 @@ def report():
             result["docks"][key] = plugin.docks[key].isVisible()
         provider = QgsApplication.processingRegistry().providerById("geostudio")
         result["algorithms"] = [a.id() for a in provider.algorithms()] if provider else []
-        deadline = time.monotonic() + 90  # the Connectors dock loads the catalog through the engine
+        deadline = time.monotonic() + 240  # the Connectors dock loads the catalog through the engine
         while QgsApplication.taskManager().countActiveTasks() and time.monotonic() < deadline:
             QgsApplication.processEvents()
             time.sleep(0.05)

@@ -78,7 +78,7 @@ def test_installed_zip_starts_in_a_fresh_profile(tmp_path):
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        proc.wait(timeout=180)
+        proc.wait(timeout=360)  # a hang bound: QGIS start and the engine catalog on a loaded 2-core machine
     finally:  # never leave a QGIS or Xvfb behind, even when the check hangs
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
