@@ -37,6 +37,12 @@ def report():
     with open(os.environ["CHECK_OUT"], "w") as handle:
         json.dump(result, handle)
     QgsProject.instance().setDirty(False)  # no "save changes?" dialog on the way out
+    manager = QgsApplication.taskManager()  # nor "tasks are running, quit anyway?" (a modal dialog nobody answers)
+    manager.cancelAll()
+    deadline = time.monotonic() + 30
+    while manager.countActiveTasks() and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.05)
     iface.actionExit().trigger()
 
 
