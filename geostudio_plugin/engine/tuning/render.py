@@ -135,41 +135,80 @@ def render(template: dict[str, Any], context: dict[str, Any]) -> str:
                         "The template and the dataset do not fit together; check the template file.") from None
 
 
+REGRESSION_IGNORE = -9999  # a regression label's no-data value once read (NaN is replaced by it, then ignored)
+
+
+def _modality_context(dataset: dict[str, Any], dataset_dir: Path, tag: str) -> dict[str, Any]:
+    modality = dict(dataset["training_params"][tag])
+    bands = modality["bands"]
+    modality.update({
+        "tag": tag,
+        "train_data_dir": str(dataset_dir / modality["train_data_dir"]),
+        "labels_dir": str(dataset_dir / modality["train_labels_dir"]),
+        "dataset_bands": list(range(modality["band_count"])),
+        "output_bands": bands,
+        # only used to plot samples; bands without R/G/B roles fall back to the first ones
+        "rgb_indices": modality.get("rgb_indices") or [min(i, len(bands) - 1) for i in range(3)],
+    })
+    return modality
+
+
 def build_context(*, tune_id: str, params: dict[str, Any], dataset: dict[str, Any], dataset_dir: Path,
                   backbone: dict[str, Any], run_dir: Path, trainer: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Jinja variables, named as in the Studio's templates where they exist there."""
+    """Jinja variables, named as in the Studio's templates where they exist there.
+
+    ``modality`` is the first (or only) data source; ``modalities`` all of them (multi-modal templates);
+    ``backbone`` carries the backbone's facts from ``backbones.json`` plus what ``compatibility`` derives
+    for this dataset: ``bands`` (Prithvi/Clay names), ``modality_bands`` (TerraMind subsets),
+    ``neck_indices``, ``img_size`` (Clay), ``kwargs`` (extra ``backbone_*`` arguments).
+    """
+    from .compatibility import backbone_inputs
+
     tp = dataset["training_params"]
-    modality_tag = dataset["modalities"][0]
-    modality = dict(tp[modality_tag])
-    modality["train_data_dir"] = str(dataset_dir / modality["train_data_dir"])
+    modalities = [_modality_context(dataset, dataset_dir, tag) for tag in dataset["modalities"]]
+    modality = modalities[0]
     classes = dataset["classes"]
+    regression = dataset["purpose"] == "Regression"
     loss_name = params["model"]["decode_head"]["loss_decode"]["type"]
+    inputs = backbone_inputs(backbone, dataset, params)
+    tiles = dict(params["model"]["tiled_inference_parameters"])
+    if inputs["img_size"]:  # a backbone of one image size (Clay) is tiled at that size
+        for crop, stride in (("h_crop", "h_stride"), ("w_crop", "w_stride")):
+            tiles[crop] = inputs["img_size"]
+            tiles[stride] = min(tiles[stride], inputs["img_size"])
+    rgb_modality = next((m["tag"] for m in modalities if m.get("rgb_indices") and dataset["training_params"][m["tag"]]
+                         .get("rgb_indices")), modality["tag"])
     return {
         **params,
         "tune_id": tune_id,
         "seed": seed,
         "dataset_id": dataset["dataset_id"],
+        "purpose": dataset["purpose"],
         "run_dir": str(run_dir),
         "checkpoint_dir": str(run_dir / "checkpoints"),
         "trainer": trainer,
-        "backbone": {"name": backbone["model_params"]["backbone"], "pretrained": False, **backbone["model_params"]},
+        "backbone": {"name": backbone["model_params"]["backbone"], "pretrained": False, **backbone["model_params"],
+                     **inputs},
         "modality": modality,
-        "labels_dir": str(dataset_dir / modality["train_labels_dir"]),
+        "modalities": modalities,
+        "multimodal": len(modalities) > 1,
+        "rgb_modality": rgb_modality,
+        "labels_dir": modality["labels_dir"],
         "train_split_path": str(dataset_dir / tp["train_split_path"]),
         "val_split_path": str(dataset_dir / tp["val_split_path"]),
         "test_split_path": str(dataset_dir / tp["test_split_path"]),
         "img_suffix": modality["file_suffix"],
         "seg_map_suffix": tp["label_suffix"],
-        "dataset_bands": list(range(modality["band_count"])),
-        "output_bands": modality["bands"],
-        # only used to plot samples; bands without R/G/B roles fall back to the first ones
-        "rgb_band_indices": modality.get("rgb_indices") or [min(i, len(modality["bands"]) - 1) for i in range(3)],
+        "dataset_bands": modality["dataset_bands"],
+        "output_bands": modality["output_bands"],
+        "rgb_band_indices": modality["rgb_indices"],
         "norm_means": modality["norm_means"],
         "norm_stds": modality["norm_stds"],
         "num_classes": len(classes),
         "class_names": [c["name"] for c in classes],
         "class_weights": tp.get("class_weights"),
-        "label_nodata": -1,
+        "label_nodata": REGRESSION_IGNORE if regression else -1,
         "loss": LOSSES.get(loss_name, loss_name),
         "optimizer_class": OPTIMIZERS[params["optimizer"]["type"]],
+        "tiles": tiles,
     }

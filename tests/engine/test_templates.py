@@ -1,0 +1,195 @@
+"""The six built-in templates train through the engine's ``tune`` command on the CPU (random init, offline).
+
+Data: the bundled real Sen1Floods11 chips. One-epoch runs use one scene (Spain_7370579, 128 px chips: 16
+samples) so each costs little more than the engine's start-up; the quality runs use all six scenes.
+The Prithvi Regression template is trained in ``test_regression_ndwi.py`` (a derived real target).
+
+Test-only backbone ``test_convnext_large_depth1`` (ConvNeXt-Large, one block per stage) is taken by the engine
+only with GEOSTUDIO_ALLOW_TEST_BACKBONES=1, set here; the catalog never lists it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import (EXIT_INVALID_SPEC, REPO, SAMPLES, TRAIN_DIR, onboarding_payload, run_engine, run_ok)
+
+import sys
+
+sys.path.insert(0, str(REPO / "tests" / "support"))
+from payloads import flood_payload  # noqa: E402
+
+SPAIN = "Spain_7370579"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def allow_test_backbones():
+    old = os.environ.get("GEOSTUDIO_ALLOW_TEST_BACKBONES")
+    os.environ["GEOSTUDIO_ALLOW_TEST_BACKBONES"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("GEOSTUDIO_ALLOW_TEST_BACKBONES", None)
+    else:
+        os.environ["GEOSTUDIO_ALLOW_TEST_BACKBONES"] = old
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Any]:
+    """One workspace: Spain S1 (one modality), Spain S2+S1 (multi-modal), all six scenes S1 (quality runs)."""
+    root = tmp_path_factory.mktemp("templates")
+    workspace = root / "workspace"
+    spain = root / "spain"
+    spain.mkdir()
+    for path in (TRAIN_DIR / f"{SPAIN}_S1Hand.tif", TRAIN_DIR / f"{SPAIN}_LabelHand.tif",
+                 SAMPLES / "S2Hand" / f"{SPAIN}_S2Hand.tif"):
+        shutil.copyfile(path, spain / path.name)
+    out: dict[str, Any] = {"workspace": workspace}
+    one = run_ok("onboard", onboarding_payload(spain, name="spain s1", chip_size=128), workspace)
+    out["s1"] = one.result["summary"]["dataset_id"]
+    payload = flood_payload(spain)
+    payload["onboarding_options"]["chip_size"] = 128
+    multi = run_ok("onboard", payload, workspace)
+    out["s1s2"] = multi.result["summary"]["dataset_id"]
+    full = run_ok("onboard", onboarding_payload(chip_size=128, name="six scenes"), workspace)
+    out["full"] = full.result["summary"]["dataset_id"]
+    out["full_dir"] = Path(full.result["outputs"]["dataset_dir"])
+    return out
+
+
+def tune_spec(dataset_id: str, template: str, backbone: str, **params: Any) -> dict[str, Any]:
+    model_parameters = {"runner": {"max_epochs": 1, "early_stopping_patience": 0},
+                        "data": {"batch_size": 4},
+                        "model": {"decode_head": {"channels": 32, "decoder": "UNetDecoder"}}}
+    for group, values in params.items():
+        model_parameters.setdefault(group, {}).update(values)
+    return {"name": f"t-{template}"[:30].replace("_", "-"), "dataset_id": dataset_id, "base_model_id": backbone,
+            "tune_template_id": template, "model_parameters": model_parameters, "device": "cpu"}
+
+
+def tune_ok(spec: dict[str, Any], workspace: Path) -> dict[str, Any]:
+    run = run_engine("tune", spec, workspace, timeout=900)
+    assert run.returncode == 0, run.describe()
+    tune_dir = Path(run.result["outputs"]["tune_dir"])
+    record = json.loads((tune_dir / "tune.json").read_text())
+    return {"run": run, "dir": tune_dir, "record": record, "config": (tune_dir / "config.yaml").read_text()}
+
+
+def val_metric(run, name: str) -> list[float]:
+    return [m["value"] for m in run.of("metric") if m["name"] == name]
+
+
+# -------------------------------------------------------------------------- one short epoch per template
+
+
+@pytest.mark.parametrize("template, backbone, dataset, expect", [
+    ("terramind_seg", "terramind_v1_tiny", "s1", ["GenericNonGeoSegmentationDataModule", "backbone_modalities: [\"S1GRD\"]",
+                                                   "remove_cls_token: false"]),
+    ("terramind_seg", "terramind_v1_tiny", "s1s2", ["GenericMultiModalDataModule", "backbone_merge_method: mean",
+                                                     "S2L1C:", "S1GRD:"]),
+    ("clay_v1_seg", "clay_v1_base", "s1", ["backbone_img_size: 128", "backbone_bands: [\"VV\", \"VH\"]"]),
+    ("timm_convnext_seg", "test_convnext_large_depth1", "s1", ["backbone_depths: [1, 1, 1, 1]"]),
+], ids=["terramind-S1", "terramind-S2+S1", "clay", "convnext"])
+def test_template_trains_one_epoch(datasets, template, backbone, dataset, expect):
+    tuned = tune_ok(tune_spec(datasets[dataset], template, backbone), datasets["workspace"])
+    record, config = tuned["record"], tuned["config"]
+    assert record["tune_template_id"] == template and record["epochs_run"] == 1
+    assert record["best_val_loss"] is not None and np.isfinite(record["best_val_loss"])
+    assert (tuned["dir"] / record["checkpoint"]).is_file()
+    for text in expect:
+        assert text in config, (text, config)
+    assert val_metric(tuned["run"], "val/mIoU"), "no validation mIoU reported"
+
+
+# ------------------------------------------------------------------- quality: above the majority baseline
+
+
+def majority_baseline_miou(dataset_dir: Path) -> float:
+    """mIoU of predicting the commonest class everywhere on the validation split (labelled pixels only)."""
+    record = json.loads((dataset_dir / "dataset.json").read_text())
+    counts = np.zeros(len(record["classes"]), dtype=np.int64)
+    for stem in record["splits"]["val"]:
+        with rasterio.open(dataset_dir / "labels" / f"{stem}{record['label_suffix']}") as src:
+            label = src.read(1)
+        counts += np.bincount(label[label >= 0].ravel(), minlength=len(counts))[: len(counts)]
+    return float(counts.max() / counts.sum() / len(counts))  # IoU of the majority class, 0 for the others
+
+
+@pytest.mark.parametrize("template, backbone, epochs, lr", [
+    ("timm_resnet_seg", "timm_resnet18", 3, 1e-3),
+    ("prithvi_seg", "Prithvi_EO_V2_tiny_TL", 3, 1e-3),
+], ids=["resnet18", "prithvi-v2-tiny"])
+def test_segmentation_beats_majority_baseline(datasets, template, backbone, epochs, lr):
+    """Validation mIoU on the six real scenes (128 px chips) rises above predicting the majority class.
+
+    Afforded here: ResNet-18 and Prithvi-EO-2.0-tiny, 3 epochs each. TerraMind-tiny and the shrunk ConvNeXt
+    also get there with more epochs; Clay v1 base (95 M parameters, no depth to shrink) and the 100M-600M
+    Prithvi, TerraMind base/large and ConvNeXt-Large/XLarge need far more CPU time than a test can take
+    (a GPU, or pretrained weights), so they are only trained for one epoch (above) and built (test_backbones).
+    """
+    spec = tune_spec(datasets["full"], template, backbone, runner={"max_epochs": epochs},
+                     optimizer={"lr": lr, "type": "AdamW"}, data={"batch_size": 8})
+    tuned = tune_ok(spec, datasets["workspace"])
+    miou = val_metric(tuned["run"], "val/mIoU")
+    baseline = majority_baseline_miou(datasets["full_dir"])
+    assert len(miou) == epochs
+    assert max(miou) > baseline + 0.05, (miou, baseline)
+
+
+# ------------------------------------------------------------------------------------ refusals
+
+
+def test_incompatible_pair_lists_backbones_that_fit(datasets):
+    run = run_engine("tune", tune_spec(datasets["s1"], "clay_v1_seg", "timm_resnet18"), datasets["workspace"])
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
+    assert run.error["code"] == "incompatible_backbone"
+    assert "timm_resnet18" in run.error["message"] and "clay_v1_base" in run.error["message"]
+
+
+def test_multimodal_dataset_on_a_one_modality_template_names_terramind(datasets):
+    run = run_engine("tune", tune_spec(datasets["s1s2"], "prithvi_seg", "Prithvi_EO_V2_tiny_TL"), datasets["workspace"])
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
+    assert run.error["code"] == "multimodal_not_supported"
+    assert "S2L1C, S1GRD" in run.error["message"] and "terramind_seg" in run.error["message"]
+
+
+def test_regression_template_on_segmentation_dataset(datasets):
+    run = run_engine("tune", tune_spec(datasets["s1"], "prithvi_reg", "Prithvi_EO_V2_tiny_TL"), datasets["workspace"])
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
+    assert run.error["code"] == "purpose_mismatch"
+    message = run.error["message"]
+    assert "Regression" in message and "Segmentation" in message
+    assert "prithvi_seg" in message and "timm_resnet_seg" in message and "prithvi_reg (" not in message
+
+
+def test_clay_image_size_must_be_the_chip_size(datasets):
+    spec = tune_spec(datasets["s1"], "clay_v1_seg", "clay_v1_base", model={"backbone_img_size": 224})
+    run = run_engine("tune", spec, datasets["workspace"])
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
+    assert run.error["code"] == "image_size_mismatch"
+    assert "backbone_img_size = 224" in run.error["message"] and "128" in run.error["hint"]
+
+
+@pytest.mark.parametrize("params, code, named", [
+    ({"model": {"no_such_knob": 1}}, "unknown_parameter", ["model.no_such_knob", "decode_head"]),
+    ({"runner": {"max_epochs": "many"}}, "invalid_parameter", ["runner.max_epochs", "integer"]),
+    ({"data": {"batch_size": 0}}, "invalid_parameter", ["data.batch_size", "1 to 1024"]),
+    ({"model": {"backbone_img_size": 8}}, "invalid_parameter", ["model.backbone_img_size", "32 to 4096"]),
+    ({"model": {"decode_head": {"loss_decode": {"type": "MSELoss"}}}}, "invalid_parameter",
+     ["loss_decode.type", "CrossEntropyLoss"]),
+], ids=["unknown", "wrong-type", "out-of-range", "clay-size-range", "wrong-loss"])
+def test_bad_parameters_name_parameter_and_allowed_values(datasets, params, code, named):
+    spec = tune_spec(datasets["s1"], "clay_v1_seg", "clay_v1_base", **params)
+    run = run_engine("tune", spec, datasets["workspace"])
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
+    error = run.error
+    text = json.dumps(error)
+    assert error["code"] == code or code in text, error
+    for word in named:
+        assert word in text, (word, error)
