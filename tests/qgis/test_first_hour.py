@@ -230,6 +230,7 @@ def test_a_cancelled_tune_clears_its_metrics_and_says_cancelled(plugin, trained_
     dock = plugin.docks["tuning"]
     wait_for(lambda: dock.ui.templateCombo.count() > 0, timeout=60)
     _choose(dock.ui.datasetCombo, trained_tune["dataset_id"])
+    dock.ui.templateCombo.setCurrentIndex(dock.ui.templateCombo.findText("timm_resnet : Segmentation"))
     _type(dock.ui.nameEdit, "to cancel")
     dock.ui.epochsSpin.setValue(20)
     dock.ui.cropSpin.setValue(64)
