@@ -38,6 +38,7 @@ __all__ = [
     "is_progress", "is_metric", "is_log", "is_result", "is_error",
     "normalise_device", "resolve_endpoints",
     "catalog_spec", "search_spec", "fetch_spec", "check_spec", "prescan_spec", "onboard_payload", "tune_spec",
+    "tune_dry_run_spec", "tune_resume_spec", "is_resumable", "kept_item",
     "infer_spec", "delete_spec", "dataset_sample_paths", "EngineFailure",
 ]
 
@@ -217,6 +218,9 @@ class OnboardSummary(TypedDict, total=False):
 
 class TuneSummary(TypedDict, total=False):
     tune_id: str
+    status: str  # "Finished", or "DryRun" (then only tune_id, status and config_text)
+    config_text: str  # a dry run's full TerraTorch config
+    resumed: bool
     device: str
     seconds: float
     epochs_run: int
@@ -291,11 +295,28 @@ class FailureRecord(TypedDict, total=False):
     record: str  # the file it was read from
 
 
+# Tune statuses: Running (only in staging, or a tune whose engine died: see below), Finished, Cancelled and
+# Failed (kept with checkpoints/last.ckpt when an epoch had ended: resumable), DryRun (config.yaml only).
+TUNE_RUNNING, TUNE_FINISHED, TUNE_CANCELLED, TUNE_FAILED, TUNE_DRY_RUN = (
+    "Running", "Finished", "Cancelled", "Failed", "DryRun")
+TUNE_RESUMABLE = (TUNE_CANCELLED, TUNE_FAILED)
+
+
 class TuneRecord(TypedDict, total=False):
     """``tunes/<id>/tune.json``."""
 
     tune_id: str
     name: str
+    status: str  # TUNE_FINISHED, TUNE_CANCELLED, TUNE_FAILED, TUNE_DRY_RUN
+    resumable: bool  # checkpoints/last.ckpt is kept: contract.tune_resume_spec continues it
+    last_checkpoint: str  # "checkpoints/last.ckpt" when resumable
+    checkpoint: Optional[str]  # the best weights (state dict); None for a dry run or a tune stopped in epoch 1
+    config: str  # "config.yaml": the full TerraTorch config
+    log: Optional[str]  # "engine.log": the tune's own log (appended to on resume)
+    log_tail: list[str]  # the last lines of that log, for a tune whose engine died
+    error: ErrorEvent  # why a Failed tune failed (code "engine_died" when its engine was killed)
+    resumed: list[dict[str, Any]]  # one entry per resume: at_epoch, started
+    model_parameters: dict[str, Any]  # merged with the template's defaults; runner.max_epochs is the plan
     dataset_id: str
     base_model_id: str
     tune_template_id: str
@@ -304,7 +325,7 @@ class TuneRecord(TypedDict, total=False):
     epochs_run: int
     best_val_loss: float
     test_metrics: dict[str, float]
-    history: list[dict[str, Any]]  # one entry per epoch: epoch and the metrics
+    history: list[dict[str, Any]]  # one entry per epoch: epoch, step, lr and train/... val/... metrics
 
 
 class InferenceRecord(TypedDict, total=False):
@@ -485,6 +506,37 @@ def tune_spec(name: str, dataset_id: str, base_model_id: str, template_id: str, 
     params.setdefault("optimizer", {})["lr"] = lr
     return {"name": name, "description": description, "dataset_id": dataset_id, "base_model_id": base_model_id,
             "tune_template_id": template_id, "model_parameters": params, "device": normalise_device(device)}
+
+
+def tune_dry_run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``tune_spec`` that only renders: the engine writes the full TerraTorch config into a tune folder with
+    status "DryRun" and returns its text as ``summary.config_text``; nothing is trained."""
+    out = dict(spec)
+    out["train_options"] = {**dict(spec.get("train_options") or {}), "dry_run": True}
+    return out
+
+
+def tune_resume_spec(record: Mapping[str, Any], device: Optional[str] = None) -> dict[str, Any]:
+    """Continue a Cancelled or Failed tune (``record["resumable"]``) from its last checkpoint to its planned
+    epochs, with its own dataset, backbone, template and parameters (``device`` may differ)."""
+    spec: dict[str, Any] = {"name": record["name"], "dataset_id": record["dataset_id"],
+                            "base_model_id": record["base_model_id"], "tune_template_id": record["tune_template_id"],
+                            "train_options": {"resume_from": record["tune_id"]}}
+    if device:
+        spec["device"] = normalise_device(device)
+    return spec
+
+
+def is_resumable(record: Mapping[str, Any]) -> bool:
+    """A tune kept with its last checkpoint (Cancelled, or Failed after an epoch): Resume can continue it."""
+    return record.get("status") in TUNE_RESUMABLE and bool(record.get("resumable"))
+
+
+def kept_item(event: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """The tune a cancelled or failed run kept (a ``log`` event with ``kept``: kind, id, status, epochs_run,
+    planned_epochs, path), or None."""
+    kept = event.get("kept") if is_log(event) else None
+    return dict(kept) if isinstance(kept, Mapping) else None
 
 
 def infer_spec(raster_path: str, bbox: Optional[Sequence[float]], model: str, device: str = "auto", *,

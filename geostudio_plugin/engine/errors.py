@@ -143,6 +143,15 @@ _TABLE = [
               "Onboard with a `chip_size`, or set `batch_size` 1."),
     ErrorCode("no_checkpoint", _I, "Training ended without saving a checkpoint.",
               "Check that the validation split is not empty."),
+    ErrorCode("not_resumable", _I, "`train_options.resume_from` names a tune that cannot be resumed: it is not "
+              "Cancelled or Failed, kept no last checkpoint, or is in use; or the spec names another dataset, "
+              "backbone, template or parameters than the tune's.",
+              "Resume a Cancelled or Failed tune that says it kept a checkpoint, with its own spec "
+              "(contract.tune_resume_spec), or start a new tune."),
+    ErrorCode("engine_died", _I, "The engine running a tune stopped without finishing (killed, crashed, the "
+              "machine went down); found by the next engine command. Kept as a Failed tune when it had saved a "
+              "checkpoint, else in `failed/tunes/`, with the tail of its log.",
+              "Resume the tune if it kept a checkpoint, or run it again; check memory if it repeats."),
     # inference
     ErrorCode("unknown_model", _S, "The tuned model is not in the workspace.", "Use a listed tune id."),
     ErrorCode("remote_url", _S, "An input is a URL, not a local file.", "Download it first."),

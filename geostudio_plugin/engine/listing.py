@@ -12,7 +12,8 @@ FIELDS = {
     "datasets": (RECORDS["datasets"], ["dataset_id", "dataset_name", "purpose", "status", "created", "modalities",
                                   "n_samples", "size_bytes", "classes"]),
     "tunes": (RECORDS["tunes"], ["tune_id", "name", "status", "created", "dataset_id", "base_model_id",
-                            "tune_template_id", "seconds", "best_val_loss", "test_metrics", "classes"]),
+                            "tune_template_id", "seconds", "best_val_loss", "test_metrics", "classes", "epochs_run",
+                            "resumable", "error"]),
     "inferences": (RECORDS["inferences"], ["inference_id", "status", "created", "tune_id", "model_display_name",
                                       "description", "layers"]),
 }
@@ -23,4 +24,5 @@ def run(spec: None, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any
     for kind, (record, fields) in FIELDS.items():
         summary[kind] = [{k: item.get(k) for k in fields} for item in workspace.list(kind, record)]
     summary["failed_datasets"] = workspace.failures("datasets")
+    summary["failed_tunes"] = workspace.failures("tunes")  # tunes whose engine died before a checkpoint
     return {"workspace": str(workspace.root)}, summary

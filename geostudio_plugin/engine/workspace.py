@@ -149,6 +149,8 @@ class Workspace:
             own = match.group(1) == HOST  # a shared workspace: never judge another machine's processes
             dead = own and not _pid_alive(int(match.group(2)))
             if dead or now - entry.stat().st_mtime > STALE_AFTER_S:
+                if entry.name.startswith("tunes-") and entry.is_dir():
+                    self._salvage_tune(entry)
                 shutil.rmtree(entry, ignore_errors=True)
         if self.locks.is_dir():
             for path in self.locks.glob("*.lock"):
@@ -238,6 +240,90 @@ class Workspace:
                     shutil.rmtree(stage, ignore_errors=True)
 
     @contextmanager
+    def building(self, kind: str, item_id: str, replace: bool = False) -> Iterator["Building"]:
+        """Like ``staging``, but the block may keep what it built when it ends with an exception
+        (``build.keep = True``: a cancelled tune keeps its last checkpoint), and with ``replace`` the
+        built folder replaces an existing item (a resumed tune) instead of refusing it.
+
+        The item is locked while it is built. Replacing moves the old folder aside, the new one in,
+        then removes the old one: a reader sees the old item or the new one, never a mixture.
+        """
+        final = self.dir(kind) / item_id
+        if final.exists() and not replace:
+            raise FileExistsError(final)
+        stage = self.tmp / f"{kind}-{item_id}-{HOST}-pid{os.getpid()}-{secrets.token_hex(2)}"
+        with self.lock(kind, item_id):
+            stage.mkdir(parents=True)
+            build = Building(stage, final)
+            try:
+                yield build
+            except BaseException:
+                if build.keep:
+                    self._put_in_place(stage, final)
+                raise
+            else:
+                self._put_in_place(stage, final)
+            finally:
+                if stage.exists():
+                    shutil.rmtree(stage, ignore_errors=True)
+
+    def _put_in_place(self, stage: Path, final: Path) -> None:
+        if not final.exists():
+            os.replace(stage, final)
+            return
+        aside = self.tmp / f"replaced-{final.name}-{HOST}-pid{os.getpid()}-{secrets.token_hex(2)}"
+        os.replace(final, aside)
+        os.replace(stage, final)
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def _salvage_tune(self, stage: Path) -> None:
+        """A tune whose engine died (SIGKILL, a crash, the machine went down) left its staging folder.
+
+        With a last checkpoint it becomes a tune with status "Failed" (resumable), its record saying what
+        happened and holding the tail of its log; without one, a failure record in ``failed/tunes/`` keeps the
+        reason and the log. A resumed tune's folder replaces the kept one only when it got further.
+        """
+        try:
+            record = json.loads((stage / RECORDS["tunes"]).read_text())
+            tune_id = str(record["tune_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # it never got as far as its record: nothing to report
+        log_path = stage / TUNE_LOG
+        try:
+            log = log_path.read_text(errors="replace").splitlines()[-200:]
+        except OSError:
+            log = []
+        done = int(record.get("epochs_run") or 0)
+        planned = record.get("model_parameters", {}).get("runner", {}).get("max_epochs", "?")
+        error = EngineError("engine_died", f"The engine running tune {tune_id} stopped without finishing (killed, "
+                            f"crashed or the machine went down) after {done} of {planned} epochs; found "
+                            f"{now_iso()}.", "Resume the tune if it kept a checkpoint, or run it again; its log "
+                            "is in the record.")
+        has_checkpoint = (stage / "checkpoints" / "last.ckpt").is_file()
+        final = self.dir("tunes") / tune_id
+        if has_checkpoint:
+            try:
+                kept = json.loads((final / RECORDS["tunes"]).read_text()) if final.is_dir() else None
+            except (OSError, ValueError):
+                kept = None
+            if final.exists() and kept is not None and int(kept.get("epochs_run") or 0) >= done:
+                has_checkpoint = False  # the kept tune got as far: it stays as it is; the attempt is logged
+            else:
+                record.update({"status": "Failed", "error": {k: v for k, v in error.fields().items()
+                                                            if k != "details"}, "log_tail": log, "pid": None})
+                try:
+                    write_json(stage / RECORDS["tunes"], record)
+                    self._put_in_place(stage, final)
+                    return
+                except OSError:
+                    has_checkpoint = False
+        if not has_checkpoint:
+            try:
+                self.record_failure("tunes", str(record.get("name") or tune_id), error, log)
+            except OSError:
+                pass
+
+    @contextmanager
     def scratch(self, purpose: str) -> Iterator[Path]:
         """A private temporary folder in the workspace, removed afterwards (unpacked archives, downloads)."""
         folder = self.tmp / f"{purpose}-{HOST}-pid{os.getpid()}-{secrets.token_hex(3)}"
@@ -283,6 +369,17 @@ class Workspace:
             if isinstance(item, dict):  # a record changed by hand into a list or null is passed over
                 items.append(item)
         return sorted(items, key=lambda item: str(item.get("created", "")), reverse=True)
+
+
+class Building:
+    """A folder being built (``Workspace.building``): ``path`` to write in; ``keep`` to keep it on an exception."""
+
+    def __init__(self, path: Path, final: Path) -> None:
+        self.path, self.final = path, final
+        self.keep = False
+
+
+TUNE_LOG = "engine.log"  # a tune's own log, in its folder (read back when its engine died)
 
 
 def now_iso() -> str:

@@ -35,6 +35,10 @@ class TrainOptions(StudioModel):
     precision: Optional[str] = Field(default=None, description="default: 16-mixed on a GPU, 32 on a CPU")
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     limit_train_batches: Optional[float] = Field(default=None, gt=0, le=1e6, description="fraction or count per epoch")
+    dry_run: bool = Field(default=False, description="render the full TerraTorch config and keep it as a tune "
+                          "with status DryRun; nothing is trained")
+    resume_from: Optional[ItemId] = Field(default=None, description="continue this Cancelled or Failed tune from "
+                                          "its last checkpoint to its planned max_epochs")
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -45,6 +49,12 @@ class TrainOptions(StudioModel):
         if text not in PRECISIONS:
             raise ValueError(f"{value!r} is not a precision Lightning knows; use one of: {', '.join(PRECISIONS)}")
         return text
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> "TrainOptions":
+        if self.dry_run and self.resume_from:
+            raise ValueError("dry_run and resume_from exclude each other: a dry run renders a new tune's config")
+        return self
 
     @field_validator("limit_train_batches")
     @classmethod
