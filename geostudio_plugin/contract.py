@@ -492,18 +492,23 @@ def tune_name_problem(name: str) -> str:
     return ""
 
 
-def tune_spec(name: str, dataset_id: str, base_model_id: str, template_id: str, *, epochs: int, batch_size: int,
-              lr: float, crop_size: Optional[int] = None, device: str = "auto", description: str = "",
+def tune_spec(name: str, dataset_id: str, base_model_id: str, template_id: str, *, epochs: Optional[int] = None,
+              batch_size: Optional[int] = None, lr: Optional[float] = None, crop_size: Optional[int] = None,
+              device: str = "auto", description: str = "",
               model_parameters: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """The Studio's tune submission, pointing at local names; ``model_parameters`` are merged under the
-    form's runner/data/optimizer values."""
-    data: dict[str, Any] = {"batch_size": batch_size}
+    """The Studio's tune submission, pointing at local names. ``model_parameters`` is the nested partial override
+    (the Fine-tuning dock's parameter form gives only the values changed from the template's defaults); the
+    shortcuts ``epochs``, ``batch_size``, ``lr``, ``crop_size``, when given, are set over it."""
+    params: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (model_parameters or {}).items()}
+    if epochs is not None:
+        params.setdefault("runner", {})["max_epochs"] = epochs
+    data: dict[str, Any] = {} if batch_size is None else {"batch_size": batch_size}
     if crop_size:
         data["crop_size"] = crop_size
-    params: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (model_parameters or {}).items()}
-    params.setdefault("runner", {})["max_epochs"] = epochs
-    params.setdefault("data", {}).update(data)
-    params.setdefault("optimizer", {})["lr"] = lr
+    if data:
+        params.setdefault("data", {}).update(data)
+    if lr is not None:
+        params.setdefault("optimizer", {})["lr"] = lr
     return {"name": name, "description": description, "dataset_id": dataset_id, "base_model_id": base_model_id,
             "tune_template_id": template_id, "model_parameters": params, "device": normalise_device(device)}
 
