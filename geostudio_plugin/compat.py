@@ -20,12 +20,13 @@ from qgis.core import (
     Qgis,
     QgsColorRampShader,
     QgsMapLayerProxyModel,
+    QgsProcessingParameterNumber,
     QgsRasterBandStats,
     QgsRasterMinMaxOrigin,
 )
 
 __all__ = ["LAYER_FILTER_RASTER", "SHADER_INTERPOLATED", "BAND_STAT_MIN", "BAND_STAT_MAX",
-           "RANGE_LIMIT_CUMULATIVE_CUT"]
+           "RANGE_LIMIT_CUMULATIVE_CUT", "NUMBER_INTEGER", "NUMBER_DOUBLE"]
 
 
 def _enum(*candidates: tuple[Any, str, str]) -> Any:
@@ -56,3 +57,10 @@ BAND_STAT_MAX = _enum((Qgis, "RasterBandStatistic", "Max"), (QgsRasterBandStats,
 #: and 3.40).
 RANGE_LIMIT_CUMULATIVE_CUT = _enum((Qgis, "RasterRangeLimit", "CumulativeCut"),
                                    (QgsRasterMinMaxOrigin, "Limits", "CumulativeCut"))
+
+#: Processing number parameter types: Qgis.ProcessingNumberParameterType (3.36), else
+#: QgsProcessingParameterNumber.Type (3.22).
+NUMBER_INTEGER = _enum((Qgis, "ProcessingNumberParameterType", "Integer"),
+                       (QgsProcessingParameterNumber, "Type", "Integer"))
+NUMBER_DOUBLE = _enum((Qgis, "ProcessingNumberParameterType", "Double"),
+                      (QgsProcessingParameterNumber, "Type", "Double"))

@@ -1,5 +1,5 @@
-"""Processing provider ``geostudio``: onboarding a dataset and inference on a raster layer as algorithms
-(Model Designer, qgis_process)."""
+"""Processing provider ``geostudio``: onboarding a dataset, fine-tuning a model and inference on a raster layer
+as algorithms (Model Designer, qgis_process)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ class GeoStudioProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802
         from .infer_raster import InferRasterAlgorithm
         from .onboard_dataset import OnboardDatasetAlgorithm
+        from .tune_model import TuneModelAlgorithm
 
         self.addAlgorithm(InferRasterAlgorithm())
         self.addAlgorithm(OnboardDatasetAlgorithm())
+        self.addAlgorithm(TuneModelAlgorithm())

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+ALGORITHMS = ["geostudio:infer_raster", "geostudio:onboard_dataset", "geostudio:tune_model"]
+
 
 def test_zip_holds_one_plugin_folder_with_everything(tmp_path):
     sys.path.insert(0, str(REPO / "scripts"))
@@ -61,7 +63,7 @@ def test_qgis_process_lists_the_provider_of_the_installed_zip(tmp_path):
     assert listed.returncode == 0, listed.stderr[-2000:]
     providers = json.loads(listed.stdout[listed.stdout.index("{"):])["providers"]
     assert "geostudio" in providers, sorted(providers)
-    assert sorted(providers["geostudio"]["algorithms"]) == ["geostudio:infer_raster", "geostudio:onboard_dataset"]
+    assert sorted(providers["geostudio"]["algorithms"]) == ALGORITHMS
     assert providers["geostudio"]["name"] == "GeoStudio"
 
 
@@ -88,7 +90,7 @@ def test_installed_zip_starts_in_a_fresh_profile(tmp_path):
     assert report["active"] is True
     assert report["loaded_from"].startswith(str(plugins_dir))
     assert report["docks"] == {"connectors": True, "onboarding": True, "tuning": True, "inference": True}
-    assert report["algorithms"] == ["geostudio:infer_raster", "geostudio:onboard_dataset"]
+    assert report["algorithms"] == ALGORITHMS
     assert report["catalog_connectors"] >= 6
     assert report["heavy_modules"] == []
 

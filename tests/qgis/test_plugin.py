@@ -10,6 +10,7 @@ import time
 
 from conftest import wait_for
 
+ALGORITHMS = ["geostudio:infer_raster", "geostudio:onboard_dataset", "geostudio:tune_model"]
 HEAVY = ("torch", "terratorch", "terrakit", "rasterio", "lightning", "torchgeo", "pydantic", "timm", "numpy")
 BARE_QGIS_PROBE = """
 import sys
@@ -49,7 +50,7 @@ def test_plugin_adds_menu_toolbar_and_provider(plugin, qgis_iface):
         "Connectors", "Datasets", "Fine-tuning", "Inference"]  # the docks' tab names (issue 10)
     provider = QgsApplication.processingRegistry().providerById("geostudio")
     assert provider is not None
-    assert [a.id() for a in provider.algorithms()] == ["geostudio:infer_raster", "geostudio:onboard_dataset"]
+    assert [a.id() for a in provider.algorithms()] == ALGORITHMS
 
 
 def test_every_dock_opens_and_closes(plugin):
