@@ -63,7 +63,7 @@ def shoot() -> None:
     onboarding.ui.datasetList.setCurrentRow(0)
     tuning = plugin.docks["tuning"]
     tuning.ui.nameEdit.setText("water-resnet18")
-    tuning.ui.epochsSpin.setValue(60)  # still running when the pictures are taken (cancelled after them)
+    tuning.form.field("runner.max_epochs").setValue(60)  # still running when the pictures are taken (cancelled after)
     tuning.ui.deviceCombo.setCurrentText("cpu")
     tuning.ui.startButton.click()  # a running tune: live metrics and its loss curve (cancelled after the shots)
     inference = plugin.docks["inference"]

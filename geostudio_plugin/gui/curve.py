@@ -53,7 +53,8 @@ class CurveWidget(QWidget):
         values = [v for s in self.series.values() for v in s.values()]
         epochs = [e for s in self.series.values() for e in s]
         if not values:
-            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "The loss curve appears as epochs end.")
+            painter.drawText(area.adjusted(4, 0, -4, 0), int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap),
+                             "The loss curve appears as epochs end.")
             painter.end()
             return
         low, high = min(values), max(values)

@@ -63,8 +63,8 @@ def test_fine_tune_from_the_dock_shows_live_metrics(plugin, trained_tune):
     backbones = [tuning.ui.backboneCombo.itemData(i) for i in range(tuning.ui.backboneCombo.count())]
     assert backbones[0] == "timm_resnet18" and all(b.startswith("timm_resnet") for b in backbones)
     tuning.ui.nameEdit.setText("dock tune")
-    tuning.ui.epochsSpin.setValue(1)
-    tuning.ui.cropSpin.setValue(64)
+    tuning.form.field("runner.max_epochs").setValue(1)
+    tuning.form.field("data.crop_size").setValue(64)
     tuning.ui.deviceCombo.setCurrentText("cpu")
     tuning.ui.startButton.click()
     wait_for(lambda: tuning.task is None, timeout=240)

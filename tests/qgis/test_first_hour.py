@@ -232,8 +232,8 @@ def test_a_cancelled_tune_clears_its_metrics_and_says_cancelled(plugin, trained_
     _choose(dock.ui.datasetCombo, trained_tune["dataset_id"])
     dock.ui.templateCombo.setCurrentIndex(dock.ui.templateCombo.findText("timm_resnet : Segmentation"))
     _type(dock.ui.nameEdit, "to cancel")
-    dock.ui.epochsSpin.setValue(20)
-    dock.ui.cropSpin.setValue(64)
+    dock.form.field("runner.max_epochs").setValue(20)
+    dock.form.field("data.crop_size").setValue(64)
     dock.ui.deviceCombo.setCurrentText("cpu")
     assert dock.ui.tuneList.count() and dock.ui.tuneList.currentRow() == 0  # a finished tune is highlighted
     dock.ui.startButton.click()
@@ -243,13 +243,19 @@ def test_a_cancelled_tune_clears_its_metrics_and_says_cancelled(plugin, trained_
     assert dock.task is not None and dock.ui.metricsTable.rowCount() > 0  # the run's live metrics
     wait_for(lambda: dock.task is None or dock.curve.points("train/loss"), timeout=240)
     assert dock.curve.points("train/loss")  # and its curve
+    assert dock.ui.tuneList.item(0).text().startswith("to-cancel — timm_resnet18 — Running")  # the run, listed
     dock.ui.cancelButton.click()
     wait_for(lambda: dock.task is None, timeout=60)
-    assert dock.ui.metricsTable.rowCount() == 0 and not dock.curve.series
     assert dock.ui.stageLabel.text().startswith("Cancelled")
-    assert dock.ui.progressBar.text() == "Cancelled"
-    assert dock.ui.tuneList.currentRow() == -1 and dock.ui.nameEdit.isEnabled()
-    assert not any(dock.ui.tuneList.item(i).text().startswith("to-cancel") for i in range(dock.ui.tuneList.count()))
+    assert dock.ui.progressBar.text() == "Cancelled" and dock.ui.nameEdit.isEnabled()
+    kept = [i for i in range(dock.ui.tuneList.count()) if dock.ui.tuneList.item(i).text().startswith("to-cancel")]
+    if kept:  # cancelled after its first checkpoint: kept as Cancelled, selected, with its own numbers
+        assert dock.ui.tuneList.currentRow() == kept[0] and " — Cancelled\n" in dock.ui.tuneList.item(kept[0]).text()
+        assert dock.ui.resumeButton.isEnabled()
+    else:  # before it: nothing kept, nothing that reads as a result
+        assert dock.ui.metricsTable.rowCount() == 0 and not dock.curve.series
+        assert dock.ui.tuneList.currentRow() == -1
+        assert dock.ui.stageLabel.text() == "Cancelled before the first epoch ended: nothing was kept."
 
 
 # ------------------------------------------------------------------ 6. The error leads with the reason, once
