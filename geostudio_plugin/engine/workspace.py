@@ -310,7 +310,10 @@ class Workspace:
                 has_checkpoint = False  # the kept tune got as far: it stays as it is; the attempt is logged
             else:
                 record.update({"status": "Failed", "error": {k: v for k, v in error.fields().items()
-                                                            if k != "details"}, "log_tail": log, "pid": None})
+                                                            if k != "details"}, "log_tail": log, "pid": None,
+                               "resumable": True, "last_checkpoint": "checkpoints/last.ckpt", "stopped": now_iso()})
+                best = sorted((stage / "checkpoints").glob("best-*.ckpt"))
+                record["checkpoint"] = str(best[-1].relative_to(stage)) if best else None
                 try:
                     write_json(stage / RECORDS["tunes"], record)
                     self._put_in_place(stage, final)
