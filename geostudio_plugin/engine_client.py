@@ -55,7 +55,7 @@ class JobOutcome:
         """What went wrong, for the user: the engine's error event, else a generic one pointing at the log."""
         log_path = str(self.log_path) if self.log_path else None
         if self.cancelled:
-            return EngineFailure(f"{self.command} was cancelled; nothing was kept.", cancelled=True,
+            return EngineFailure(f"{self.command} was cancelled; its unfinished outputs were removed.", cancelled=True,
                                  log_path=log_path, exit_code=self.returncode)
         if self.error:
             return EngineFailure.from_error_event(self.error, log_path=log_path, exit_code=self.returncode)

@@ -103,7 +103,7 @@ class EngineTask(QgsTask):
         """Why there is no result: cancelled, no engine, a crash of the bridge, or the engine's error."""
         if self.isCanceled() or (self.outcome and self.outcome.cancelled):
             log_path = str(self.outcome.log_path) if self.outcome and self.outcome.log_path else None
-            return EngineFailure(f"{self.description()} was cancelled; nothing was kept.", cancelled=True,
+            return EngineFailure(f"{self.description()} was cancelled; its unfinished outputs were removed.", cancelled=True,
                                  log_path=log_path)
         if isinstance(self.exception, EngineNotReady):
             return EngineFailure(str(self.exception))

@@ -126,7 +126,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         outputs, summary = entry.command_function()(spec, workspace)  # imported now: each command its own
         protocol.result(outputs=outputs, summary=summary)
     except protocol.Cancelled as exc:
-        protocol.EngineError("cancelled", f"{args.command} was cancelled ({exc}); nothing was kept.").emit()
+        protocol.EngineError("cancelled", f"{args.command} was cancelled ({exc}); its unfinished outputs were removed.").emit()
         return protocol.EXIT_CANCELLED
     except protocol.EngineError as exc:
         exc.emit()

@@ -47,8 +47,9 @@ _TABLE = [
     ErrorCode("record_invalid", _I, "An item's record (`dataset.json`, `tune.json`) is broken JSON or lacks a "
               "field (changed by hand); the message names the file and the fields.",
               "Restore the file, or delete the item and create it again."),
-    ErrorCode("cancelled", EXIT_CANCELLED, "The command was stopped (SIGTERM/SIGINT); nothing was kept.",
-              "Nothing; run it again when you want."),
+    ErrorCode("cancelled", EXIT_CANCELLED, "The command was stopped (SIGTERM/SIGINT); unfinished outputs were "
+              "removed (a tune past its first epoch is kept as Cancelled, with its last checkpoint).",
+              "Nothing; run it again when you want, or Resume a kept tune."),
     ErrorCode("internal_error", EXIT_INTERNAL, "A bug in GeoStudio; the traceback is in the engine log.",
               "Report it with the engine log."),
     ErrorCode("no_gpu", _S, "The `device` setting asks for a GPU that torch does not see.",
