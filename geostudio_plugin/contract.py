@@ -532,6 +532,11 @@ def tune_resume_spec(record: Mapping[str, Any], device: Optional[str] = None) ->
     return spec
 
 
+def is_model(record: Mapping[str, Any]) -> bool:
+    """A finished tune: a model inference can run (a dry run, a cancelled or failed tune is not one yet)."""
+    return record.get("status") == TUNE_FINISHED and bool(record.get("checkpoint"))
+
+
 def is_resumable(record: Mapping[str, Any]) -> bool:
     """A tune kept with its last checkpoint (Cancelled, or Failed after an epoch): Resume can continue it."""
     return record.get("status") in TUNE_RESUMABLE and bool(record.get("resumable"))

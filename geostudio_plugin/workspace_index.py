@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import settings
-from .contract import RECORDS, DatasetRecord, FailureRecord, InferenceRecord, TuneRecord
+from .contract import RECORDS, DatasetRecord, FailureRecord, InferenceRecord, TuneRecord, is_model
 from .engine.workspace import Workspace  # standard library only, no engine dependency
 
 
@@ -17,6 +17,11 @@ def datasets() -> list[DatasetRecord]:
 
 def tunes() -> list[TuneRecord]:
     return _workspace().list("tunes", RECORDS["tunes"])
+
+
+def models() -> list[TuneRecord]:
+    """Finished tunes only: what the Inference dock and the inference algorithm offer."""
+    return [record for record in tunes() if is_model(record)]
 
 
 def inferences() -> list[InferenceRecord]:

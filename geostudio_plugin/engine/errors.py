@@ -155,6 +155,8 @@ _TABLE = [
               "Resume the tune if it kept a checkpoint, or run it again; check memory if it repeats."),
     # inference
     ErrorCode("unknown_model", _S, "The tuned model is not in the workspace.", "Use a listed tune id."),
+    ErrorCode("model_not_ready", _S, "The tune has no finished model: a dry run, or a tune cancelled or failed "
+              "before it finished.", "Resume the tune, or use a finished one."),
     ErrorCode("remote_url", _S, "An input is a URL, not a local file.", "Download it first."),
     ErrorCode("missing_input", _I, "An input raster does not exist.", "Check the path."),
     ErrorCode("tune_tiling_invalid", _I, "The tune's tiling (crop, stride) in its `config_deploy.yaml` cannot be "

@@ -50,7 +50,7 @@ class InferenceDock(UiDock):
         current = self.ui.tuneCombo.currentData()
         self.ui.tuneCombo.clear()
         self.tunes = {}
-        for record in workspace_index.tunes():
+        for record in workspace_index.models():
             self.tunes[record["tune_id"]] = dict(record)
             self.ui.tuneCombo.addItem(f"{record['name']} ({record['tune_id']})", record["tune_id"])
         if current:

@@ -60,7 +60,7 @@ class InferRasterAlgorithm(EngineAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802, ANN001
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
-        tunes = workspace_index.tunes()
+        tunes = workspace_index.models()
         self.addParameter(QgsProcessingParameterString(
             self.MODEL, "Tuned model (tune id or name)", defaultValue=tunes[0]["tune_id"] if tunes else None))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only inside this extent", optional=True))

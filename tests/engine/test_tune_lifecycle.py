@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import (EXIT_CANCELLED, EXIT_INPUT, engine_command, engine_env, leftovers, onboarding_payload,
+from conftest import (EXIT_CANCELLED, EXIT_INPUT, HOLDOUT_IMAGE, engine_command, engine_env, leftovers, onboarding_payload,
                       parse_stdout, run_engine, run_ok, tune_payload)
 
 from geostudio_plugin import contract
@@ -187,6 +187,11 @@ def test_dry_run_renders_the_config_and_keeps_it(dataset):
     assert record["status"] == "DryRun" and record["checkpoint"] is None and not record.get("resumable")
     assert sorted(p.name for p in tune_dir.iterdir()) == ["config.yaml", "tune.json"]
     assert not [e for e in run.of("metric")] and leftovers(workspace) == []
+
+    # a dry run is not a model: inference names it and the finished tunes instead of failing on the record
+    infer = run_engine("infer", contract.infer_spec(str(HOLDOUT_IMAGE), None, summary["tune_id"], "cpu"), workspace)
+    assert infer.returncode != 0 and infer.error["code"] == "model_not_ready" and summary["tune_id"] in infer.error["message"]
+    assert "DryRun" in infer.error["message"] and "Resume" in infer.error["hint"]
 
 
 # ------------------------------------------------------------------------------------- a killed engine

@@ -32,6 +32,12 @@ def find_tune(workspace: Workspace, ref: str) -> tuple[dict[str, Any], Path]:
         known = [str(t["tune_id"]) for t in workspace.list("tunes", "tune.json") if t.get("tune_id")]
         raise SpecError("unknown_model", f"No tuned model '{ref}' in the workspace {workspace.root}.",
                         "Use fine_tuning_id with one of: " + (", ".join(known) or "(no tunes yet: fine-tune first)"))
+    record = read_record(folder / "tune.json", f"tuned model {folder.name}", ("tune_id", "name", "status"))
+    if record["status"] != "Finished":  # a dry run, a cancelled or failed tune has no model to run yet
+        finished = [str(t["tune_id"]) for t in workspace.list("tunes", "tune.json") if t.get("status") == "Finished"]
+        raise SpecError("model_not_ready", f"Tune {record['tune_id']} is {record['status']}: it has no finished "
+                        "model to run.", ("Resume it in the Fine-tuning dock (a Cancelled or Failed tune), or use one "
+                                          "of the finished tunes: " + (", ".join(finished) or "(none yet)")))
     required = ("tune_id", "name", "classes", "checkpoint", "deploy_config")
     return read_record(folder / "tune.json", f"tuned model {folder.name}", required), folder
 
