@@ -4,6 +4,7 @@ Duplicate and Resume."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +27,11 @@ KEY_METRICS = ("test/mIoU", "test/RMSE", "val/mIoU", "val/RMSE", "val/loss")
 FORM = ("nameEdit", "datasetCombo", "templateCombo", "backboneCombo", "deviceCombo")  # locked while a tune runs
 PROBLEM_STYLE = "color: #b2182b;"
 STATUS_TEXT = {contract.TUNE_DRY_RUN: "Dry run"}
+
+
+def shown_name(name: str) -> str:
+    """A tune's name as the engine keeps it (the Studio's rule: spaces and '_' become '-')."""
+    return re.sub(r"[\s_]+", "-", name.strip())
 
 
 def duration(seconds: Optional[float]) -> str:
@@ -322,7 +328,8 @@ class TuningDock(UiDock):
         except ValueError as exc:
             QMessageBox.warning(self, "GeoStudio", str(exc))
             return None
-        return self._run(payload, f"GeoStudio: fine-tune {payload['name']}", f"{payload['name']}: starting…")
+        return self._run(payload, f"GeoStudio: fine-tune {payload['name']}",
+                         f"{shown_name(payload['name'])}: starting…")
 
     def dry_run(self) -> Optional[tasks.EngineTask]:
         """The full config for the form's choices, rendered by the engine and shown read-only."""
@@ -336,7 +343,7 @@ class TuningDock(UiDock):
         task = self.start_engine_task(f"GeoStudio: dry run {payload['name']}", contract.TUNE, payload,
                                       self._dry_run_done, on_failure=self._failed)
         if task is not None:
-            self._say(f"{payload['name']}: rendering the config…")
+            self._say(f"{shown_name(payload['name'])}: rendering the config…")
         return task
 
     def resume_selected(self) -> Optional[tasks.EngineTask]:
@@ -365,7 +372,7 @@ class TuningDock(UiDock):
             self.curve.clear()
             self.ui.tuneList.setCurrentRow(-1)
             self._say(saying)
-            self._running_name, self._running_backbone = payload["name"], payload["base_model_id"]
+            self._running_name, self._running_backbone = shown_name(payload["name"]), payload["base_model_id"]
             self._add_running_row()
             self.ui.tuneList.setCurrentRow(-1)
         return task
