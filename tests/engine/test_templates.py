@@ -196,3 +196,29 @@ def test_bad_parameters_name_parameter_and_allowed_values(datasets, params, code
     assert error["code"] == code or code in text, error
     for word in named:
         assert word in text, (word, error)
+
+
+def test_modality_and_bands_a_backbone_cannot_take(datasets, tmp_path):
+    """TerraMind on a modality it does not know; Clay on bands without a known wavelength: both name what fits."""
+    spain = tmp_path / "spain"
+    spain.mkdir()
+    for suffix in ("_S1Hand.tif", "_LabelHand.tif"):
+        shutil.copyfile(TRAIN_DIR / f"{SPAIN}{suffix}", spain / f"{SPAIN}{suffix}")
+    payload = onboarding_payload(spain, name="radar as SAR", chip_size=256)
+    payload["data_sources"][0]["modality_tag"] = "SAR"
+    for band, name in zip(payload["data_sources"][0]["bands"], ("HH", "HV")):
+        band["band_name"] = name
+    dataset_id = run_ok("onboard", payload, datasets["workspace"]).result["summary"]["dataset_id"]
+
+    run = run_engine("tune", tune_spec(dataset_id, "terramind_seg", "terramind_v1_tiny"), datasets["workspace"])
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
+    assert run.error["code"] == "modality_not_supported"
+    assert "SAR" in run.error["message"]
+    for tag in ("RGB", "S2L2A", "S2L1C", "S1GRD", "S1RTC", "DEM"):
+        assert tag in run.error["message"]
+    assert "prithvi_seg" in run.error["hint"]
+
+    run = run_engine("tune", tune_spec(dataset_id, "clay_v1_seg", "clay_v1_base"), datasets["workspace"])
+    assert run.returncode == EXIT_INVALID_SPEC, run.describe()
+    assert run.error["code"] == "bands_not_supported"
+    assert "HH, HV" in run.error["message"] and "VV" in run.error["message"] and "BLUE" in run.error["message"]

@@ -85,7 +85,7 @@ def check(template: dict[str, Any], backbone: dict[str, Any], dataset: dict[str,
         known = backbone["model_params"]["modalities"]
         unknown = [m for m in modalities if m not in known]
         if unknown:
-            others = [t for t in templates_for(purpose) if not t["extra_info"].get("multimodal")]
+            others = [t for t in templates_for(purpose) if t["extra_info"]["model_category"] not in ("clay", "terramind")]
             raise SpecError("modality_not_supported",
                             f"{backbone['name']} takes the modalities {', '.join(known)}; dataset "
                             f"{dataset['dataset_id']} has {', '.join(unknown)}.",
@@ -104,8 +104,8 @@ def check(template: dict[str, Any], backbone: dict[str, Any], dataset: dict[str,
                             f"{backbone['name']} needs bands with a known wavelength; dataset {dataset['dataset_id']}'s "
                             f"{tag} bands {', '.join(bad)} have none (it knows {', '.join(allowed)}).",
                             "Name the bands as one of those (band_name when onboarding), or pick a template that takes "
-                            "any bands: " + _template_list([t for t in templates_for(purpose)
-                                                            if t["extra_info"]["model_category"] in ("prithvi", "resnet")]))
+                            "any bands: " + _template_list([t for t in templates_for(purpose) if t["extra_info"]
+                                                            ["model_category"] not in ("clay", "terramind")]))
         _clay_size(backbone, dataset, params)
 
 
