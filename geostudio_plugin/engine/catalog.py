@@ -161,7 +161,7 @@ def find_backbone(ident: str) -> dict[str, Any]:
 
 
 def _name_key(name: str) -> str:
-    """Template names compared without case, spaces or colons ("terramind Segmentation" = "terramind : Segmentation")."""
+    """Template names compared without case, spaces or colons ("terramind Segmentation", "terramind : Segmentation")."""
     return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "_")
 
 

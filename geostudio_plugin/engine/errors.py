@@ -119,7 +119,8 @@ _TABLE = [
     ErrorCode("purpose_mismatch", _S, "The template's purpose (Segmentation, Regression) differs from the dataset's; "
               "the message names the templates of the dataset's purpose.",
               "Pick a template of the dataset's purpose."),
-    ErrorCode("multimodal_not_supported", _S, "The template takes one modality; the dataset has several (the message names the templates that take several).",
+    ErrorCode("multimodal_not_supported", _S, "The template takes one modality; the dataset has several (the "
+              "message names the templates that take several).",
               "Pick a multi-modal template."),
     ErrorCode("modality_not_supported", _S, "The backbone does not take one of the dataset's modalities (TerraMind: "
               "RGB, S2L2A, S2L1C, S1GRD, S1RTC, DEM); the message names those it takes.",

@@ -89,8 +89,8 @@ def val_metric(run, name: str) -> list[float]:
 
 
 @pytest.mark.parametrize("template, backbone, dataset, expect", [
-    ("terramind_seg", "terramind_v1_tiny", "s1", ["GenericNonGeoSegmentationDataModule", "backbone_modalities: [\"S1GRD\"]",
-                                                   "remove_cls_token: false"]),
+    ("terramind_seg", "terramind_v1_tiny", "s1", ["GenericNonGeoSegmentationDataModule",
+                                                   "backbone_modalities: [\"S1GRD\"]", "remove_cls_token: false"]),
     ("terramind_seg", "terramind_v1_tiny", "s1s2", ["GenericMultiModalDataModule", "backbone_merge_method: mean",
                                                      "S2L1C:", "S1GRD:"]),
     ("clay_v1_seg", "clay_v1_base", "s1", ["backbone_img_size: 128", "backbone_bands: [\"VV\", \"VH\"]"]),

@@ -85,7 +85,8 @@ def check(template: dict[str, Any], backbone: dict[str, Any], dataset: dict[str,
         known = backbone["model_params"]["modalities"]
         unknown = [m for m in modalities if m not in known]
         if unknown:
-            others = [t for t in templates_for(purpose) if t["extra_info"]["model_category"] not in ("clay", "terramind")]
+            others = [t for t in templates_for(purpose)
+                      if t["extra_info"]["model_category"] not in ("clay", "terramind")]
             raise SpecError("modality_not_supported",
                             f"{backbone['name']} takes the modalities {', '.join(known)}; dataset "
                             f"{dataset['dataset_id']} has {', '.join(unknown)}.",
@@ -101,8 +102,9 @@ def check(template: dict[str, Any], backbone: dict[str, Any], dataset: dict[str,
         bad = [n for n in names if canonical_band(n) not in allowed]
         if bad:
             raise SpecError("bands_not_supported",
-                            f"{backbone['name']} needs bands with a known wavelength; dataset {dataset['dataset_id']}'s "
-                            f"{tag} bands {', '.join(bad)} have none (it knows {', '.join(allowed)}).",
+                            f"{backbone['name']} needs bands with a known wavelength; dataset "
+                            f"{dataset['dataset_id']}'s {tag} bands {', '.join(bad)} have none "
+                            f"(it knows {', '.join(allowed)}).",
                             "Name the bands as one of those (band_name when onboarding), or pick a template that takes "
                             "any bands: " + _template_list([t for t in templates_for(purpose) if t["extra_info"]
                                                             ["model_category"] not in ("clay", "terramind")]))
@@ -136,14 +138,15 @@ def _clay_size(backbone: dict[str, Any], dataset: dict[str, Any], params: dict[s
                         "Onboard the data again with onboarding_options.chip_size (e.g. 256), then tune.")
     if chosen and chosen != chip:
         raise SpecError("image_size_mismatch",
-                        f"model.backbone_img_size = {chosen} but dataset {dataset['dataset_id']}'s chips are {chip} px; "
-                        f"{backbone['name']} takes only images of its image size.",
+                        f"model.backbone_img_size = {chosen} but dataset {dataset['dataset_id']}'s chips are "
+                        f"{chip} px; {backbone['name']} takes only images of its image size.",
                         f"Set model.backbone_img_size to {chip}, or 0 (the chip size).")
     if chip % (2 * patch):
         raise SpecError("image_size_mismatch",
                         f"Dataset {dataset['dataset_id']}'s chips are {chip} px; {backbone['name']} (patch {patch}) "
                         f"needs a multiple of {2 * patch}.",
-                        f"Onboard with a chip_size that is a multiple of {2 * patch} (e.g. {chip - chip % (2 * patch)}).")
+                        f"Onboard with a chip_size that is a multiple of {2 * patch} "
+                        f"(e.g. {chip - chip % (2 * patch)}).")
     crop = params.get("data", {}).get("crop_size") or 0
     if crop and crop != chip:
         raise SpecError("image_size_mismatch",
