@@ -38,14 +38,14 @@ __all__ = [
     "is_progress", "is_metric", "is_log", "is_result", "is_error",
     "normalise_device", "resolve_endpoints",
     "catalog_spec", "search_spec", "fetch_spec", "check_spec", "prescan_spec", "onboard_payload", "tune_spec",
-    "tune_dry_run_spec", "tune_resume_spec", "is_resumable", "kept_item",
+    "tune_dry_run_spec", "tune_resume_spec", "is_resumable", "is_model", "kept_item", "weights_spec",
     "infer_spec", "delete_spec", "dataset_sample_paths", "EngineFailure",
 ]
 
 # The engine's commands (``python -m geostudio_plugin.engine <command>``) the QGIS side runs.
-CATALOG, SEARCH, FETCH, CHECK, PRESCAN, ONBOARD, TUNE, INFER, DELETE, LIST = (
-    "catalog", "search", "fetch", "check", "prescan", "onboard", "tune", "infer", "delete", "list")
-COMMANDS = (CATALOG, SEARCH, FETCH, CHECK, PRESCAN, ONBOARD, TUNE, INFER, DELETE, LIST)
+CATALOG, SEARCH, FETCH, CHECK, PRESCAN, ONBOARD, TUNE, INFER, DELETE, LIST, WEIGHTS = (
+    "catalog", "search", "fetch", "check", "prescan", "onboard", "tune", "infer", "delete", "list", "weights")
+COMMANDS = (CATALOG, SEARCH, FETCH, CHECK, PRESCAN, ONBOARD, TUNE, INFER, DELETE, LIST, WEIGHTS)
 
 # One device vocabulary for tuning and inference (settings, the Fine-tuning dock, the engine's specs).
 DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N" for the N-th GPU
@@ -530,6 +530,11 @@ def tune_resume_spec(record: Mapping[str, Any], device: Optional[str] = None) ->
     if device:
         spec["device"] = normalise_device(device)
     return spec
+
+
+def weights_spec(backbone: str) -> dict[str, Any]:
+    """Download a backbone's published pre-trained weights into the Hugging Face cache (needs downloads allowed)."""
+    return {"backbone": backbone}
 
 
 def is_model(record: Mapping[str, Any]) -> bool:

@@ -76,6 +76,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "download bands for an area and dates as Cloud-Optimized GeoTIFFs"),
     Command("check", "connectors.check:run", "connectors.spec:CheckSpec", True,
             "test the connection and credentials of a connector"),
+    Command("weights", "tuning.weights:run", "tuning.weights:WeightsSpec", True,
+            "download a backbone's pre-trained weights into the Hugging Face cache", "weights"),
 )}
 
 

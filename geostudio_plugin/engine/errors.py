@@ -156,6 +156,19 @@ _TABLE = [
               "Resume the tune if it kept a checkpoint, or run it again; check memory if it repeats."),
     # inference
     ErrorCode("unknown_model", _S, "The tuned model is not in the workspace.", "Use a listed tune id."),
+    ErrorCode("weights_unknown", _S, "No published pre-trained weights are known for the backbone.",
+              "Train from random initialisation or give a local checkpoint file."),
+    ErrorCode("weights_missing", _I, "The backbone's pre-trained weights are not in the Hugging Face cache and "
+              "downloads are off; the message names the repository, the file and the cache folder.",
+              "Download them (Settings: allow downloads), copy the file there, give a local file, or train from "
+              "random initialisation."),
+    ErrorCode("weights_file_missing", _S, "The local weights file does not exist.", "Give an existing checkpoint."),
+    ErrorCode("weights_file_unreadable", _S, "The local weights file is not a checkpoint torch can read.",
+              "Give a torch.save state dict, a Lightning .ckpt or a .safetensors file."),
+    ErrorCode("downloads_off", _I, "A download was asked for while downloads are off (HF_HUB_OFFLINE=1).",
+              "Allow downloads in GeoStudio > Settings, or copy the file into the cache the message names."),
+    ErrorCode("download_failed", _E, "The download failed (network, HTTP or hub error).",
+              "Check the connection and run it again: it continues where it stopped."),
     ErrorCode("model_not_ready", _S, "The tune has no finished model: a dry run, or a tune cancelled or failed "
               "before it finished.", "Resume the tune, or use a finished one."),
     ErrorCode("remote_url", _S, "An input is a URL, not a local file.", "Download it first."),

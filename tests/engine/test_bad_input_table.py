@@ -359,6 +359,9 @@ CASES = [
          "invalid_spec"),
     Case("check-unknown-connector", "check", {"connector": "no_such_connector"}, "unknown_connector"),
     Case("check-no-connector", "check", {"connector": ""}, "invalid_spec"),
+    Case("weights-unknown-backbone", "weights", {"backbone": "resnet9000"}, "unknown_backbone"),
+    Case("weights-no-backbone", "weights", {"backbone": ""}, "invalid_spec"),
+    Case("weights-offline-and-missing", "weights", {"backbone": "timm_resnet18"}, "downloads_off"),
 ]
 
 

@@ -55,6 +55,7 @@ def built_specs() -> dict[str, list[dict[str, Any]]]:
                                       bands=["red", "nir"], maxcc=30, endpoint="http://127.0.0.1:8000/stac")],
         "check": [contract.check_spec("sentinel_aws"), contract.check_spec("sentinel_aws", "https://example.org")],
         "prescan": [contract.prescan_spec(str(TRAIN_DIR), "_LabelHand.tif", ["_S1Hand.tif"])],
+        "weights": [contract.weights_spec("timm_resnet18"), contract.weights_spec("Prithvi_EO_V2_tiny_TL")],
         "onboard": [contract.onboard_payload(form, {}),
                     contract.onboard_payload(labels_only, {"sentinel_aws": "https://settings.example/stac"})],
         "tune": [contract.tune_spec("my-tune", "ds-1", "timm_resnet18", "timm_resnet_seg", epochs=1, batch_size=4,
