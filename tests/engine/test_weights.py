@@ -268,3 +268,48 @@ def test_the_weights_table_agrees_with_terratorch_and_timm():
             assert (own.hf_hub_id.rstrip("/"), own.hf_hub_filename) == (where["repo_id"], where["filename"]), name
         else:
             assert timm.models.get_pretrained_cfg(name.removeprefix("timm_")).hf_hub_id == where["repo_id"], name
+
+
+# ------------------------------------------------------------------------------- weights in a tune spec
+
+
+@pytest.fixture(scope="module")
+def dataset_id(tmp_path_factory) -> tuple[Path, str]:
+    from conftest import onboarding_payload, run_ok
+
+    workspace = tmp_path_factory.mktemp("weights") / "workspace"
+    return workspace, run_ok("onboard", onboarding_payload(chip_size=128), workspace).result["summary"]["dataset_id"]
+
+
+def test_a_tune_from_a_local_checkpoint_renders_it_for_terratorch_and_records_it(dataset_id, tmp_path):
+    from conftest import run_ok, tune_payload
+
+    from geostudio_plugin import contract
+
+    workspace, dataset = dataset_id
+    checkpoint = _safetensors_of_random_resnet18(tmp_path)
+    spec = tune_payload(dataset, name="from-file")
+    spec["train_options"]["weights"] = str(checkpoint)
+    run = run_ok("tune", contract.tune_dry_run_spec(spec), workspace)
+    config = run.result["summary"]["config_text"]
+    assert "backbone_pretrained: true" in config
+    assert f'backbone_pretrained_cfg_overlay: {{"file": "{checkpoint}"}}' in config
+    record = json.loads((Path(run.result["outputs"]["tune_dir"]) / "tune.json").read_text())
+    assert record["weights"] == {"origin": "file", "path": str(checkpoint), "pretrained": True}
+
+
+def test_a_tune_asking_for_missing_published_weights_offline_says_which_file_and_where(dataset_id, tmp_path):
+    from conftest import tune_payload
+
+    workspace, dataset = dataset_id
+    spec = tune_payload(dataset, name="pretrained")
+    spec["train_options"]["weights"] = "pretrained"
+    spec_path = tmp_path / "tune.json"
+    spec_path.write_text(json.dumps(spec))
+    done = subprocess.run(engine_command(workspace, "tune", str(spec_path)), capture_output=True, text=True,
+                          timeout=300, env={**engine_env(), "HF_HOME": str(tmp_path / "empty-hf")}, cwd=tmp_path)
+    error = next(e for e in parse_stdout(done.stdout)[0] if e["event"] == "error")
+    assert done.returncode != 0 and error["code"] == "weights_missing"
+    assert "timm/resnet18.a1_in1k" in error["message"] and "model.safetensors" in error["message"]
+    assert str(tmp_path / "empty-hf") in error["message"] and "train_options.weights: random" in error["hint"]
+    assert not list((workspace / "tunes").glob("pretrained*")) if (workspace / "tunes").is_dir() else True

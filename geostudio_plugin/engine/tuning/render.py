@@ -10,12 +10,15 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import jinja2
 
 from ..catalog import template_text
 from ..protocol import SpecError
+
+if TYPE_CHECKING:
+    from .weights import Weights
 
 LOSSES = {"CrossEntropyLoss": "ce", "DiceLoss": "dice", "FocalLoss": "focal", "LovaszLoss": "lovasz",
           "MSELoss": "mse", "RMSELoss": "rmse", "MeanAbsoluteError": "mae"}
@@ -154,7 +157,8 @@ def _modality_context(dataset: dict[str, Any], dataset_dir: Path, tag: str) -> d
 
 
 def build_context(*, tune_id: str, params: dict[str, Any], dataset: dict[str, Any], dataset_dir: Path,
-                  backbone: dict[str, Any], run_dir: Path, trainer: dict[str, Any], seed: int) -> dict[str, Any]:
+                  backbone: dict[str, Any], run_dir: Path, trainer: dict[str, Any], seed: int,
+                  weights: Optional["Weights"] = None) -> dict[str, Any]:
     """Jinja variables, named as in the Studio's templates where they exist there.
 
     ``modality`` is the first (or only) data source; ``modalities`` all of them (multi-modal templates);
@@ -187,8 +191,10 @@ def build_context(*, tune_id: str, params: dict[str, Any], dataset: dict[str, An
         "run_dir": str(run_dir),
         "checkpoint_dir": str(run_dir / "checkpoints"),
         "trainer": trainer,
-        "backbone": {"name": backbone["model_params"]["backbone"], "pretrained": False, **backbone["model_params"],
-                     **inputs},
+        "backbone": {"name": backbone["model_params"]["backbone"], **backbone["model_params"], **inputs,
+                     # where the backbone starts: random, the hub cache (pretrained) or a file (tuning/weights.py)
+                     "pretrained": bool(weights and weights.pretrained),
+                     "kwargs": {**inputs.get("kwargs", {}), **(weights.kwargs if weights else {})}},
         "modality": modality,
         "modalities": modalities,
         "multimodal": len(modalities) > 1,

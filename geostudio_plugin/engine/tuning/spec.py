@@ -35,6 +35,9 @@ class TrainOptions(StudioModel):
     precision: Optional[str] = Field(default=None, description="default: 16-mixed on a GPU, 32 on a CPU")
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     limit_train_batches: Optional[float] = Field(default=None, gt=0, le=1e6, description="fraction or count per epoch")
+    weights: str = Field(default="random", max_length=4096,
+                         description="where the backbone starts: random (default), pretrained (its published "
+                                     "weights, from the Hugging Face cache) or the path of a local checkpoint file")
     dry_run: bool = Field(default=False, description="render the full TerraTorch config and keep it as a tune "
                           "with status DryRun; nothing is trained")
     resume_from: Optional[ItemId] = Field(default=None, description="continue this Cancelled or Failed tune from "

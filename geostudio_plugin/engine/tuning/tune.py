@@ -26,6 +26,7 @@ from ..workspace import HOST, TUNE_LOG, Workspace, describe_job, now_iso, read_r
 from .compatibility import check as check_compatibility
 from .render import build_context, merge_parameters, render
 from .spec import TuneSpec
+from .weights import resolve as resolve_weights
 
 
 RESUMABLE = ("Cancelled", "Failed")  # statuses of a tune kept with its last checkpoint
@@ -73,6 +74,7 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
     backbone = find_backbone(spec.base_model_id)
     check_compatibility(template, backbone, dataset, merge_parameters(template["model_params"], spec.model_parameters))
     params = merge_parameters(template["model_params"], spec.model_parameters)
+    weights = resolve_weights(backbone["model_params"]["backbone"], spec.train_options.weights)
     resumed = load_resumable(workspace, spec, template, params) if spec.train_options.resume_from else None
     if resumed is not None:
         params = resumed["model_parameters"]
@@ -83,9 +85,10 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
 
     def context_for(run_dir: Path) -> dict[str, Any]:
         return build_context(tune_id=tune_id, params=params, dataset=dataset, dataset_dir=dataset_dir,
-                             backbone=backbone, run_dir=run_dir, trainer=trainer, seed=spec.train_options.seed)
+                             backbone=backbone, run_dir=run_dir, trainer=trainer, seed=spec.train_options.seed,
+                             weights=weights)
 
-    record = base_record(spec, tune_id, dataset, backbone, template, params, trainer)
+    record = {**base_record(spec, tune_id, dataset, backbone, template, params, trainer), "weights": weights.record()}
     if spec.train_options.dry_run:
         return _dry_run(workspace, record, template, context_for)
     if resumed is not None:
