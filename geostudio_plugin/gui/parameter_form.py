@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 from qgis.PyQt.QtCore import QSize, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QFont
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QLayout, QLineEdit, QSizePolicy,
-                                 QSpinBox, QTabWidget, QVBoxLayout, QWidget)
+                                 QSpinBox, QStyle, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from .. import parameter_rules as rules
 
@@ -160,12 +160,22 @@ class ParameterForm(QWidget):
         self.tabs.setDocumentMode(True)
         layout.addWidget(self.tabs)
         self.tabs.currentChanged.connect(self._fit_current_tab)
+        self._explain_scroll_buttons()
         self.problemLabel = QLabel(self)
         self.problemLabel.setObjectName("parameterProblemLabel")
         self.problemLabel.setWordWrap(True)
         self.problemLabel.setStyleSheet(f"color: {PROBLEM_COLOUR};")
         self.problemLabel.hide()
         layout.addWidget(self.problemLabel)
+
+    def _explain_scroll_buttons(self) -> None:
+        """The tab bar's arrows (a narrow panel has no room for six tabs): said what they do, and left at the width
+        the tab bar gives them."""
+        bar = self.tabs.tabBar()
+        width = bar.style().pixelMetric(QStyle.PixelMetric.PM_TabBarScrollButtonWidth, None, bar)
+        for button in bar.findChildren(QToolButton):
+            button.setToolTip("More parameter groups" if "Right" in button.objectName() else "Earlier parameter groups")
+            button.setMaximumWidth(max(width, 1))
 
     # -------------------------------------------------------------- building
     def set_schema(self, schema: Mapping[str, Any], keep: bool = True) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import (QDialog, QDialogButtonBox, QListWidgetItem, QMessageBox, QTableWidgetItem,
-                                 QVBoxLayout, QWidget)
+from qgis.PyQt.QtGui import QFont, QFontInfo
+from qgis.PyQt.QtWidgets import (QDialog, QDialogButtonBox, QHeaderView, QListWidgetItem, QMessageBox,
+                                 QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .. import contract, settings, tasks, workspace_index
 from ..engine.workspace import Workspace  # standard library only, no engine dependency
@@ -86,6 +87,8 @@ class TextDialog(QDialog):
         layout = QVBoxLayout(self)
         self.editor = QgsCodeEditor(self)
         self.editor.setObjectName("textView")
+        font = self.monospace(QgsCodeEditor.getMonospaceFont())
+        self.editor.setFont(font)
         if yaml:
             try:
                 from qgis.PyQt.Qsci import QsciLexerYAML
@@ -93,8 +96,8 @@ class TextDialog(QDialog):
                 QsciLexerYAML = None  # noqa: N806
             if QsciLexerYAML is not None:
                 lexer = QsciLexerYAML(self.editor)
-                lexer.setDefaultFont(QgsCodeEditor.getMonospaceFont())
-                lexer.setFont(QgsCodeEditor.getMonospaceFont(), -1)
+                lexer.setDefaultFont(font)
+                lexer.setFont(font, -1)
                 self.editor.setLexer(lexer)
         self.editor.setText(text)
         self.editor.setReadOnly(True)
@@ -105,6 +108,16 @@ class TextDialog(QDialog):
 
     def text(self) -> str:
         return self.editor.text()
+
+    @staticmethod
+    def monospace(font: QFont) -> QFont:
+        """QGIS's code font, unless the platform answered with a proportional one (Qt's offscreen platform does)."""
+        if QFontInfo(font).fixedPitch():
+            return font
+        fixed = QFont("Monospace", font.pointSize())
+        fixed.setStyleHint(QFont.StyleHint.TypeWriter)
+        fixed.setFixedPitch(True)
+        return fixed
 
 
 class TuningDock(UiDock):
@@ -146,9 +159,14 @@ class TuningDock(UiDock):
         layout.insertWidget(layout.indexOf(self.ui.parametersLabel) + 1, self.form)
         self.curve = CurveWidget(self.ui)  # the loss per epoch, under the metrics table
         layout.insertWidget(layout.indexOf(self.ui.metricsTable) + 1, self.curve)
-        self.ui.metricsTable.horizontalHeader().setStretchLastSection(True)
+        header = self.ui.metricsTable.horizontalHeader()  # the metric's name takes the room the numbers leave
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.ui.metricsTable.verticalHeader().setVisible(False)
-        self.ui.metricsTable.setColumnWidth(0, 150)
+        self.ui.tuneList.setWordWrap(True)  # two lines per tune, wrapped in a narrow panel rather than cut
+        self.ui.tuneList.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        layout.setStretchFactor(self.ui.tuneList, 1)  # a taller panel gives the room to the history
         store.changed.connect(self.populate_catalog)
         self.ui.templateCombo.currentIndexChanged.connect(self._template_changed)
         self.ui.startButton.clicked.connect(self.start_tuning)
