@@ -495,10 +495,12 @@ def tune_name_problem(name: str) -> str:
 def tune_spec(name: str, dataset_id: str, base_model_id: str, template_id: str, *, epochs: Optional[int] = None,
               batch_size: Optional[int] = None, lr: Optional[float] = None, crop_size: Optional[int] = None,
               device: str = "auto", description: str = "",
-              model_parameters: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+              model_parameters: Optional[Mapping[str, Any]] = None, weights: str = "") -> dict[str, Any]:
     """The Studio's tune submission, pointing at local names. ``model_parameters`` is the nested partial override
     (the Fine-tuning dock's parameter form gives only the values changed from the template's defaults); the
-    shortcuts ``epochs``, ``batch_size``, ``lr``, ``crop_size``, when given, are set over it."""
+    shortcuts ``epochs``, ``batch_size``, ``lr``, ``crop_size``, when given, are set over it. ``weights``: where
+    the backbone starts, ``random`` (the engine's default), ``pretrained`` (its published weights, from the Hugging
+    Face cache) or a local checkpoint file."""
     params: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (model_parameters or {}).items()}
     if epochs is not None:
         params.setdefault("runner", {})["max_epochs"] = epochs
@@ -509,8 +511,11 @@ def tune_spec(name: str, dataset_id: str, base_model_id: str, template_id: str, 
         params.setdefault("data", {}).update(data)
     if lr is not None:
         params.setdefault("optimizer", {})["lr"] = lr
-    return {"name": name, "description": description, "dataset_id": dataset_id, "base_model_id": base_model_id,
+    spec = {"name": name, "description": description, "dataset_id": dataset_id, "base_model_id": base_model_id,
             "tune_template_id": template_id, "model_parameters": params, "device": normalise_device(device)}
+    if weights.strip():
+        spec["train_options"] = {"weights": weights.strip()}
+    return spec
 
 
 def tune_dry_run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class TuneModelAlgorithm(EngineAlgorithm):
     LEARNING_RATE = "LEARNING_RATE"
     CROP_SIZE = "CROP_SIZE"
     DEVICE = "DEVICE"
+    WEIGHTS = "WEIGHTS"
     PARAMETERS = "PARAMETERS"
     DRY_RUN = "DRY_RUN"
     TUNE_ID = "TUNE_ID"
@@ -86,6 +87,9 @@ class TuneModelAlgorithm(EngineAlgorithm):
                                                        defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", list(contract.DEVICES),
                                                      defaultValue=self._device_index()))
+        self.addParameter(QgsProcessingParameterString(
+            self.WEIGHTS, "Backbone weights: random, pretrained (from the Hugging Face cache) or a checkpoint file",
+            defaultValue="random"))
         self.addParameter(QgsProcessingParameterString(self.PARAMETERS, "Template parameters (model_parameters JSON)",
                                                        optional=True, multiLine=True))
         self.addParameter(QgsProcessingParameterBoolean(self.DRY_RUN, "Dry run (write the config only)",
@@ -122,7 +126,7 @@ class TuneModelAlgorithm(EngineAlgorithm):
             lr=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             crop_size=self.parameterAsInt(parameters, self.CROP_SIZE, context) or None,
             device=contract.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            model_parameters=extra)
+            model_parameters=extra, weights=self.parameterAsString(parameters, self.WEIGHTS, context))
         if self.parameterAsBool(parameters, self.DRY_RUN, context):
             spec = contract.tune_dry_run_spec(spec)
         return spec

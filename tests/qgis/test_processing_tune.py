@@ -26,6 +26,7 @@ def test_fine_tune_model_trains_and_keeps_a_tune(plugin, qgis_processing, traine
     assert record["model_parameters"]["data"]["crop_size"] == 64 and record["trainer"]["accelerator"] == "cpu"
     assert Path(result["CHECKPOINT"]).is_file() and Path(result["CHECKPOINT"]).parent.parent == folder
     assert "max_epochs: 1" in Path(result["CONFIG"]).read_text()
+    assert record["weights"] == {"origin": "random"}
 
 
 def test_a_dry_run_writes_the_config_and_trains_nothing(plugin, qgis_processing, trained_tune):
@@ -44,6 +45,7 @@ def test_a_dry_run_writes_the_config_and_trains_nothing(plugin, qgis_processing,
     ({"PARAMETERS": '{"runner": {"max_epochs": 5'}, "not valid JSON"),
     ({"PARAMETERS": "[1, 2]"}, "must be a JSON object"),
     ({"DATASET": "no-such-dataset"}, "no-such-dataset"),
+    ({"WEIGHTS": "/no/such/weights.pt"}, "/no/such/weights.pt"),
 ])
 def test_bad_input_is_explained(plugin, qgis_processing, trained_tune, change, expected):
     import processing
