@@ -145,6 +145,15 @@ _TABLE = [
               "Onboard with a `chip_size`, or set `batch_size` 1."),
     ErrorCode("no_checkpoint", _I, "Training ended without saving a checkpoint.",
               "Check that the validation split is not empty."),
+    ErrorCode("distributed_invalid", _S, "`train_options.devices`, `num_nodes` or `strategy` cannot run: more "
+              "devices than this machine has, several nodes outside a cluster export, several processes on MPS; the "
+              "message names the field and what it takes.",
+              "Set the field named to what the message allows, or export the tune for a cluster."),
+    ErrorCode("training_worker_failed", _I, "A distributed (DDP) training process other than the engine's own "
+              "failed; the others were stopped.", "The reason is in the engine log (stderr); check memory and cores."),
+    ErrorCode("export_path_unusable", _I, "`train_options.export_cluster` names a folder that exists and is not "
+              "empty, lies under a file or in the workspace, or cannot be written; checked before any work.",
+              "Give a new folder outside the workspace, in a place you can write to."),
     ErrorCode("not_resumable", _I, "`train_options.resume_from` names a tune that cannot be resumed: it is not "
               "Cancelled or Failed, kept no last checkpoint, or is in use; or the spec names another dataset, "
               "backbone, template or parameters than the tune's.",

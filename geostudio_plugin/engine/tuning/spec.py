@@ -17,6 +17,7 @@ from ..device import PATTERN as DEVICE_PATTERN
 from ..specs import MAX_SEED, DataSource, ItemId, LabelCategory, StudioModel
 
 
+STRATEGIES = ("auto", "ddp")  # the engine runs DDP ranks as its own worker processes (tuning/train.py)
 PRECISIONS = ("16-mixed", "bf16-mixed", "32-true", "32", "16-true", "bf16-true", "64-true", "64", "16", "bf16")
 
 
@@ -31,7 +32,12 @@ class TrainOptions(StudioModel):
     # GeoStudio additions for running on the user's own machine
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
         default="auto", description="the older device setting (Lightning's names); TuneSpec.device wins")
-    devices: int = Field(default=1, ge=1, le=64, description="how many GPUs, for device cuda")
+    devices: int = Field(default=1, ge=1, le=64, description="how many GPUs (device cuda) or CPU processes "
+                         "(device cpu) train together, one DDP rank each")
+    strategy: Literal[STRATEGIES] = Field(default="auto", description="auto: one process, or DDP when devices or "
+                                          "num_nodes is above 1; ddp: Lightning's distributed data parallel")
+    num_nodes: int = Field(default=1, ge=1, le=1024, description="machines in a cluster run (export_cluster); "
+                           "the engine itself trains on one")
     precision: Optional[str] = Field(default=None, description="default: 16-mixed on a GPU, 32 on a CPU")
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     limit_train_batches: Optional[float] = Field(default=None, gt=0, le=1e6, description="fraction or count per epoch")
@@ -42,6 +48,9 @@ class TrainOptions(StudioModel):
                           "with status DryRun; nothing is trained")
     resume_from: Optional[ItemId] = Field(default=None, description="continue this Cancelled or Failed tune from "
                                           "its last checkpoint to its planned max_epochs")
+    export_cluster: Optional[str] = Field(default=None, min_length=1, max_length=4096,
+                                          description="write a self-contained folder here (config with relative "
+                                          "paths, the dataset, torchrun and SLURM launch scripts) instead of training")
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -57,6 +66,8 @@ class TrainOptions(StudioModel):
     def _one_mode(self) -> "TrainOptions":
         if self.dry_run and self.resume_from:
             raise ValueError("dry_run and resume_from exclude each other: a dry run renders a new tune's config")
+        if self.export_cluster and (self.dry_run or self.resume_from):
+            raise ValueError("export_cluster excludes dry_run and resume_from: it renders a new tune for a cluster")
         return self
 
     @field_validator("limit_train_batches")

@@ -11,16 +11,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import json
 import logging
 import math
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from .. import protocol
 from ..protocol import EngineError
@@ -28,6 +32,8 @@ from ..protocol import EngineError
 LAST_CHECKPOINT = "last.ckpt"
 FILE_LOG = logging.getLogger("geostudio.tune")  # the tune's own log file only (tune.tune_log), not events
 STEP_STAGE = "step"  # the stage of per-step metric events (per-epoch ones carry "train" or "val")
+RANKS_DIR = "ranks"  # <run dir>/ranks/rank-<N>.json: what each DDP rank trained (written when world size > 1)
+WORKER_ENV = "GEOSTUDIO_DDP_WORKER"  # set in the environment of the engine's DDP worker processes (rank > 0)
 
 
 @contextlib.contextmanager
@@ -164,6 +170,8 @@ class ProtocolCallback(Checkpoint):
             return None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if not trainer.is_global_zero:  # only rank 0 speaks the protocol
+            return
         now = time.monotonic()
         if now - self._last < self.min_interval_s:
             return
@@ -202,6 +210,8 @@ class ProtocolCallback(Checkpoint):
                 protocol.metric(name, value, epoch=epoch, step=step, stage=name.split("/")[0] if "/" in name
                                 else "train")
         self.history = [h for h in self.history if h.get("epoch") != epoch] + [entry]
+        if not trainer.is_global_zero:
+            return
         FILE_LOG.info("epoch %d/%s done: %s", epoch + 1, trainer.max_epochs,
                       ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry.items()) if k not in ("epoch", "step")))
         fraction = (epoch + 1) / max(trainer.max_epochs or 1, 1)
@@ -222,9 +232,12 @@ class ProtocolCallback(Checkpoint):
             part = self.last_path.with_name(self.last_path.name + ".part")
             self._between_epochs = True
             try:
-                trainer.save_checkpoint(str(part))
+                trainer.save_checkpoint(str(part))  # every rank calls it (a barrier); rank 0 writes the file
             finally:
                 self._between_epochs = False
+            if not trainer.is_global_zero:
+                self.saved_epochs = trainer.current_epoch
+                return
             os.replace(part, self.last_path)
             self.saved_epochs = trainer.current_epoch
             self.saved_history = copy.deepcopy(self.history)
@@ -251,12 +264,134 @@ def training_error(exc: BaseException, device: str) -> Optional[EngineError]:
     return None
 
 
+class RankReport(Callback):
+    """What one DDP rank trained, as ``<run dir>/ranks/rank-<N>.json`` (rank, world size, pid, batches per epoch)."""
+
+    def __init__(self) -> None:
+        self.batches: dict[int, int] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.batches[trainer.current_epoch] = self.batches.get(trainer.current_epoch, 0) + 1
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        folder = Path(trainer.default_root_dir) / RANKS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        report = {"rank": trainer.global_rank, "local_rank": trainer.local_rank, "node_rank": trainer.node_rank,
+                  "world_size": trainer.world_size, "pid": os.getpid(), "host": socket.gethostname(),
+                  "strategy": type(trainer.strategy).__name__, "backend": getattr(trainer.strategy,
+                                                                                  "_process_group_backend", None),
+                  "batches": sum(self.batches.values()), "batches_per_epoch": self.batches}
+        path = folder / f"rank-{trainer.global_rank}.json"
+        part = path.with_name(path.name + ".part")
+        part.write_text(json.dumps(report, indent=1))
+        os.replace(part, path)
+
+
+def world_size(config_path: Path) -> int:
+    """How many processes the rendered config trains with: devices x num_nodes (1 for a list of GPU indices)."""
+    import yaml
+
+    trainer = (yaml.safe_load(config_path.read_text()) or {}).get("trainer") or {}
+    devices = trainer.get("devices", 1)
+    count = len(devices) if isinstance(devices, list) else int(devices) if str(devices).isdigit() else 1
+    return count * int(trainer.get("num_nodes") or 1)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
+
+
+@contextlib.contextmanager
+def ddp_workers(config_path: Path, processes: int, run_test: bool, resume: Optional[Path] = None,
+                path_map: Optional[tuple[str, str]] = None, grace_s: float = 30.0) -> Iterator[list[subprocess.Popen]]:
+    """Ranks 1..N-1 of a one-machine DDP run as worker processes of this engine; this process is rank 0.
+
+    The engine launches the ranks itself instead of letting Lightning re-run the command line (its
+    ``_SubprocessScriptLauncher`` would start ``python -m geostudio_plugin.engine tune spec.json`` again
+    in every child: a second tune, staging folder, lock and result). The workers run only the rendered
+    config (``python -m geostudio_plugin.engine.tuning.train CONFIG``), their output goes to this
+    engine's stderr (the job's log) and never to the protocol. ``LOCAL_RANK`` in this process's
+    environment tells Lightning the processes are created externally, as under torchrun.
+    A worker that fails stops the others; one still running when this block is left is terminated.
+    """
+    saved = {name: os.environ.get(name) for name in DDP_ENV}
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(processes),
+                       "NODE_RANK": "0", "LOCAL_RANK": "0"})
+    args = [sys.executable, "-m", __name__, str(config_path)] + (["--test"] if run_test else []) \
+        + (["--ckpt-path", str(resume)] if resume else []) + (["--path-map", *path_map] if path_map else [])
+    procs: list[subprocess.Popen] = []
+    failed = threading.Event()
+    done = threading.Event()
+
+    def watch() -> None:  # a worker that fails: stop the others (rank 0 then fails in its next collective)
+        while not done.wait(1.0):
+            if any(p.poll() not in (None, 0) for p in procs):
+                failed.set()
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                if not done.wait(grace_s):  # rank 0 is stuck where no Python runs (a rendezvous): end it
+                    protocol.EngineError("training_worker_failed", "A distributed training worker failed: "
+                                         + ", ".join(f"pid {p.pid} exit {p.returncode}" for p in procs),
+                                         "The reason is in the engine log (stderr).").emit()
+                    os._exit(protocol.EXIT_INPUT)
+                return
+
+    try:
+        for local_rank in range(1, processes):
+            env = {**os.environ, "LOCAL_RANK": str(local_rank), WORKER_ENV: "1"}
+            procs.append(subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=sys.__stderr__.fileno(),
+                                          stderr=sys.__stderr__.fileno(), cwd=os.getcwd()))
+        FILE_LOG.info("DDP: rank 0 is pid %d; workers %s (MASTER_PORT %s)", os.getpid(),
+                      ", ".join(f"rank {i + 1} pid {p.pid}" for i, p in enumerate(procs)), os.environ["MASTER_PORT"])
+        threading.Thread(target=watch, name="ddp-worker-watch", daemon=True).start()
+        yield procs
+        for p in procs:  # training is over on rank 0: the workers end with it
+            p.wait(timeout=120)
+        if failed.is_set() or any(p.returncode != 0 for p in procs):
+            raise EngineError("training_worker_failed", "A distributed training worker failed: "
+                              + ", ".join(f"pid {p.pid} exit {p.returncode}" for p in procs),
+                              "The reason is in the engine log (stderr).")
+    finally:
+        done.set()
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def fit(config_path: Path, start: float, end: float, run_test: bool, *,
         callback: Optional[ProtocolCallback] = None, ckpt_path: Optional[Path] = None) -> dict[str, Any]:
     """Run ``fit`` (and ``test`` on the best weights) like ``terratorch fit -c config.yaml`` would.
 
     ``ckpt_path``: resume from this full checkpoint (weights, optimizer, scheduler, loops, history).
+    A config of more than one process on this machine (``devices`` x ``num_nodes`` > 1) trains with DDP:
+    this process is rank 0 and starts the other ranks (``ddp_workers``).
     """
+    processes = world_size(config_path)
+    if processes > 1 and not os.environ.get(WORKER_ENV):
+        with ddp_workers(config_path, processes, run_test, ckpt_path, callback.path_map if callback else None):
+            return _fit(config_path, start, end, run_test, callback=callback, ckpt_path=ckpt_path, ranks=True)
+    return _fit(config_path, start, end, run_test, callback=callback, ckpt_path=ckpt_path, ranks=processes > 1)
+
+
+def _fit(config_path: Path, start: float, end: float, run_test: bool, *, callback: Optional[ProtocolCallback],
+         ckpt_path: Optional[Path], ranks: bool) -> dict[str, Any]:
     from terratorch.cli_tools import MyLightningCLI, MyTrainer, StudioDeploySaveConfigCallback
     from torchgeo.trainers import BaseTask
 
@@ -272,6 +407,8 @@ def fit(config_path: Path, start: float, end: float, run_test: bool, *,
     trainer = cli.trainer
     callback = callback or ProtocolCallback(start, end)
     trainer.callbacks.append(callback)  # after the template's checkpoint callbacks: its history is saved with it
+    if ranks:
+        trainer.callbacks.append(RankReport())
     try:
         trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except (RuntimeError, MemoryError) as exc:
@@ -284,12 +421,19 @@ def fit(config_path: Path, start: float, end: float, run_test: bool, *,
     best_score = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
     test_metrics: dict[str, float] = {}
     if run_test and best is not None:
-        protocol.progress("test", end, "evaluating the best weights on the test split")
+        if trainer.is_global_zero:
+            protocol.progress("test", end, "evaluating the best weights on the test split")
         results = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(best), verbose=False)
         test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
         for name, value in test_metrics.items():
-            protocol.metric(name, value, stage="test")
-    return {"best_checkpoint": best, "best_val_loss": best_score, "test_metrics": test_metrics,
+            if trainer.is_global_zero:
+                protocol.metric(name, value, stage="test")
+    distributed = None
+    if ranks and trainer.is_global_zero:
+        folder = Path(trainer.default_root_dir) / RANKS_DIR
+        distributed = {"world_size": trainer.world_size, "strategy": type(trainer.strategy).__name__,
+                       "ranks": [json.loads(p.read_text()) for p in sorted(folder.glob("rank-*.json"))]}
+    return {"distributed": distributed, "best_checkpoint": best, "best_val_loss": best_score, "test_metrics": test_metrics,
             "epochs_run": trainer.current_epoch, "device": str(trainer.strategy.root_device),
             "history": callback.history}
 
@@ -309,3 +453,25 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
                 epoch = int(float(row["epoch"]))
                 per_epoch.setdefault(epoch, {"epoch": epoch}).update(values)
     return [per_epoch[e] for e in sorted(per_epoch)]
+
+
+def worker_main(argv: Optional[list[str]] = None) -> int:
+    """A DDP rank other than 0, started by ``ddp_workers``: train the config, say nothing on the protocol."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="geostudio-ddp-worker")
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--test", action="store_true")
+    parser.add_argument("--ckpt-path", type=Path, default=None)
+    parser.add_argument("--path-map", nargs=2, type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format=f"%(asctime)s rank {os.environ.get('LOCAL_RANK')} %(levelname)s %(name)s: %(message)s")
+    protocol._stream = sys.stderr  # noqa: SLF001 - events of this process, were any emitted, go to the log
+    _fit(args.config, 0.0, 1.0, args.test, callback=ProtocolCallback(0.0, 1.0, last_path=(
+        args.config.parent / "checkpoints" / LAST_CHECKPOINT), path_map=args.path_map), ckpt_path=args.ckpt_path, ranks=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from .. import protocol
 from ..catalog import find_backbone, find_template
-from ..device import resolve_device, trainer_device
+from ..device import resolve_device, torch_devices, trainer_device
 from ..protocol import EngineError, SpecError
 from ..workspace import HOST, TUNE_LOG, Workspace, describe_job, now_iso, read_record, write_json
 from .compatibility import check as check_compatibility
@@ -45,9 +45,15 @@ def load_dataset(workspace: Workspace, dataset_id: str) -> tuple[dict[str, Any],
 
 def resolve_trainer(spec: TuneSpec) -> dict[str, Any]:
     """Lightning's accelerator, devices and precision for the spec's device (16-mixed on a GPU by default)."""
-    trainer = trainer_device(resolve_device(spec.device), spec.train_options.devices)
+    from .cluster import trainer_settings  # devices, num_nodes, strategy (DDP) checked; the cluster's GPUs unchecked
+
+    exporting = bool(spec.train_options.export_cluster)
+    device = "cuda:0" if exporting and spec.device.startswith("cuda") else resolve_device(spec.device)
+    trainer = trainer_device(device, spec.train_options.devices)
     precision = spec.train_options.precision or ("16-mixed" if trainer["accelerator"] == "gpu" else "32")
-    return {**trainer, "precision": precision}
+    gpus = torch_devices().cuda if trainer["accelerator"] == "gpu" and spec.train_options.devices > 1 else 0
+    return trainer_settings(spec.train_options, {**trainer, "precision": precision}, exporting=exporting,
+                            gpus_seen=gpus)
 
 
 def geoserver_style(classes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -156,6 +162,8 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
             "checkpoint": str(outcome["best_checkpoint"].relative_to(stage)),
             "resumable": False,
         })
+        if outcome.get("distributed"):  # a DDP run: what each rank trained (train.RankReport)
+            record["distributed"] = outcome["distributed"]
         write_json(stage / "tune.json", record)
     protocol.progress("done", 1.0, f"tune {tune_id} finished")
     return record
