@@ -78,6 +78,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "test the connection and credentials of a connector"),
     Command("weights", "tuning.weights:run", "tuning.weights:WeightsSpec", True,
             "download a backbone's pre-trained weights into the Hugging Face cache", "weights"),
+    Command("export-model", "models:export_model", "models:ExportModelSpec", True,
+            "write a finished tune (model card, configs, best checkpoint) as one zip", "model export"),
+    Command("import-model", "models:import_model", "models:ImportModelSpec", True,
+            "import a model zip, or the Studio's config_deploy.yaml + checkpoint, as a finished tune",
+            "model import"),
 )}
 
 

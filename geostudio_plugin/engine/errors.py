@@ -187,6 +187,19 @@ _TABLE = [
     ErrorCode("output_path_unusable", _I, "`output_path` is an existing folder, lies under a file, or cannot be "
               "written; checked before any work.", "Give a file path in a folder you can write to."),
     ErrorCode("checkpoint_mismatch", _I, "The tune's checkpoint does not fit its config.", "Run the tune again."),
+    # the model registry (export-model, import-model)
+    ErrorCode("model_file_missing", _S, "A file `import-model` names (archive, tune_config_url, tune_checkpoint_url) "
+              "does not exist.", "Check the path."),
+    ErrorCode("model_archive_invalid", _I, "The model zip cannot be imported: not a zip, a member with an unsafe path "
+              "(`..`, absolute, a link), or a `tune.json` that is missing, broken or lacks a field or a file it names; "
+              "the message names the member or field. Nothing was imported.",
+              "Export the model again with `export-model`, or import the Studio's form (config_deploy.yaml + checkpoint)."),
+    ErrorCode("model_config_invalid", _I, "The deploy config to import is not YAML with TerraTorch's `model` and `data` "
+              "sections (class_path, init_args, means, stds, classes); the message names the file and what it lacks.",
+              "Give the tune's `config_deploy.yaml` as TerraTorch wrote it."),
+    ErrorCode("model_checkpoint_invalid", _I, "The checkpoint to import is not a file torch can read, or holds no "
+              "state dict of weights; the message names the file.",
+              "Give the tune's state-dict checkpoint (`best-state_dict-*.ckpt`)."),
     ErrorCode("no_crs", _I, "The input has no CRS, so the bbox cannot be placed on it.", "Assign the raster's CRS."),
     ErrorCode("bbox_outside", _I, "The bbox does not overlap the input.", "Draw the extent over the raster."),
     ErrorCode("band_count", _I, "The input has fewer bands than the model reads.",
