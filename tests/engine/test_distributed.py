@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import EXIT_INVALID_SPEC, EXIT_OK, REPO, leftovers, onboarding_payload, run_engine, run_ok, tune_payload
+from conftest import (EXIT_INVALID_SPEC, EXIT_OK, REPO, engine_env, leftovers, onboarding_payload, run_engine,
+                      run_ok, tune_payload)
 
 TEMPLATES = REPO / "geostudio_plugin" / "engine" / "data" / "templates"
 
@@ -114,3 +115,63 @@ def test_dry_run_renders_ddp(dataset: dict[str, Any]) -> None:
     run = run_ok("tune", _spec(dataset["dataset_id"], dry_run=True), dataset["workspace"])
     trainer = yaml.safe_load(run.result["summary"]["config_text"])["trainer"]
     assert trainer["devices"] == 1 and "strategy" not in trainer and "num_nodes" not in trainer
+
+
+def test_cluster_export_is_self_contained_and_trains_with_torchrun(dataset: dict[str, Any], tmp_path: Path) -> None:
+    """train_options.export_cluster writes config + dataset + torchrun/SLURM scripts; the folder, moved elsewhere,
+    trains one tiny epoch with launch_torchrun.sh (1 process, CPU, offline) and leaves the model in it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    target = tmp_path / "export"
+    spec = _spec(dataset["dataset_id"], devices=2, num_nodes=2, limit_train_batches=2, export_cluster=str(target))
+    run = run_ok("tune", spec, dataset["workspace"])
+    assert run.result["summary"]["status"] == "Exported" and run.result["summary"]["processes"] == 4
+    assert not (dataset["workspace"] / "tunes").exists() or not any(
+        json.loads((p / "tune.json").read_text()).get("status") == "Exported"
+        for p in (dataset["workspace"] / "tunes").iterdir())  # nothing kept in the workspace
+    # a second export into the now non-empty folder is refused before any work
+    again = run_engine("tune", spec, dataset["workspace"])
+    assert again.error["code"] == "export_path_unusable" and "train_options.export_cluster" in again.error["message"]
+
+    moved = tmp_path / "elsewhere" / "job"
+    moved.parent.mkdir()
+    shutil.move(str(target), moved)
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    assert config["trainer"]["num_nodes"] == 2 and config["trainer"]["devices"] == 2
+    paths = {k: v for k, v in config["data"]["init_args"].items() if isinstance(v, str) and "/" in v}
+    assert paths, config["data"]
+    for key, value in paths.items():  # relative, and inside the folder
+        assert not Path(value).is_absolute(), (key, value)
+        resolved = (moved / value).resolve()
+        assert resolved.exists() and moved.resolve() in resolved.parents, (key, value)
+    assert config["trainer"]["default_root_dir"] == "."
+    for name in ("launch_torchrun.sh", "launch_slurm.sbatch"):
+        script = moved / name
+        assert os.access(script, os.X_OK), name
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0, name
+    slurm = (moved / "launch_slurm.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in slurm and "#SBATCH --ntasks-per-node=2" in slurm and "srun " in slurm
+    readme = (moved / "README.txt").read_text()
+    assert "launch_torchrun.sh" in readme and "config_deploy.yaml" in readme
+
+    env = {k: v for k, v in engine_env().items() if k != "PYTHONPATH"}  # no GeoStudio code on the cluster
+    env.update({"PYTHON": sys.executable, "NPROC_PER_NODE": "1", "NNODES": "1", "MASTER_PORT": str(_port()),
+                "HF_HUB_OFFLINE": "1"})
+    started = time.monotonic()
+    job = subprocess.run([str(moved / "launch_torchrun.sh")], cwd=str(tmp_path), env=env, capture_output=True,
+                         text=True, timeout=400)
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert len(list((moved / "checkpoints").glob("best-state_dict-*.ckpt"))) == 1
+    assert (moved / "config_deploy.yaml").is_file() and (moved / "metrics.csv").is_file()
+    print(f"launch_torchrun.sh, 1 process, 1 epoch: {time.monotonic() - started:.1f} s")
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -95,6 +95,13 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
                              weights=weights)
 
     record = {**base_record(spec, tune_id, dataset, backbone, template, params, trainer), "weights": weights.record()}
+    if spec.train_options.export_cluster:  # a self-contained folder for a cluster job; nothing is trained here
+        from .cluster import check_export_dir, export
+
+        folder = check_export_dir(spec.train_options.export_cluster, workspace.root)
+        return {**record, "status": "Exported", "export": export(
+            folder, record=record, template=template, dataset=dataset, dataset_dir=dataset_dir, backbone=backbone,
+            params=params, trainer=trainer, seed=spec.train_options.seed, weights=weights)}
     if spec.train_options.dry_run:
         return _dry_run(workspace, record, template, context_for)
     if resumed is not None:
@@ -164,9 +171,6 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
         })
         if outcome.get("distributed"):  # a DDP run: what each rank trained (train.RankReport)
             record["distributed"] = outcome["distributed"]
-        from .model_card import write_model_card  # the finished model's card: test evaluation, MODEL_CARD.md
-
-        record["model_card"] = write_model_card(stage, record, dataset)
         write_json(stage / "tune.json", record)
     protocol.progress("done", 1.0, f"tune {tune_id} finished")
     return record
@@ -337,6 +341,8 @@ def tune_log(path: Path) -> Iterator[None]:
 def run(spec: TuneSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
     record = tune(spec, workspace)
     folder = workspace.dir("tunes") / record["tune_id"]
+    if record["status"] == "Exported":
+        return record["export"]
     if record["status"] == "DryRun":
         return ({"tune_dir": str(folder), "config": str(folder / "config.yaml")},
                 {"tune_id": record["tune_id"], "status": "DryRun", "config_text": record["config_text"]})
