@@ -40,12 +40,21 @@ __all__ = [
     "catalog_spec", "search_spec", "fetch_spec", "check_spec", "prescan_spec", "onboard_payload", "tune_spec",
     "tune_dry_run_spec", "tune_resume_spec", "is_resumable", "is_model", "kept_item", "weights_spec",
     "infer_spec", "delete_spec", "dataset_sample_paths", "EngineFailure",
+    "export_model_spec", "import_model_spec", "import_studio_model_spec",
 ]
 
 # The engine's commands (``python -m geostudio_plugin.engine <command>``) the QGIS side runs.
 CATALOG, SEARCH, FETCH, CHECK, PRESCAN, ONBOARD, TUNE, INFER, DELETE, LIST, WEIGHTS = (
     "catalog", "search", "fetch", "check", "prescan", "onboard", "tune", "infer", "delete", "list", "weights")
 COMMANDS = (CATALOG, SEARCH, FETCH, CHECK, PRESCAN, ONBOARD, TUNE, INFER, DELETE, LIST, WEIGHTS)
+TEMPLATE_IMPORT, TEMPLATE_EXPORT = "template-import", "template-export"  # user templates (Import / Export buttons)
+COMMANDS += (TEMPLATE_IMPORT, TEMPLATE_EXPORT)
+__all__ += ["template_import_spec", "template_export_spec"]
+EXPORT_MODEL, IMPORT_MODEL = "export-model", "import-model"  # the model registry (Export / Import buttons)
+COMMANDS += (EXPORT_MODEL, IMPORT_MODEL)
+TEMPLATE_IMPORT, TEMPLATE_EXPORT = "template-import", "template-export"  # user templates (Import / Export buttons)
+COMMANDS += (TEMPLATE_IMPORT, TEMPLATE_EXPORT)
+__all__ += ["template_import_spec", "template_export_spec"]
 
 # One device vocabulary for tuning and inference (settings, the Fine-tuning dock, the engine's specs).
 DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N" for the N-th GPU
@@ -572,6 +581,30 @@ def infer_spec(raster_path: str, bbox: Optional[Sequence[float]], model: str, de
     return spec
 
 
+def export_model_spec(tune_id: str, output_path: Optional[str] = None) -> dict[str, Any]:
+    """``export-model``: a finished tune as one zip (default ``<workspace>/exports/<tune_id>.zip``); the result's
+    ``outputs.archive`` is the zip, ``summary`` has tune_id, name, archive, bytes, files."""
+    return {"tune_id": tune_id, **({"output_path": output_path} if output_path else {})}
+
+
+def import_model_spec(archive: str, name: Optional[str] = None) -> dict[str, Any]:
+    """``import-model`` of a zip made by export-model; the result's ``summary`` has tune_id, name, status
+    ("Finished"), purpose, imported_from ("zip"), notes (what could not be derived), classes."""
+    return {"archive": archive, **({"name": name} if name else {})}
+
+
+def import_studio_model_spec(config_path: str, checkpoint_path: str, name: Optional[str] = None,
+                             description: str = "") -> dict[str, Any]:
+    """``import-model`` of the Studio's completed-tune form (upload-completed-tunes): config_deploy.yaml and the
+    state-dict checkpoint, as local paths or file:// URLs (imported_from "studio")."""
+    spec: dict[str, Any] = {"tune_config_url": config_path, "tune_checkpoint_url": checkpoint_path}
+    if name:
+        spec["name"] = name
+    if description:
+        spec["description"] = description
+    return spec
+
+
 def delete_spec(kind: str, item_id: str) -> dict[str, Any]:
     if kind not in KINDS:
         raise ValueError(f"unknown workspace kind '{kind}': one of {', '.join(KINDS)}")
@@ -588,3 +621,30 @@ def dataset_sample_paths(record: Mapping[str, Any], dataset_dir: Path, sample: s
     image = Path(dataset_dir) / params["train_data_dir"] / f"{sample}{source['file_suffix']}"
     label = Path(dataset_dir) / params.get("train_labels_dir", "labels") / f"{sample}{record['label_suffix']}"
     return image, label
+
+
+def template_import_spec(name: str, dataset_id: str, *, path: Optional[str] = None, content: Optional[str] = None,
+                         schema: Optional[Any] = None, purpose: Optional[str] = None, description: str = "",
+                         backbone: Optional[str] = None) -> dict[str, Any]:
+    """``template-import``: a TerraTorch YAML (or Jinja YAML with the built-in templates' variables) as a user
+    template, from a file (``path``: .yaml, .yml, .yaml.j2, or an export .json/.zip) or its text (``content``);
+    ``schema``: its parameter schema (a JSON Schema object, or the path of a .json file); ``purpose``:
+    Segmentation, Regression or Other (default: the export's, else Other). Validated by rendering it against
+    ``dataset_id`` and building the model (``backbone``, default timm_resnet18) before it is stored. The result's
+    ``summary`` has id, name, purpose, user_defined, model_params, validation; delete it with
+    ``delete_spec("templates", id)``."""
+    if (path is None) == (content is None):
+        raise ValueError("give exactly one of path and content")
+    spec: dict[str, Any] = {"name": name, "dataset_id": dataset_id, "description": description}
+    spec.update({"path": path} if path is not None else {"content": content})
+    for key, value in (("schema", schema), ("purpose", purpose), ("backbone", backbone)):
+        if value is not None and value != "":
+            spec[key] = value
+    return spec
+
+
+def template_export_spec(template_id: str, output_path: str) -> dict[str, Any]:
+    """``template-export``: a template (user-defined or built-in, by id or name) as the Studio's template JSON
+    (``output_path`` ending .json: TaskIn, content base64) or a zip (.zip: template.json + content.yaml.j2); both
+    import back with ``template_import_spec(path=...)``. The result's ``outputs.path`` is the file."""
+    return {"id": template_id, "output_path": output_path}

@@ -362,7 +362,79 @@ CASES = [
     Case("weights-unknown-backbone", "weights", {"backbone": "resnet9000"}, "unknown_backbone"),
     Case("weights-no-backbone", "weights", {"backbone": ""}, "invalid_spec"),
     Case("weights-offline-and-missing", "weights", {"backbone": "timm_resnet18"}, "downloads_off"),
+    # user templates
+    Case("template-import-no-source", "template-import", {"name": "t1", "dataset_id": "d"}, "invalid_spec"),
+    Case("template-import-two-sources", "template-import", {"name": "t1", "dataset_id": "d", "content": "a: 1",
+                                                            "path": "/t.yaml"}, "invalid_spec"),
+    Case("template-import-suffix", "template-import", {"name": "t1", "dataset_id": "d", "path": "/t.txt"},
+         "invalid_spec"),
+    Case("template-import-purpose", "template-import", {"name": "t1", "dataset_id": "d", "content": "a: 1",
+                                                        "purpose": "Classification"}, "invalid_spec"),
+    Case("template-import-dataset-path", "template-import", {"name": "t1", "dataset_id": "../d", "content": "a: 1"},
+         "invalid_spec"),
+    Case("template-import-schema-list", "template-import", {"name": "t1", "dataset_id": "d", "content": "a: 1",
+                                                            "schema": [1]}, "invalid_spec"),
+    Case("template-import-missing-file", "template-import", {"name": "t1", "dataset_id": "d",
+                                                             "path": "{folder}/none.yaml.j2"}, "template_file_unreadable"),
+    Case("template-import-export-not-base64", "template-import", {"name": "t1", "dataset_id": "d",
+                                                                  "path": "{folder}/t.json"}, "template_file_unreadable",
+         prepare=lambda f: (f / "t.json").write_text('{"name": "x", "content": "not base64!"}')),
+    Case("template-import-name-taken", "template-import", {"name": "timm_resnet : Segmentation", "dataset_id": "d",
+                                                           "content": "a: 1"}, "template_name_taken"),
+    Case("template-import-schema-type", "template-import", {"name": "t1", "dataset_id": "d", "content": "a: 1",
+                                                            "schema": {"properties": {"lr": {"type": "tensor"}}}},
+         "template_schema_invalid"),
+    Case("template-import-schema-default-out-of-range", "template-import",
+         {"name": "t1", "dataset_id": "d", "content": "a: 1", "schema": {"properties": {"runner": {
+             "type": "object", "properties": {"max_epochs": {"type": "integer", "default": 0, "minimum": 1}}}}}},
+         "template_schema_invalid"),
+    Case("template-import-unknown-dataset", "template-import", {"name": "t1", "dataset_id": "d", "content": "a: 1"},
+         "unknown_dataset"),
+    Case("template-export-unknown", "template-export", {"id": "nope", "output_path": "{folder}/t.json"},
+         "unknown_template"),
+    Case("template-export-suffix", "template-export", {"id": "timm_resnet_seg", "output_path": "/tmp/t.txt"},
+         "invalid_spec"),
+    Case("template-export-onto-folder", "template-export", {"id": "timm_resnet_seg", "output_path": "{folder}/d.json"},
+         "output_path_unusable", prepare=lambda f: (f / "d.json").mkdir()),
+    Case("delete-template-not-there", "delete", {"kind": "templates", "id": "nothing-here"}, "not_found"),
+    # the model registry
+    Case("export-model-unknown", "export-model", {"tune_id": "no-such-tune"}, "unknown_model"),
+    Case("export-model-id-path", "export-model", {"tune_id": "../tunes/x"}, "invalid_spec"),
+    Case("import-model-both-forms", "import-model", {"archive": "/m.zip", "tune_config_url": "/c.yaml"},
+         "invalid_spec"),
+    Case("import-model-half-studio-form", "import-model", {"tune_config_url": "/c.yaml"}, "invalid_spec"),
+    Case("import-model-missing-zip", "import-model", {"archive": "{folder}/none.zip"}, "model_file_missing"),
+    Case("import-model-remote", "import-model", {"archive": "https://example.org/m.zip"}, "remote_url"),
+    Case("import-model-zip-slip", "import-model", {"archive": "{folder}/evil.zip"}, "model_archive_invalid",
+         prepare=lambda f: _model_zip(f / "evil.zip", {"tune.json": "{}", "../evil": "x"})),
+    Case("import-model-no-record", "import-model", {"archive": "{folder}/bare.zip"}, "model_archive_invalid",
+         prepare=lambda f: _model_zip(f / "bare.zip", {"config_deploy.yaml": "model: {}"})),
+    Case("import-model-not-a-zip", "import-model", {"archive": "{folder}/m.zip"}, "model_archive_invalid",
+         prepare=lambda f: (f / "m.zip").write_text("not a zip")),
+    Case("import-model-config-not-yaml", "import-model", {"tune_config_url": "{folder}/c.yaml",
+                                                          "tune_checkpoint_url": "{folder}/b.ckpt"},
+         "model_config_invalid", prepare=lambda f: _studio_files(f, "model: [unclosed")),
+    Case("import-model-not-a-checkpoint", "import-model", {"tune_config_url": "{folder}/c.yaml",
+                                                           "tune_checkpoint_url": "{folder}/b.ckpt"},
+         "model_checkpoint_invalid", prepare=lambda f: _studio_files(f, STUDIO_CONFIG)),
 ]
+
+
+STUDIO_CONFIG = ("model:\n  class_path: terratorch.tasks.SemanticSegmentationTask\n  init_args: {class_names: [a, b]}\n"
+                 "data:\n  class_path: x\n  init_args: {means: [0.0], stds: [1.0]}\n")
+
+
+def _model_zip(path: Path, members: dict[str, str]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+
+
+def _studio_files(folder: Path, config: str) -> None:
+    (folder / "c.yaml").write_text(config)
+    (folder / "b.ckpt").write_text("not a checkpoint")
 
 
 # --- running -------------------------------------------------------------------------------------------------

@@ -68,6 +68,18 @@ def built_specs() -> dict[str, list[dict[str, Any]]]:
                   contract.infer_spec(str(HOLDOUT_IMAGE), [-94.93, 38.70, -94.90, 38.72], "tune-1", "mps",
                                       description="holdout", output_path="/tmp/prediction.tif")],
         "delete": [contract.delete_spec(kind, "item-1") for kind in wire.KINDS],
+        "template-import": [contract.template_import_spec("my template", "ds-1", path="/tmp/t.yaml.j2"),
+                            contract.template_import_spec("inline", "ds-1", content="model: {}\n", purpose="Other",
+                                                          schema={"type": "object", "properties": {}},
+                                                          backbone="timm_resnet18", description="typed in"),
+                            contract.template_import_spec("from export", "ds-1", path="/tmp/t.json",
+                                                          schema="/tmp/schema.json")],
+        "template-export": [contract.template_export_spec("my-template-1a2b3c", "/tmp/t.json"),
+                            contract.template_export_spec("timm_resnet : Segmentation", "/tmp/t.zip")],
+        "export-model": [contract.export_model_spec("tune-1"), contract.export_model_spec("tune-1", "/tmp/m.zip")],
+        "import-model": [contract.import_model_spec("/tmp/m.zip"), contract.import_model_spec("file:///tmp/m.zip", "x"),
+                         contract.import_studio_model_spec("/tmp/config_deploy.yaml", "/tmp/best.ckpt", "studio-1",
+                                                           "from the Studio")],
     }
 
 
