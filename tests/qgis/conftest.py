@@ -23,6 +23,12 @@ os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", tempfile.mkdtemp(prefix="geostu
 os.environ.setdefault("GDAL_PAM_ENABLED", "NO")
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "training: trains a model for real beyond the session's one (engine work, the same on every QGIS "
+        "version): scripts/qgis_matrix.py runs these on the machine's own QGIS only")
+
+
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.05) -> None:
     """Spin the Qt event loop until predicate() is true (task signals and finished() need it)."""
     from qgis.core import QgsApplication

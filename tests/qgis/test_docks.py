@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import SAMPLES, wait_for
 
 
@@ -52,6 +53,7 @@ def test_connectors_pick_fills_onboarding_and_onboard_from_the_dock(plugin):
     assert classes == [(0, "Background"), (1, "Water")]
 
 
+@pytest.mark.training
 def test_fine_tune_from_the_dock_shows_live_metrics(plugin, trained_tune):
     plugin.toggle_dock("tuning")
     tuning = plugin.docks["tuning"]

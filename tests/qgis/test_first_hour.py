@@ -225,6 +225,7 @@ def test_inference_without_a_model_says_so_next_to_the_button(plugin, workspace,
     assert dock.ui.resultLabel.text().startswith("Pick a tuned model")
 
 
+@pytest.mark.training
 def test_a_cancelled_tune_clears_its_metrics_and_says_cancelled(plugin, trained_tune):
     plugin.toggle_dock("tuning")
     dock = plugin.docks["tuning"]

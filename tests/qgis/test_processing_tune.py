@@ -14,6 +14,7 @@ def _parameters(dataset_id: str, **extra) -> dict:
             "DEVICE": 1, "PARAMETERS": '{"model": {"decode_head": {"channels": 32}}}', **extra}
 
 
+@pytest.mark.training
 def test_fine_tune_model_trains_and_keeps_a_tune(plugin, qgis_processing, trained_tune):
     import processing
 

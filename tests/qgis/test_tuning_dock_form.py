@@ -9,6 +9,7 @@ import os
 import subprocess
 import textwrap
 
+import pytest
 from conftest import REPO, wait_for
 
 
@@ -200,6 +201,7 @@ def test_dry_run_shows_the_rendered_config_read_only(plugin, trained_tune):
 
 
 # ------------------------------------------------------------------ a real tune, its history, Duplicate
+@pytest.mark.training
 def test_a_tune_started_from_the_form_trains_is_listed_and_duplicates(plugin, trained_tune):
     from geostudio_plugin import workspace_index
 
@@ -244,6 +246,7 @@ def test_a_tune_started_from_the_form_trains_is_listed_and_duplicates(plugin, tr
 
 
 # ------------------------------------------------------------------ Cancel, then Resume
+@pytest.mark.training
 def test_cancel_keeps_the_tune_and_resume_continues_its_curve(plugin, trained_tune):
     from geostudio_plugin import contract, workspace_index
 
