@@ -52,9 +52,6 @@ COMMANDS += (TEMPLATE_IMPORT, TEMPLATE_EXPORT)
 __all__ += ["template_import_spec", "template_export_spec"]
 EXPORT_MODEL, IMPORT_MODEL = "export-model", "import-model"  # the model registry (Export / Import buttons)
 COMMANDS += (EXPORT_MODEL, IMPORT_MODEL)
-TEMPLATE_IMPORT, TEMPLATE_EXPORT = "template-import", "template-export"  # user templates (Import / Export buttons)
-COMMANDS += (TEMPLATE_IMPORT, TEMPLATE_EXPORT)
-__all__ += ["template_import_spec", "template_export_spec"]
 
 # One device vocabulary for tuning and inference (settings, the Fine-tuning dock, the engine's specs).
 DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N" for the N-th GPU

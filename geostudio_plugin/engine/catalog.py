@@ -165,20 +165,85 @@ def _name_key(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "_")
 
 
-def find_template(ident: str) -> dict[str, Any]:
+# User-defined templates live in the workspace: <workspace>/templates/<id>/template.json (the Studio's TaskIn
+# shape, ``user_defined: true``, its own parameter schema, often empty) + content.yaml.j2 (``tuning/user_templates``
+# imports, validates and exports them). They render with the same Jinja variables as the built-ins: their
+# parameters are the built-in groups (data, model, runner, optimizer, ...) with the built-in defaults of their
+# purpose, overlaid with the template's own schema, so ``{{ runner.max_epochs }}`` works in any template.
+USER_TEMPLATE_RECORD = "template.json"
+USER_TEMPLATE_CONTENT = "content.yaml.j2"
+USER_BASE_SCHEMA = {"Regression": "prithvi_reg", "Segmentation": "timm_resnet_seg", "Other": "timm_resnet_seg"}
+
+
+def _merge_schema(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` over ``base``: object groups merge property by property, a leaf of ``own`` replaces base's."""
+    out = {**base, **{k: v for k, v in own.items() if k != "properties"}}
+    props = dict(base.get("properties", {}))
+    for key, prop in (own.get("properties") or {}).items():
+        if prop.get("type") == "object" and props.get(key, {}).get("type") == "object":
+            props[key] = _merge_schema(props[key], prop)
+        else:
+            props[key] = prop
+    out["properties"] = props
+    return out
+
+
+def user_template_schema(own: dict[str, Any], purpose: str) -> dict[str, Any]:
+    """The schema a user template's parameters are checked and rendered with (see above)."""
+    base = next(t for t in templates() if t["id"] == USER_BASE_SCHEMA.get(purpose, "timm_resnet_seg"))
+    return _merge_schema(base["model_params"], own or {})
+
+
+def user_templates(workspace: Optional[Workspace]) -> list[dict[str, Any]]:
+    """The workspace's user-defined templates (their records, as stored), oldest first."""
+    folder = workspace.root / "templates" if workspace is not None else None
+    items = []
+    for path in sorted(folder.glob(f"*/{USER_TEMPLATE_RECORD}")) if folder and folder.is_dir() else []:
+        try:
+            item = _read_json(path)
+        except (OSError, ValueError):
+            continue  # a record broken by hand is passed over, as list does
+        if isinstance(item, dict) and item.get("id") == path.parent.name and item.get("name"):
+            items.append({**item, "user_defined": True})
+    return sorted(items, key=lambda t: str(t.get("created", "")))
+
+
+def _user_template(record: dict[str, Any], workspace: Workspace) -> dict[str, Any]:
+    """A user template ready to render: its content read now (a delete during a tune cannot take it away)."""
+    folder = workspace.root / "templates" / record["id"]
+    try:
+        text = (folder / record.get("content_file", USER_TEMPLATE_CONTENT)).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EngineError("record_invalid", f"User template {record['id']}: its content file cannot be read ({exc}).",
+                          "Delete the template and import it again.") from None
+    return {**record, "own_model_params": record.get("model_params") or {},
+            "model_params": user_template_schema(record.get("model_params") or {}, record.get("purpose", "Other")),
+            "content_text": text}
+
+
+def find_template(ident: str, workspace: Optional[Workspace] = None) -> dict[str, Any]:
+    """A built-in template, or one of the workspace's user templates, by id or name."""
     for item in templates():
         if ident == item["id"] or _name_key(ident) == _name_key(item["name"]):
             return item
+    own = user_templates(workspace)
+    for item in own:
+        if ident == item["id"] or _name_key(ident) == _name_key(item["name"]):
+            return _user_template(item, workspace)  # type: ignore[arg-type]
     raise SpecError("unknown_template", f"tune_template_id '{ident}' is not a known template.",
-                    "Use one of: " + ", ".join(f"{t['id']} ({t['name']})" for t in templates()))
+                    "Use one of: " + ", ".join(f"{t['id']} ({t['name']})" for t in templates() + own))
 
 
 def template_text(template: dict[str, Any]) -> str:
+    if "content_text" in template:  # a user template (find_template read it)
+        return template["content_text"]
     return (TEMPLATES_DIR / template["content_file"]).read_text(encoding="utf-8")
 
 
 def compatible(template: dict[str, Any], backbone: dict[str, Any]) -> bool:
-    """The Studio's rule: template and backbone share a model category."""
+    """The Studio's rule: template and backbone share a model category (a user template takes any backbone)."""
+    if template.get("user_defined"):
+        return True
     return template["extra_info"]["model_category"] == backbone["model_params"]["model_category"]
 
 
@@ -194,7 +259,8 @@ def build_catalog(workspace: Optional[Workspace] = None, access: Optional[dict[s
                   discovered: Optional[dict[str, list[dict[str, Any]]]] = None) -> dict[str, Any]:
     catalog = {
         "connectors": connectors(workspace, discovered),
-        "templates": [{k: v for k, v in t.items() if k != "content_file"} for t in templates()],
+        "templates": [{k: v for k, v in t.items() if k != "content_file"} for t in templates()]
+        + [{k: v for k, v in t.items() if k != "content_file"} for t in user_templates(workspace)],
         "backbones": backbones(),
     }
     for connector in catalog["connectors"]:

@@ -83,6 +83,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("import-model", "models:import_model", "models:ImportModelSpec", True,
             "import a model zip, or the Studio's config_deploy.yaml + checkpoint, as a finished tune",
             "model import"),
+    Command("template-import", "tuning.user_templates:run_import", "tuning.user_templates:TemplateImportSpec", True,
+            "import a TerraTorch YAML (or Jinja YAML) as a user template, validated against a dataset",
+            "template import"),
+    Command("template-export", "tuning.user_templates:run_export", "tuning.user_templates:TemplateExportSpec", True,
+            "export a template as the Studio's template JSON (content base64) or a zip", "template export"),
 )}
 
 

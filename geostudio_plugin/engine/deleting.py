@@ -16,11 +16,12 @@ from .protocol import EngineError, SpecError
 from .specs import StudioModel
 from .workspace import HOST, Workspace, describe_job
 
-NOUN = {"datasets": "dataset", "tunes": "tuned model", "inferences": "inference run", "fetched": "fetch"}
+NOUN = {"datasets": "dataset", "tunes": "tuned model", "inferences": "inference run", "fetched": "fetch",
+        "templates": "user template"}
 
 
 class DeleteSpec(StudioModel):
-    kind: Literal["datasets", "tunes", "inferences", "fetched"]
+    kind: Literal["datasets", "tunes", "inferences", "fetched", "templates"]
     id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")  # never "." or ".."
 
 

@@ -137,6 +137,28 @@ _TABLE = [
               "Fix the value named."),
     ErrorCode("template_error", _S, "The template could not be rendered with these parameters.",
               "Check the parameters named in the message."),
+    ErrorCode("template_file_unreadable", _S, "`template-import`: the template file, its parameter schema file or "
+              "the exported template cannot be read (missing, not UTF-8, not an export).",
+              "Give an existing .yaml/.yaml.j2 file, a .json schema, or a template export (.json, .zip)."),
+    ErrorCode("template_name_taken", _S, "`template-import`: a template (built-in or user-defined) has that name.",
+              "Give another name, or delete that user template first."),
+    ErrorCode("template_schema_invalid", _S, "`template-import`: the parameter schema is not a JSON Schema of "
+              "parameter groups, or a default breaks its own rule; the message names the parameter.",
+              "Fix the schema (the Studio's `model_params` shape)."),
+    ErrorCode("template_syntax", _S, "`template-import`: the template is not valid Jinja; the message names the line.",
+              "Fix the Jinja tags on that line, or give plain YAML."),
+    ErrorCode("template_undefined", _S, "`template-import`: the template uses a variable (or a key of one) the "
+              "render does not provide; the message names it and its line.",
+              "Use the variables the built-in templates use (the hint lists them)."),
+    ErrorCode("template_not_terratorch", _S, "`template-import`: the rendered template is not YAML (the line is "
+              "named) or lacks TerraTorch's sections (trainer, data, model with class_path).",
+              "Give a config `terratorch fit -c` reads."),
+    ErrorCode("template_outputs", _S, "`template-import`: the config writes checkpoints or logs outside the tune's "
+              "folder (the setting is named).",
+              "Use {{ run_dir }} for default_root_dir and the logger, {{ checkpoint_dir }} for the checkpoints."),
+    ErrorCode("template_build_failed", _S, "`template-import`: the rendered config does not build (trainer, "
+              "datamodule or model); the message names the problem, such as an unknown backbone.",
+              "Fix the part named; `terratorch fit -c` would stop there too."),
     ErrorCode("invalid_config", _I, "TerraTorch rejected the rendered training config.",
               "The reason is in the engine log; check the template and parameters."),
     ErrorCode("training_out_of_memory", _I, "Training ran out of memory.",

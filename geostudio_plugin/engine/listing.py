@@ -16,6 +16,7 @@ FIELDS = {
                             "resumable", "error"]),
     "inferences": (RECORDS["inferences"], ["inference_id", "status", "created", "tune_id", "model_display_name",
                                       "description", "layers"]),
+    "templates": (RECORDS["templates"], ["id", "name", "purpose", "description", "created", "validation"]),
 }
 
 

@@ -41,6 +41,7 @@ RECORDS: dict[str, str | None] = {
     "tunes": "tune.json",
     "inferences": "inference.json",
     "fetched": None,
+    "templates": "template.json",  # user-defined tune templates (+ content.yaml.j2), tuning/user_templates.py
 }
 KINDS = tuple(RECORDS)
 FAILED_DIR = "failed"  # <workspace>/failed/<kind>/*.json: failed attempts, with the error and the log

@@ -26,6 +26,7 @@ from ..workspace import HOST, TUNE_LOG, Workspace, describe_job, now_iso, read_r
 from .compatibility import check as check_compatibility
 from .render import build_context, merge_parameters, render
 from .spec import TuneSpec
+from .user_templates import check_tune as check_user_template
 from .weights import resolve as resolve_weights
 
 
@@ -76,9 +77,10 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
     started = time.monotonic()
     protocol.progress("prepare", 0.01, "checking dataset, template and backbone")
     dataset, dataset_dir = load_dataset(workspace, spec.dataset_id)
-    template = find_template(spec.tune_template_id)
+    template = find_template(spec.tune_template_id, workspace)  # a built-in, or a user template of the workspace
     backbone = find_backbone(spec.base_model_id)
-    check_compatibility(template, backbone, dataset, merge_parameters(template["model_params"], spec.model_parameters))
+    (check_user_template if template.get("user_defined") else check_compatibility)(
+        template, backbone, dataset, merge_parameters(template["model_params"], spec.model_parameters))
     params = merge_parameters(template["model_params"], spec.model_parameters)
     weights = resolve_weights(backbone["model_params"]["backbone"], spec.train_options.weights)
     resumed = load_resumable(workspace, spec, template, params) if spec.train_options.resume_from else None
@@ -95,6 +97,8 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
                              weights=weights)
 
     record = {**base_record(spec, tune_id, dataset, backbone, template, params, trainer), "weights": weights.record()}
+    if template.get("user_defined"):  # the Studio's mark of a tune from a user-defined template
+        record["tune_type"] = record["train_options"]["tune_type"] = "user-defined"
     if spec.train_options.export_cluster:  # a self-contained folder for a cluster job; nothing is trained here
         from .cluster import check_export_dir, export
 
