@@ -120,7 +120,9 @@ class Workspace:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                if writes or folder != self.locks:  # a command that only reads does without locks/
+                # a command that only reads does without what it cannot create (locks/, a kind folder an older
+                # read-only workspace lacks, such as templates/): that kind is empty to it
+                if writes or not self.root.is_dir():
                     raise unusable(self.root, folder, exc) from None
         if writes:
             for folder in [self.root] + folders:
