@@ -166,8 +166,8 @@ def read_config(path: Path, label: str) -> dict[str, Any]:
 
 
 def check_checkpoint(path: Path, label: str) -> None:
-    """torch reads it and it holds a state dict of tensors (weights only first; a Lightning checkpoint with
-    other objects is read as inference reads it)."""
+    """torch reads it with ``weights_only=True`` and it holds a state dict of tensors. Only weights are loaded from
+    an imported file: unpickling other objects could run code from it."""
     import pickle
 
     import torch
@@ -176,13 +176,13 @@ def check_checkpoint(path: Path, label: str) -> None:
         return EngineError("model_checkpoint_invalid", f"{label} ({path.name}) {why}.",
                            "Give the tune's state-dict checkpoint (best-state_dict-*.ckpt), as TerraTorch saved it.")
 
-    try:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            if "weights_only" not in str(exc) and "Weights only" not in str(exc):
-                raise
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # an imported file is not trusted: loading arbitrary pickled objects would run code from it
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            raise bad("holds Python objects besides weights, which GeoStudio does not load from an imported file "
+                      "(they could run code)") from None
+        raise bad(f"is not a checkpoint torch can read ({type(exc).__name__}: {str(exc)[:200]})") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
         raise bad(f"is not a checkpoint torch can read ({type(exc).__name__}: {str(exc)[:200]})") from None
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
