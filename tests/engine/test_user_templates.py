@@ -106,7 +106,8 @@ def test_import_list_tune_export_import_delete(setup, bad_runs):
     assert (folder / "content.yaml.j2").read_text() == setup["text"]
     record = json.loads((folder / "template.json").read_text())
     assert record["purpose"] == "Segmentation" and record["model_params"] == SCHEMA and record["user_defined"]
-    assert record["extra_info"]["model_framework"] == "terratorch-v2"
+    assert record["extra_info"] == {"runtime_image": "quay.io/geospatial-studio/terratorch:latest",
+                                    "model_category": "resnet", "model_framework": "terratorch-v2"}
     assert record["validation"]["model_class"].endswith("SemanticSegmentationTask")
     assert record["validation"]["variables"] == ["data", "run_dir", "runner"]
 

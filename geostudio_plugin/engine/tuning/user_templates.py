@@ -16,9 +16,10 @@ tune keeps what it trains; and the config builds the way ``tune`` builds it (Ter
 trainer, datamodule and the model with random weights, offline), nothing trained.
 
 Stored as ``<workspace>/templates/<id>/template.json`` (the Studio's TaskIn: name, description, purpose,
-``extra_info {runtime_image, model_framework: terratorch-v2}``, ``model_params`` = its own schema, possibly
-empty, ``content_file``) + ``content.yaml.j2``. Plain YAML is a template too: it renders as it is; its dataset
-paths may stay literal, its outputs must be the tune folder's variables. ``delete`` (kind ``templates``) removes
+``extra_info {runtime_image, model_category (of the validation backbone), model_framework: terratorch-v2}``,
+``model_params`` = its own schema, possibly empty, ``content_file``) + ``content.yaml.j2``. Plain YAML is a
+template too: it renders as it is; its dataset paths may stay literal, its outputs must be the tune folder's
+variables. ``delete`` (kind ``templates``) removes
 one. ``template-export`` writes the TaskIn JSON with the content base64-encoded (the Studio's
 ``POST /v2/tune-templates`` body) or a zip of ``template.json`` + ``content.yaml.j2``; both import back.
 """
@@ -409,7 +410,10 @@ def import_template(spec: TemplateImportSpec, workspace: Workspace) -> dict[str,
     record = {
         "id": template_id, "name": spec.name, "description": spec.description or source["description"],
         "purpose": purpose, "content_file": USER_TEMPLATE_CONTENT, "model_params": schema,
-        "extra_info": {"runtime_image": RUNTIME_IMAGE, "model_framework": "terratorch-v2"},
+        # model_category: the family it was validated with, what the Fine-tuning dock filters backbones by (the
+        # engine itself takes any backbone for a user template)
+        "extra_info": {"runtime_image": RUNTIME_IMAGE, "model_category": backbone["model_params"]["model_category"],
+                       "model_framework": "terratorch-v2"},
         "dataset_id": None, "user_defined": True, "tune_type": "user-defined", "created": now_iso(),
         "validation": facts,
     }
