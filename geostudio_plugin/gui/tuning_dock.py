@@ -73,6 +73,9 @@ def history_text(record: dict[str, Any]) -> str:
     return f"{first}\n    " + " · ".join(facts)
 
 
+CPU_FRIENDLY_TEMPLATE = "timm_resnet_seg"  # preselected: ResNet-18 trains in minutes on a CPU
+
+
 class TextDialog(QDialog):
     """A read-only text (a rendered config, a tune's log) in QGIS's code editor: monospace, line numbers, and
     YAML highlighting from QScintilla's YAML lexer where PyQt has it."""
@@ -266,6 +269,8 @@ class TuningDock(UiDock):
         for template in self.templates.values():
             self.ui.templateCombo.addItem(template["name"], template["id"])
         index = self.ui.templateCombo.findData(current) if current else -1
+        if index < 0:  # first visit: the template that trains in minutes on a CPU (Clay or Prithvi-300M take hours)
+            index = self.ui.templateCombo.findData(CPU_FRIENDLY_TEMPLATE)
         self.ui.templateCombo.setCurrentIndex(max(index, 0) if self.ui.templateCombo.count() else -1)
         self.ui.templateCombo.blockSignals(False)
         self._template_changed()
