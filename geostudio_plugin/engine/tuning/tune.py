@@ -175,6 +175,9 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
         })
         if outcome.get("distributed"):  # a DDP run: what each rank trained (train.RankReport)
             record["distributed"] = outcome["distributed"]
+        from .model_card import write_model_card  # the finished model's card: test evaluation, MODEL_CARD.md
+
+        record["model_card"] = write_model_card(stage, record, dataset)
         write_json(stage / "tune.json", record)
     protocol.progress("done", 1.0, f"tune {tune_id} finished")
     return record
