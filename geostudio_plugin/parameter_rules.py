@@ -13,6 +13,8 @@ import copy
 import math
 from typing import Any, Iterator, Mapping, Optional
 
+from .engine.schema_words import allowed_text  # the engine's wording, one copy
+
 LEAF_TYPES = ("integer", "number", "boolean", "string")
 
 
@@ -56,21 +58,6 @@ def shown(value: Any) -> str:
             return str(int(value))
         return repr(value)
     return str(value)
-
-
-def allowed_text(prop: Mapping[str, Any]) -> str:
-    """A numeric property's range in words, as the engine says it: "1 to 1024", "more than 0 and at most 10",
-    "0 (off), or 32 to 8192"."""
-    low = ("", prop["minimum"]) if "minimum" in prop else ("more than ", prop["exclusiveMinimum"]) \
-        if "exclusiveMinimum" in prop else None
-    high = ("", prop["maximum"]) if "maximum" in prop else ("less than ", prop["exclusiveMaximum"]) \
-        if "exclusiveMaximum" in prop else None
-    if low and high and not low[0] and not high[0]:
-        text = f"{low[1]} to {high[1]}"
-    else:
-        text = " and ".join(([f"{low[0] or 'at least '}{low[1]}"] if low else [])
-                            + ([f"{high[0] or 'at most '}{high[1]}"] if high else [])) or "any value"
-    return f"{prop['offValue']} (off), or {text}" if "offValue" in prop else text
 
 
 def allowed(prop: Mapping[str, Any]) -> str:

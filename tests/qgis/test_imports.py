@@ -26,6 +26,8 @@ STDLIB_ONLY = {  # module -> the package modules it may import
     "engine_runtime": {"engine.workspace"},  # default_workspace(); engine.workspace is standard library only
     "paths": set(),
     "engine.wire": set(),
+    "engine.schema_words": set(),
+    "parameter_rules": {"engine.schema_words"},  # the dock's checks word ranges as the engine does
 }
 
 

@@ -16,6 +16,7 @@ import jinja2
 
 from ..catalog import template_text
 from ..protocol import SpecError
+from ..schema_words import allowed_text
 
 if TYPE_CHECKING:
     from .weights import Weights
@@ -40,20 +41,6 @@ def _shown(value: Any) -> str:
     """A value as the message shows it: its repr, cut short (a 400-digit number says little more)."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def allowed_text(prop: dict[str, Any]) -> str:
-    """A schema property's range in words: "1 to 1024", "more than 0 and at most 10", "0, or 32 to 8192"."""
-    low = ("", prop["minimum"]) if "minimum" in prop else ("more than ", prop["exclusiveMinimum"]) \
-        if "exclusiveMinimum" in prop else None
-    high = ("", prop["maximum"]) if "maximum" in prop else ("less than ", prop["exclusiveMaximum"]) \
-        if "exclusiveMaximum" in prop else None
-    if low and high and not low[0] and not high[0]:
-        text = f"{low[1]} to {high[1]}"
-    else:
-        text = " and ".join(([f"{low[0] or 'at least '}{low[1]}"] if low else [])
-                            + ([f"{high[0] or 'at most '}{high[1]}"] if high else [])) or "any value"
-    return f"{prop['offValue']} (off), or {text}" if "offValue" in prop else text
 
 
 def _coerce(value: Any, prop: dict[str, Any], where: str) -> Any:

@@ -24,24 +24,13 @@ from ..device import resolve_device, torch_devices, trainer_device
 from ..protocol import EngineError, SpecError
 from ..workspace import HOST, TUNE_LOG, Workspace, describe_job, now_iso, read_record, write_json
 from .compatibility import check as check_compatibility
+from .dataset_record import load_dataset
 from .render import build_context, merge_parameters, render
 from .spec import TuneSpec
 from .user_templates import check_tune as check_user_template
 from .weights import resolve as resolve_weights
 
-
 RESUMABLE = ("Cancelled", "Failed")  # statuses of a tune kept with its last checkpoint
-
-
-def load_dataset(workspace: Workspace, dataset_id: str) -> tuple[dict[str, Any], Path]:
-    folder = workspace.find("datasets", dataset_id)
-    if folder is None or not (folder / "dataset.json").is_file():
-        known = [str(d["dataset_id"]) for d in workspace.list("datasets", "dataset.json") if d.get("dataset_id")]
-        raise SpecError("unknown_dataset", f"dataset_id '{dataset_id}' is not in the workspace {workspace.root}.",
-                        "Onboard it first, or use one of: " + (", ".join(known) or "(no datasets yet)"))
-    required = ("dataset_id", "dataset_name", "purpose", "modalities", "training_params", "data_sources", "splits",
-                "classes", "ignore_id")
-    return read_record(folder / "dataset.json", f"dataset {dataset_id}", required), folder
 
 
 def resolve_trainer(spec: TuneSpec) -> dict[str, Any]:

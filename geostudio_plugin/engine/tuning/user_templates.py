@@ -391,7 +391,7 @@ def _name_taken(name: str, workspace: Workspace) -> Optional[str]:
 
 
 def import_template(spec: TemplateImportSpec, workspace: Workspace) -> dict[str, Any]:
-    from .tune import load_dataset
+    from .dataset_record import load_dataset
 
     protocol.progress("read", 0.02, "reading the template")
     source = read_source(spec)
