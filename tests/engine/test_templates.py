@@ -123,12 +123,14 @@ def majority_baseline_miou(dataset_dir: Path) -> float:
 
 @pytest.mark.parametrize("template, backbone, epochs, lr, loss", [
     ("timm_resnet_seg", "timm_resnet18", 3, 1e-3, "CrossEntropyLoss"),
-    ("terramind_seg", "terramind_v1_tiny", 3, 1e-4, "CrossEntropyLoss"),
-], ids=["resnet18", "terramind-tiny"])
+], ids=["resnet18"])
 def test_segmentation_beats_majority_baseline(datasets, template, backbone, epochs, lr, loss):
     """Validation mIoU on the six real scenes (128 px chips, S1 VV/VH) rises above predicting the majority class.
 
-    Afforded here (about 1.5-2 min each on 2 cores): ResNet-18 and TerraMind-tiny, 3 epochs, random init.
+    Afforded here (about 1.5 min on 2 cores): ResNet-18, 3 epochs, random init. TerraMind-tiny (3 epochs, lr 1e-4)
+    also rose above the baseline when it ran here (2026-11-29), but its 2 minutes are left out of `make test`, which
+    must stay under 30 minutes with the QGIS matrix; add ("terramind_seg", "terramind_v1_tiny", 3, 1e-4,
+    "CrossEntropyLoss") back to the parameters to run it.
     Families that need more epochs than a test can afford: Prithvi-EO-2.0-tiny from random init stayed exactly at
     the majority baseline for 3 epochs (cross-entropy and Dice, lr 1e-3; measured); the shrunk ConvNeXt, Clay v1
     base (95 M parameters, depth fixed at 12) and the 100M-600M Prithvi, TerraMind base/large and

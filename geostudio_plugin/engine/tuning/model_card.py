@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -96,6 +97,18 @@ def _datamodule(tune_dir: Path, record: dict[str, Any]) -> Any:
     return parser.instantiate(parser.parse_object({"data": config["data"]})).data
 
 
+def _leave_distributed() -> None:
+    """After a DDP tune the card's test pass runs in rank 0 alone: without the process group and the rank variables
+    a new Trainer (and the task's metrics) would wait for ranks that have already exited."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR",
+                 "MASTER_PORT"):
+        os.environ.pop(name, None)
+
+
 def evaluate_test(tune_dir: Path, record: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The confusion matrix (segmentation) or RMSE/MAE/R² (regression) of the best weights on the test split."""
     from lightning.pytorch import Trainer
@@ -103,6 +116,7 @@ def evaluate_test(tune_dir: Path, record: dict[str, Any]) -> Optional[dict[str, 
     from ..device import trainer_device
     from ..inference.predict import load_task, read_deploy_config
 
+    _leave_distributed()
     device = str(record.get("device") or "cpu")
     task = load_task(read_deploy_config(tune_dir, record), tune_dir, record, device)
     regression = record.get("purpose") == "Regression"
