@@ -51,8 +51,11 @@ def processes_inside(path: Path) -> list[int]:
 
 
 def start_sleeping_run(root: Path) -> subprocess.Popen:
+    # SIGINT as a terminal's Ctrl-C delivers it: a run started in the background (as CI may start make) inherits
+    # SIGINT ignored, and a shell cannot trap a signal it started with ignored.
     proc = subprocess.Popen([QGIS_ROOT, "run", VERSION, "--", "/bin/bash", "-c", "echo ready; exec sleep 300"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.strip() == "ready", proc.stderr.read() if proc.poll() is not None else line
