@@ -68,9 +68,8 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
     dataset, dataset_dir = load_dataset(workspace, spec.dataset_id)
     template = find_template(spec.tune_template_id, workspace)  # a built-in, or a user template of the workspace
     backbone = find_backbone(spec.base_model_id)
-    (check_user_template if template.get("user_defined") else check_compatibility)(
-        template, backbone, dataset, merge_parameters(template["model_params"], spec.model_parameters))
     params = merge_parameters(template["model_params"], spec.model_parameters)
+    (check_user_template if template.get("user_defined") else check_compatibility)(template, backbone, dataset, params)
     weights = resolve_weights(backbone["model_params"]["backbone"], spec.train_options.weights)
     resumed = load_resumable(workspace, spec, template, params) if spec.train_options.resume_from else None
     if resumed is not None:
