@@ -241,7 +241,7 @@ def test_a_bad_local_weights_file_is_refused_before_training(tmp_path, choice, c
     (tmp_path / "notes.pt").write_text("not a checkpoint")
     with pytest.raises(EngineError) as error:
         resolve("timm_resnet18", choice.format(tmp=tmp_path))
-    assert error.value.code == code and "notes.pt" in error.value.message or "/no/such/file.pt" in error.value.message
+    assert error.value.code == code and str(Path(choice.format(tmp=tmp_path))) in error.value.message
 
 
 def test_the_weights_table_agrees_with_terratorch_and_timm():
