@@ -103,3 +103,12 @@ def test_forced_oom_in_the_second_epoch_fails_and_keeps_a_resumable_tune(tmp_pat
     assert (folder / "checkpoints" / "last.ckpt").is_file()
     assert [h["epoch"] for h in record["history"]] == [0]
     assert not list((workspace_dir / ".tmp").iterdir())
+
+
+def test_the_planned_epochs_are_those_of_the_rendered_config():
+    from geostudio_plugin.engine.tuning.render import configured_epochs
+
+    assert configured_epochs("trainer:\n  max_epochs: 7\n  accelerator: cpu\n") == 7  # a plain-YAML template's own
+    assert configured_epochs("trainer:\n  accelerator: cpu\n") is None  # Lightning's default: the record's stands
+    for bad in ("trainer:\n  max_epochs: true\n", "trainer:\n  max_epochs: -1\n", "trainer: [", "- a\n"):
+        assert configured_epochs(bad) is None

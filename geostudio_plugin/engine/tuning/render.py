@@ -125,6 +125,19 @@ def render(template: dict[str, Any], context: dict[str, Any]) -> str:
                         "The template and the dataset do not fit together; check the template file.") from None
 
 
+def configured_epochs(config_text: str) -> Optional[int]:
+    """``trainer.max_epochs`` of a rendered config, or None. A plain-YAML user template writes its own number
+    rather than ``{{ runner.max_epochs }}``: the tune's record must plan the epochs that will actually run."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(config_text)
+    except yaml.YAMLError:
+        return None
+    epochs = (config.get("trainer") or {}).get("max_epochs") if isinstance(config, dict) else None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
+
+
 REGRESSION_IGNORE = -9999  # a regression label's no-data value once read (NaN is replaced by it, then ignored)
 
 

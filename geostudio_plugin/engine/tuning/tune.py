@@ -25,7 +25,7 @@ from ..protocol import EngineError, SpecError
 from ..workspace import HOST, TUNE_LOG, Workspace, describe_job, now_iso, read_record, write_json
 from .compatibility import check as check_compatibility
 from .dataset_record import load_dataset
-from .render import build_context, merge_parameters, render
+from .render import build_context, configured_epochs, merge_parameters, render
 from .spec import TuneSpec
 from .user_templates import check_tune as check_user_template
 from .weights import resolve as resolve_weights
@@ -109,6 +109,9 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
             copy_for_resume(final_dir, stage)
         config_path = stage / "config.yaml"
         config_path.write_text(render(template, context_for(stage)))
+        epochs = configured_epochs(config_path.read_text())
+        if epochs is not None:  # what will run (a plain-YAML user template writes its own number)
+            params.setdefault("runner", {})["max_epochs"] = epochs
         record.update({"created": record.get("created") or now_iso(), "pid": os.getpid(), "host": HOST,
                        "started": now_iso()})
         if resumed is not None:
