@@ -52,7 +52,7 @@ def test_dates_parse_days_and_ranges():
             plan.parse_date_entry(bad)
 
 
-def test_a_future_date_is_refused_naming_it_and_today():
+def test_planner_refuses_a_future_date_naming_it_and_today():
     with pytest.raises(EngineError) as caught:
         plan.parse_dates(["2024-07-25", "2024-08-02"], date(2024, 8, 1))
     assert caught.value.code == "dates_in_future"
@@ -88,7 +88,8 @@ def test_a_small_box_is_padded_around_its_centre_to_224_px():
     mx, my = plan.metres_per_degree(15.0005)
     assert (padded[2] - padded[0]) * mx / 10 == pytest.approx(224, rel=1e-3)
     assert (padded[3] - padded[1]) * my / 10 == pytest.approx(224, rel=1e-3)
-    assert (padded[0] + padded[2]) / 2 == pytest.approx(-88.0025) and (padded[1] + padded[3]) / 2 == pytest.approx(15.0005)
+    assert (padded[0] + padded[2]) / 2 == pytest.approx(-88.0025)
+    assert (padded[1] + padded[3]) / 2 == pytest.approx(15.0005)
     wide = [-88.1, 15.0, -88.0, 15.001]  # wide enough (1075 px): only its height is padded
     (part,) = plan.plan_boxes(wide, 10)
     assert part[0] == wide[0] and part[2] == wide[2] and part[3] - part[1] > 0.002
@@ -182,7 +183,7 @@ def sample(path: Path, grid: rasterio.DatasetReader) -> tuple[np.ndarray, np.nda
         r, c = np.mgrid[0:grid.height, 0:grid.width]
         xs, ys = rasterio.transform.xy(grid.transform, r.ravel(), c.ravel())
         sx, sy = transform(grid.crs, src.crs, list(xs), list(ys))
-        fc, fr = ~src.transform * (np.asarray(sx), np.asarray(sy))  # noqa: the affine form rasterio 1.4 takes
+        fc, fr = ~src.transform * (np.asarray(sx), np.asarray(sy))
     inside = (fr >= 0) & (fr < data.shape[0]) & (fc >= 0) & (fc < data.shape[1])
     central = inside & (np.abs(fr % 1 - 0.5) < 0.3) & (np.abs(fc % 1 - 0.5) < 0.3)
     values = np.full(fr.shape, np.nan)

@@ -129,7 +129,7 @@ def fetch_day(session: Any, day: date, bbox: list[float], maxcc: float
 def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
     session = open_collection(spec.connector, spec.collection, spec.endpoint, workspace, bands=spec.bands,
                               announce=lambda message: protocol.progress("fetch", 0.05, message))
-    connector, name, bands, coll = session.connector, session.name, session.bands, session.collection
+    name, bands, coll = session.name, session.bands, session.collection
     rgb_roles = {b["band_name"]: b.get("RGB_band") for b in coll["bands"]}
     days = sorted(set(spec.dates))
     fetch_id = workspace.new_id("fetched", f"{spec.connector}-{name}")

@@ -19,7 +19,7 @@ from .. import protocol
 from ..protocol import EngineError, SpecError
 from ..specs import DataSource, HttpUrl, ItemId, StudioModel
 from ..workspace import Workspace, read_record
-from .plan import MAX_INFERENCE_AREA_SQ_KM, DateRequest, check_area, parse_dates, union
+from .plan import MAX_INFERENCE_AREA_SQ_KM, DateRequest, union
 from .spec import SpatialDomain, check_temporal_domain
 
 SUGGEST_WITHIN_DAYS = 120  # how far the nearest-dates search looks on each side of an entry
@@ -73,7 +73,8 @@ def model_input_sources(record: Optional[dict[str, Any]], workspace: Workspace,
                         + (f" (modality {', '.join(incomplete)} has no connector or collection)" if incomplete else "")
                         + ": inference over an area fetches it from a connector.",
                         "Give model_input_data_spec: [{connector, collection, modality_tag, file_suffix, bands: "
-                        "[{index, band_name, RGB_band, scaling_factor}]}], or predict on GeoTIFFs (spatial_domain.urls).")
+                        "[{index, band_name, RGB_band, scaling_factor}]}], or predict on GeoTIFFs "
+                        "(spatial_domain.urls).")
     return parsed
 
 
@@ -120,11 +121,20 @@ def _overlaps(a: list[float], b: list[float]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def _search(session: Any, area: list[float], start: date, end: date, maxcc: float
+            ) -> tuple[list[str], list[dict[str, Any]]]:
+    """(dates, items) of the session's collection over the area (retried, errors named by the session)."""
+    from ..connectors.search import find
+
+    with session.errors(f"searching {session.name} from {start} to {end}"):
+        return session.retrying(lambda: find(session.connector, session.connector_id, session.name, area, start,
+                                             end, maxcc))
+
+
 def check(sources: list[DataSource], boxes: list[list[float]], requests: list[DateRequest], maxcc: float,
           endpoints: dict[str, str], workspace: Workspace) -> list[dict[str, Any]]:
     """One entry per date request: ``date`` (the day to infer on, None without data), ``scenes`` per modality,
     ``nearest_dates`` (for a request without data). Raises ``area_outside_coverage``."""
-    from ..connectors.search import find
     from ..connectors.session import open_collection
 
     area = union(boxes)
@@ -138,9 +148,7 @@ def check(sources: list[DataSource], boxes: list[list[float]], requests: list[Da
                 continue  # the first modality decides the day; the others must have it too
             day = date.fromisoformat(entry["date"]) if m > 0 else None
             start, end = (day, day) if day else (request.start, request.end)
-            with session.errors(f"searching {session.name} from {start} to {end}"):
-                _, items = session.retrying(lambda s=start, e=end: find(session.connector, source.connector,
-                                                                        session.name, area, s, e, maxcc))
+            _, items = _search(session, area, start, end, maxcc)
             scenes = [_scene(i) for i in items]
             chosen = pick_date(request, scenes) if m == 0 else (entry["date"] if scenes else None)
             entry["modalities"][source.modality_tag] = {
@@ -154,9 +162,7 @@ def check(sources: list[DataSource], boxes: list[list[float]], requests: list[Da
             if entry["date"] is None:
                 window = timedelta(days=SUGGEST_WITHIN_DAYS)
                 wide_end = min(request.end + window, date.today())
-                with session.errors(f"searching {session.name} for the nearest dates"):
-                    found, _ = session.retrying(lambda: find(session.connector, source.connector, session.name,
-                                                             area, request.start - window, wide_end, maxcc))
+                found, _ = _search(session, area, request.start - window, wide_end, maxcc)
                 entry["nearest_dates"] = nearest(found, request)
         if any(e["date"] is None and not e["nearest_dates"] for e in entries):
             extent = collection_extent(session)
@@ -192,21 +198,3 @@ def resolution_m(source: DataSource, workspace: Workspace) -> float:
     except (EngineError, StopIteration):  # an unknown connector or collection is said by the search
         return 10.0
     return float(entry.get("resolution_m") or 10.0)
-
-
-def run(spec: AvailabilitySpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
-    record = None
-    if spec.fine_tuning_id:
-        from .infer import find_tune
-
-        record, _ = find_tune(workspace, spec.fine_tuning_id)
-    sources = model_input_sources(record, workspace, spec.model_input_data_spec)
-    boxes = spec.spatial_domain.areas()
-    area = check_area(boxes, spec.max_area_sq_km)
-    requests = parse_dates(spec.temporal_domain)
-    entries = check(sources, boxes, requests, spec.maxcc, dict(spec.endpoints), workspace)
-    available = [e for e in entries if e["date"]]
-    protocol.progress("availability", 1.0, f"{len(available)} of {len(entries)} date(s) have data")
-    return {}, {"area_sq_km": round(area, 3), "bbox": union(boxes), "maxcc": spec.maxcc,
-                "modalities": [s.modality_tag for s in sources], "dates": entries,
-                "available": len(available) == len(entries)}

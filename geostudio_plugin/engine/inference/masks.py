@@ -48,7 +48,8 @@ def masked_prediction(prediction: np.ndarray, pred_nodata: Optional[float], mask
                       mask_valid: np.ndarray, encoding: str, kinds: list[str]) -> tuple[np.ndarray, dict[str, int]]:
     """(int16 masked prediction, pixels per mask). Water first, then snow, then cloud: cloud wins."""
     out = prediction.astype(np.int16)
-    nodata = ~np.isfinite(prediction) if np.issubdtype(prediction.dtype, np.floating) else np.zeros(prediction.shape, bool)
+    floating = np.issubdtype(prediction.dtype, np.floating)
+    nodata = ~np.isfinite(prediction) if floating else np.zeros(prediction.shape, bool)
     if pred_nodata is not None and not np.isnan(pred_nodata):
         nodata |= prediction == pred_nodata
     counts = {}
