@@ -287,3 +287,33 @@ def test_a_future_date_is_refused_naming_it_and_today(model, stac):
     assert (run.returncode, run.error["code"]) == (EXIT_INVALID_SPEC, "dates_in_future"), run.describe()
     assert f"temporal_domain[1] '{tomorrow}'" in run.error["message"]
     assert date.today().isoformat() in run.error["message"]
+
+
+def test_the_model_input_comes_from_the_spec_the_tune_or_its_dataset(tmp_path):
+    from geostudio_plugin.engine.inference.availability import model_input_sources
+    from geostudio_plugin.engine.workspace import Workspace
+
+    workspace = Workspace(tmp_path / "ws")
+    source = {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
+              "file_suffix": "_S2.tif", "bands": MODEL_BANDS}
+    other = {**source, "modality_tag": "S1GRD", "connector": "sentinelhub", "collection": "s1_grd"}
+    folder = workspace.dir("datasets") / "ds-1"
+    folder.mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({"data_sources": [other, source]}))
+    record = {"tune_id": "t-1", "dataset_id": "ds-1", "data_spec": {"modality_tag": "S2L2A", "data_source": other}}
+    # the dataset's data source of the tune's modality
+    (found,) = model_input_sources(record, workspace)
+    assert (found.connector, found.file_suffix, found.bands[3].scaling_factor) == ("sentinel_aws", "_S2.tif", 2.0)
+    # the tune's own model_input_data_spec (the Studio's strings; file_suffix optional) wins over the dataset
+    studio = {"connector": "sentinelhub", "collection": "s2_l2a", "modality_tag": "S2L2A",
+              "bands": [{"index": "0", "band_name": "B04", "RGB_band": "R", "scaling_factor": "0.0001"}]}
+    (found,) = model_input_sources({**record, "model_input_data_spec": [studio]}, workspace)
+    assert (found.collection, found.file_suffix, found.bands[0].scaling_factor) == ("s2_l2a", ".tif", 0.0001)
+    # the spec's wins over both; without the dataset, the tune record's own data source
+    (found,) = model_input_sources(record, workspace, [found])
+    assert found.collection == "s2_l2a"
+    (found,) = model_input_sources({**record, "dataset_id": "gone"}, workspace)
+    assert found.modality_tag == "S1GRD"
+    with pytest.raises(EngineError) as caught:
+        model_input_sources({"tune_id": "t-2", "data_spec": {"data_source": {**source, "connector": ""}}}, workspace)
+    assert caught.value.code == "model_input_missing" and "S2L2A has no connector" in caught.value.message

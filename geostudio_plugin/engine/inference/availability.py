@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .. import protocol
 from ..protocol import EngineError, SpecError
@@ -65,7 +65,17 @@ def model_input_sources(record: Optional[dict[str, Any]], workspace: Workspace,
                 sources = [s for s in dataset["data_sources"] if not tag or s.get("modality_tag") == tag]
         if not sources and data_spec.get("data_source"):
             sources = [data_spec["data_source"]]
-    parsed = [s if isinstance(s, DataSource) else DataSource.model_validate(s) for s in sources]
+    parsed = []
+    for source in sources:
+        if isinstance(source, DataSource):
+            parsed.append(source)
+            continue
+        try:  # a record's entry: the Studio's shape, file_suffix optional there
+            parsed.append(DataSource.model_validate({"file_suffix": ".tif", **dict(source)}))
+        except (ValidationError, TypeError, ValueError) as exc:
+            raise EngineError("record_invalid", f"Tune {record['tune_id'] if record else ''}: its model input data "
+                              f"spec cannot be read: {str(exc).splitlines()[0]} ({source!r:.200}).",
+                              "Give model_input_data_spec in the spec, or fine-tune again.") from None
     incomplete = [s.modality_tag for s in parsed if not (s.connector and s.collection)]
     if not parsed or incomplete:
         whose = f"tune {record['tune_id']}" if record else "the spec"
