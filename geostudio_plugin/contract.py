@@ -250,6 +250,20 @@ class InferOutput(TypedDict, total=False):
     class_fraction: dict[str, float]
 
 
+class InferDate(TypedDict, total=False):
+    """One sub-box x date of an inference over an area (``dates`` in the result and in inference.json)."""
+
+    date: str  # the day inferred on (a range's clearest day)
+    request: str  # the temporal_domain entry it answers
+    bbox: list[float]
+    scenes: list[dict[str, Any]]  # id, datetime, date, cloud_cover
+    inputs: dict[str, str]  # modality tag -> fetched GeoTIFF
+    rgb: Optional[str]  # uint8 composite of the RGB-tagged bands
+    prediction: str
+    masked: Optional[str]  # classes with 999 cloud, 998 snow/ice, 997 permanent water; nodata -9999
+    masks: dict[str, int]  # pixels per mask
+
+
 class InferSummary(TypedDict, total=False):
     inference_id: str
     tune_id: str
@@ -258,6 +272,27 @@ class InferSummary(TypedDict, total=False):
     layers: list[InferLayer]
     classes: list[dict[str, Any]]
     outputs: list[InferOutput]
+    dates: list[InferDate]  # inference over an area and dates only
+
+
+class AvailabilityDate(TypedDict, total=False):
+    request: str
+    start: str
+    end: str
+    date: Optional[str]  # the day with data (None: none)
+    modalities: dict[str, dict[str, Any]]  # tag -> connector, collection, scenes [{id, datetime, cloud_cover}]
+    nearest_dates: list[str]  # when date is None
+
+
+class AvailabilitySummary(TypedDict, total=False):
+    """``check-availability``'s result."""
+
+    area_sq_km: float
+    bbox: list[float]
+    maxcc: float
+    modalities: list[str]
+    dates: list[AvailabilityDate]
+    available: bool  # every entry has a date
 
 
 class DeleteSummary(TypedDict, total=False):
@@ -347,6 +382,7 @@ class InferenceRecord(TypedDict, total=False):
     device: str
     layers: list[InferLayer]
     outputs: list[InferOutput]
+    dates: list[InferDate]  # inference over an area and dates only
 
 
 @dataclass(frozen=True)
