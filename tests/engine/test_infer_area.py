@@ -240,6 +240,16 @@ def test_infer_over_an_area_fetches_predicts_and_masks(model, stac):
     clear = central & ~cloud & ~water
     assert np.array_equal(masked[clear], classes[clear].astype("int16"))
     assert entry["masks"]["cloud"] == int((masked == 999).sum())
+    # the layers to load: input composite, raw prediction, masked prediction (its style names the mask values)
+    shown = {layer["filepath_key"]: layer for layer in run.result["summary"]["layers"]}
+    assert [shown[k]["path"] for k in ("model_input_original_image_rgb", "model_output_image",
+                                       "model_output_image_masked")] == [entry["rgb"], entry["prediction"],
+                                                                          entry["masked"]]
+    quantities = {e["quantity"]: e["label"] for e in shown["model_output_image_masked"]["geoserver_style"][
+        "segmentation"]}
+    assert quantities["999"] == "cloud" and quantities["997"] == "permanent water" and "1" in quantities
+    with rasterio.open(entry["rgb"]) as rgb:
+        assert rgb.count == 3 and rgb.dtypes[0] == "uint8" and (rgb.crs, rgb.transform) == grid[:2]
 
 
 def test_check_availability_lists_scenes_and_the_nearest_dates(model, stac):

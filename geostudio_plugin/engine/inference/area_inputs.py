@@ -24,7 +24,7 @@ from .. import protocol
 from ..protocol import EngineError
 from ..workspace import Workspace
 from .availability import check, model_input_sources, refuse_missing, resolution_m
-from .masks import mask_band, write_masked
+from .masks import CLOUD, PERMANENT_WATER, SNOW_ICE, mask_band, write_masked
 from .plan import check_area, parse_dates, plan_boxes
 from .spec import InferSpec
 
@@ -145,8 +145,36 @@ class AreaStage:
         write_geotiff(out, rgb, {**profile, "nodata": 0}, descriptions=["red", "green", "blue"])
         return out
 
-    def finish(self, stage: Path, final: Path, outputs: list[dict[str, Any]]) -> dict[str, Any]:
-        """Masked outputs beside the predictions; the run record's area fields (``dates`` per sub-box x date)."""
+    def _layers(self, dates: list[dict[str, Any]], layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def label(entry: dict[str, Any]) -> str:
+            return f"{entry['date']}" + (f" part {entry['part']}" if len(self.boxes) > 1 else "")
+
+        rgb_style = {"rgb": [{"label": f"{c}Channel", "channel": n, "minValue": 0, "maxValue": 255}
+                             for n, c in enumerate(("Red", "Green", "Blue"), start=1)]}
+        masked_style = None
+        style = next((lay.get("geoserver_style") for lay in layers if lay.get("geoserver_style")), None)
+        if isinstance(style, dict) and isinstance(style.get("segmentation"), list):
+            masked_style = {"segmentation": list(style["segmentation"]) + [
+                {"color": "#ffffff", "label": "cloud", "opacity": 1, "quantity": str(CLOUD)},
+                {"color": "#b8e3ff", "label": "snow / ice", "opacity": 1, "quantity": str(SNOW_ICE)},
+                {"color": "#08306b", "label": "permanent water", "opacity": 1, "quantity": str(PERMANENT_WATER)}]}
+        extra = []
+        for entry in dates:
+            if entry["rgb"]:
+                extra.append({"display_name": f"Input image (RGB): {label(entry)}", "path": entry["rgb"],
+                              "filepath_key": "model_input_original_image_rgb", "z_index": 0,
+                              "visible_by_default": True, "geoserver_style": rgb_style})
+            if entry["masked"]:
+                extra.append({"display_name": f"Model prediction (masked): {label(entry)}", "path": entry["masked"],
+                              "filepath_key": "model_output_image_masked", "z_index": 2,
+                              "visible_by_default": True, "geoserver_style": masked_style})
+        return list(layers) + extra
+
+    def finish(self, stage: Path, final: Path, outputs: list[dict[str, Any]],
+               layers: list[dict[str, Any]]) -> dict[str, Any]:
+        """Masked outputs beside the predictions; the run record's area fields (``dates`` per sub-box x date) and
+        its ``layers`` with the input composites (z 0) and masked predictions (z 2) added, as the Studio pushes
+        ``input_rgb`` and ``model_output_image_masked``."""
         dates = []
         for item, output in zip(self.inputs, outputs):
             prediction = stage / Path(output["prediction"]).name
@@ -163,6 +191,6 @@ class AreaStage:
                 path, counts = write_masked(prediction, item.mask, valid, self.mask_source[1], self.masks)
                 entry["masked"], entry["masks"] = str(final / path.name), counts
             dates.append(entry)
-        return {"dates": dates, "area_sq_km": round(self.area_sq_km, 3), "maxcc": self.spec.maxcc,
+        return {"dates": dates, "layers": self._layers(dates, layers), "area_sq_km": round(self.area_sq_km, 3), "maxcc": self.spec.maxcc,
                 "model_input_data_spec": [self.source.model_dump()], "post_processing": self.spec.post_processing,
                 "availability": self.entries}

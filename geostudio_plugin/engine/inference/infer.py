@@ -153,7 +153,7 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
                 "seconds": round(time.monotonic() - started, 2),
             }
             if area:  # area + dates stage: masked outputs and the per-date record
-                run.update(area.finish(stage, workspace.dir("inferences") / inference_id, outputs))
+                run.update(area.finish(stage, workspace.dir("inferences") / inference_id, outputs, run["layers"]))
             write_json(stage / "inference.json", run)
         except BaseException:
             if target is not None and made is not None:
