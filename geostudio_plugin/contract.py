@@ -52,6 +52,9 @@ COMMANDS += (TEMPLATE_IMPORT, TEMPLATE_EXPORT)
 __all__ += ["template_import_spec", "template_export_spec"]
 EXPORT_MODEL, IMPORT_MODEL = "export-model", "import-model"  # the model registry (Export / Import buttons)
 COMMANDS += (EXPORT_MODEL, IMPORT_MODEL)
+CHECK_AVAILABILITY = "check-availability"  # inference over an area: which dates have data
+COMMANDS += (CHECK_AVAILABILITY,)
+__all__ += ["infer_area_spec", "availability_spec"]
 
 # One device vocabulary for tuning and inference (settings, the Fine-tuning dock, the engine's specs).
 DEVICES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N" for the N-th GPU
@@ -247,6 +250,20 @@ class InferOutput(TypedDict, total=False):
     class_fraction: dict[str, float]
 
 
+class InferDate(TypedDict, total=False):
+    """One sub-box x date of an inference over an area (``dates`` in the result and in inference.json)."""
+
+    date: str  # the day inferred on (a range's clearest day)
+    request: str  # the temporal_domain entry it answers
+    bbox: list[float]
+    scenes: list[dict[str, Any]]  # id, datetime, date, cloud_cover
+    inputs: dict[str, str]  # modality tag -> fetched GeoTIFF
+    rgb: Optional[str]  # uint8 composite of the RGB-tagged bands
+    prediction: str
+    masked: Optional[str]  # classes with 999 cloud, 998 snow/ice, 997 permanent water; nodata -9999
+    masks: dict[str, int]  # pixels per mask
+
+
 class InferSummary(TypedDict, total=False):
     inference_id: str
     tune_id: str
@@ -255,6 +272,27 @@ class InferSummary(TypedDict, total=False):
     layers: list[InferLayer]
     classes: list[dict[str, Any]]
     outputs: list[InferOutput]
+    dates: list[InferDate]  # inference over an area and dates only
+
+
+class AvailabilityDate(TypedDict, total=False):
+    request: str
+    start: str
+    end: str
+    date: Optional[str]  # the day with data (None: none)
+    modalities: dict[str, dict[str, Any]]  # tag -> connector, collection, scenes [{id, datetime, cloud_cover}]
+    nearest_dates: list[str]  # when date is None
+
+
+class AvailabilitySummary(TypedDict, total=False):
+    """``check-availability``'s result."""
+
+    area_sq_km: float
+    bbox: list[float]
+    maxcc: float
+    modalities: list[str]
+    dates: list[AvailabilityDate]
+    available: bool  # every entry has a date
 
 
 class DeleteSummary(TypedDict, total=False):
@@ -344,6 +382,7 @@ class InferenceRecord(TypedDict, total=False):
     device: str
     layers: list[InferLayer]
     outputs: list[InferOutput]
+    dates: list[InferDate]  # inference over an area and dates only
 
 
 @dataclass(frozen=True)
@@ -576,6 +615,42 @@ def infer_spec(raster_path: str, bbox: Optional[Sequence[float]], model: str, de
     if output_path:
         spec["output_path"] = output_path
     return spec
+
+
+def _post_processing(post_processing: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The Studio's post_processing flags as it sends them ("True"/"False")."""
+    flags = dict(post_processing or {})
+    for key in ("cloud_masking", "snow_ice_masking", "permanent_water_masking"):
+        if isinstance(flags.get(key), bool):
+            flags[key] = "True" if flags[key] else "False"
+    return flags
+
+
+def infer_area_spec(model: str, bbox: Sequence[float], dates: Sequence[str], *, maxcc: float = 100,
+                    post_processing: Optional[Mapping[str, Any]] = None, device: str = "auto",
+                    description: str = "", endpoints: Optional[Mapping[str, str]] = None,
+                    max_area_sq_km: Optional[float] = None) -> dict[str, Any]:
+    """A tuned model over an EPSG:4326 bbox and dates ("YYYY-MM-DD" or "YYYY-MM-DD_YYYY-MM-DD"): the engine
+    checks availability, fetches the model's input data, predicts and masks (``post_processing``: cloud_masking,
+    snow_ice_masking, permanent_water_masking). ``maxcc`` 100 is the Studio API's default."""
+    spec: dict[str, Any] = {
+        "fine_tuning_id": model, "description": description, "device": normalise_device(device),
+        "spatial_domain": {"bbox": [_bbox(bbox)], "urls": [], "polygons": [], "tiles": []},
+        "temporal_domain": list(dates), "maxcc": maxcc, "post_processing": _post_processing(post_processing),
+        "endpoints": dict(endpoints or {}),
+    }
+    if max_area_sq_km is not None:
+        spec["max_area_sq_km"] = max_area_sq_km
+    return spec
+
+
+def availability_spec(model: str, bbox: Sequence[float], dates: Sequence[str], *, maxcc: float = 80,
+                      endpoints: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """``check-availability``: which of the dates have data for the model's input over the bbox (the UI's 80 %
+    cloud limit by default); the summary lists, per date, the scenes (id, datetime, cloud cover) and, for a
+    date without data, the nearest dates that have some."""
+    return {"fine_tuning_id": model, "spatial_domain": {"bbox": [_bbox(bbox)]}, "temporal_domain": list(dates),
+            "maxcc": maxcc, "endpoints": dict(endpoints or {})}
 
 
 def export_model_spec(tune_id: str, output_path: Optional[str] = None) -> dict[str, Any]:

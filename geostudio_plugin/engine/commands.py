@@ -66,6 +66,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "fine-tune a model from a Studio tune payload"),
     Command("infer", "inference.infer:run", "inference.spec:InferSpec", True,
             "run a tuned model on GeoTIFFs", "inference"),
+    Command("check-availability", "inference.availability_command:run", "inference.availability:AvailabilitySpec", True,
+            "which dates have data for a model's input over an area (nearest dates when none)", "availability"),
     Command("list", "listing:run", None, False,
             "list datasets, tunes and inference runs in the workspace"),
     Command("delete", "deleting:run", "deleting:DeleteSpec", True,

@@ -222,6 +222,20 @@ _TABLE = [
     ErrorCode("model_checkpoint_invalid", _I, "The checkpoint to import is not a file torch can read, or holds no "
               "state dict of weights; the message names the file.",
               "Give the tune's state-dict checkpoint (`best-state_dict-*.ckpt`)."),
+    # inference over an area and dates (inference/plan.py, availability.py, area_inputs.py)
+    ErrorCode("area_too_large", _S, "The inference area (bbox or polygons) is larger than the limit (`max_area_sq_km`, "
+              "default 800 km², the Studio's MAX_INFERENCE_AREA_SQ_KM); refused before anything downloads. The "
+              "message gives the area and the limit.", "Draw a smaller area, or raise `max_area_sq_km`."),
+    ErrorCode("dates_in_future", _S, "A `temporal_domain` date lies after today; the message names it and today.",
+              "Give dates up to today (YYYY-MM-DD or YYYY-MM-DD_YYYY-MM-DD)."),
+    ErrorCode("area_outside_coverage", _I, "The area lies outside the collection's spatial extent: no date can have "
+              "data there; the message names the collection and its extent.",
+              "Draw the area inside the collection's coverage, or pick a model trained on a collection that covers it."),
+    ErrorCode("model_input_missing", _S, "Inference over an area needs the model's input data (connector, collection, "
+              "bands): neither the spec's `model_input_data_spec`, the tune nor its dataset names them.",
+              "Give `model_input_data_spec` (the Studio's list of connector, collection, modality_tag, bands)."),
+    ErrorCode("area_multimodal_not_supported", _S, "Inference over an area runs models of one modality; the model "
+              "takes several.", "Fetch each modality (Connectors), or use a single-modality model."),
     ErrorCode("no_crs", _I, "The input has no CRS, so the bbox cannot be placed on it.", "Assign the raster's CRS."),
     ErrorCode("bbox_outside", _I, "The bbox does not overlap the input.", "Draw the extent over the raster."),
     ErrorCode("band_count", _I, "The input has fewer bands than the model reads.",

@@ -77,6 +77,24 @@ def infer(**changes: Any) -> dict[str, Any]:
     return spec
 
 
+AREA_SOURCE = {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
+               "file_suffix": ".tif", "bands": [{"index": 0, "band_name": "red"}]}
+
+
+def infer_area(**changes: Any) -> dict[str, Any]:
+    spec = {"fine_tuning_id": "no-such-tune", "spatial_domain": {"bbox": [[-88.19, 15.77, -88.15, 15.84]]},
+            "temporal_domain": ["2018-09-14"]}
+    spec.update(changes)
+    return spec
+
+
+def availability(**changes: Any) -> dict[str, Any]:
+    spec = {"model_input_data_spec": [AREA_SOURCE], "spatial_domain": {"bbox": [[-88.19, 15.77, -88.15, 15.84]]},
+            "temporal_domain": ["2018-09-14"]}
+    spec.update(changes)
+    return spec
+
+
 def search(**changes: Any) -> dict[str, Any]:
     spec = {"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "bbox": [-95.0, 38.6, -94.9, 38.7],
             "date_start": "2020-06-01", "date_end": "2020-06-30"}
@@ -332,6 +350,30 @@ CASES = [
     Case("delete-id-path", "delete", {"kind": "tunes", "id": "../datasets/x"}, "invalid_spec"),
     Case("delete-id-huge", "delete", {"kind": "datasets", "id": "a" * 5000}, "invalid_spec"),
     Case("delete-kind-unknown", "delete", {"kind": "models", "id": "x"}, "invalid_spec"),
+    # infer over an area and dates
+    Case("infer-area-no-dates", "infer", infer_area(temporal_domain=[]), "invalid_spec"),
+    Case("infer-area-date-bad", "infer", infer_area(temporal_domain=["2018-09-31"]), "invalid_spec"),
+    Case("infer-area-range-reversed", "infer", infer_area(temporal_domain=["2018-09-14_2018-09-01"]), "invalid_spec"),
+    Case("infer-area-polygon-not-geojson", "infer", infer_area(spatial_domain={"polygons": [{"type": "Polygon"}]}),
+         "invalid_spec"),
+    Case("infer-area-masking-word", "infer", infer_area(post_processing={"cloud_masking": "sometimes"}),
+         "invalid_spec"),
+    Case("infer-area-limit-zero", "infer", infer_area(max_area_sq_km=0), "invalid_spec"),
+    Case("infer-area-endpoint-bad", "infer", infer_area(endpoints={"sentinel_aws": "ftp://x"}), "invalid_spec"),
+    Case("infer-area-unknown-tune", "infer", infer_area(), "unknown_model"),
+    # check-availability (all refused before any request leaves the machine)
+    Case("availability-no-model", "check-availability", availability(model_input_data_spec=None), "invalid_spec"),
+    Case("availability-no-area", "check-availability", availability(spatial_domain={"bbox": []}), "invalid_spec"),
+    Case("availability-no-dates", "check-availability", availability(temporal_domain=[]), "invalid_spec"),
+    Case("availability-maxcc-over", "check-availability", availability(maxcc=101), "invalid_spec"),
+    Case("availability-unknown-tune", "check-availability", availability(fine_tuning_id="no-such-tune"),
+         "unknown_model"),
+    Case("availability-area-too-large", "check-availability",
+         availability(spatial_domain={"bbox": [[-89.0, 15.0, -88.0, 16.0]]}), "area_too_large"),
+    Case("availability-future-date", "check-availability", availability(temporal_domain=["2999-01-01"]),
+         "dates_in_future"),
+    Case("availability-source-without-connector", "check-availability",
+         availability(model_input_data_spec=[{**AREA_SOURCE, "connector": ""}]), "model_input_missing"),
     Case("delete-not-there", "delete", {"kind": "inferences", "id": "nothing-here"}, "not_found"),
     # search
     Case("search-bbox-nan", "search", search(bbox=[NAN, 38.6, -94.9, 38.7]), "invalid_spec"),

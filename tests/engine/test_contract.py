@@ -66,7 +66,15 @@ def built_specs() -> dict[str, list[dict[str, Any]]]:
                                                       "data": {"workers_per_gpu": 0}})],
         "infer": [contract.infer_spec(str(HOLDOUT_IMAGE), None, "tune-1"),
                   contract.infer_spec(str(HOLDOUT_IMAGE), [-94.93, 38.70, -94.90, 38.72], "tune-1", "mps",
-                                      description="holdout", output_path="/tmp/prediction.tif")],
+                                      description="holdout", output_path="/tmp/prediction.tif"),
+                  contract.infer_area_spec("tune-1", BBOX, ["2018-09-14", "2018-08-01_2018-08-31"]),
+                       contract.infer_area_spec("tune-1", BBOX, ["2018-09-14"], maxcc=30, device="cpu",
+                                                post_processing={"cloud_masking": True, "snow_ice_masking": False},
+                                                endpoints={"sentinel_aws": "http://127.0.0.1:8000/"},
+                                                max_area_sq_km=50)],
+        "check-availability": [contract.availability_spec("tune-1", BBOX, ["2018-09-14"]),
+                               contract.availability_spec("tune-1", BBOX, ["2018-08-01_2018-09-30"], maxcc=20,
+                                                          endpoints={"sentinel_aws": "http://127.0.0.1:8000/"})],
         "delete": [contract.delete_spec(kind, "item-1") for kind in wire.KINDS],
         "template-import": [contract.template_import_spec("my template", "ds-1", path="/tmp/t.yaml.j2"),
                             contract.template_import_spec("inline", "ds-1", content="model: {}\n", purpose="Other",
@@ -111,6 +119,15 @@ def test_builders_carry_their_values_through_validation():
     assert infer.spatial_domain.bbox == [[-94.93, 38.70, -94.90, 38.72]] and infer.device == "mps"
     assert infer.spatial_domain.urls == [str(HOLDOUT_IMAGE)] and infer.output_path == "/tmp/prediction.tif"
     assert validate("infer", specs["infer"][0]).spatial_domain.bbox == []
+    area = validate("infer", specs["infer"][3])
+    assert area.is_area() and area.spatial_domain.bbox == [BBOX] and area.temporal_domain == ["2018-09-14"]
+    assert (area.maxcc, area.device, area.max_area_sq_km, area.masks()) == (30, "cpu", 50, ["cloud"])
+    assert area.endpoints == {"sentinel_aws": "http://127.0.0.1:8000/"}
+    assert validate("infer", specs["infer"][2]).maxcc == 100  # the Studio API's default
+    availability = validate("check-availability", specs["check-availability"][1])
+    assert (availability.fine_tuning_id, availability.maxcc, availability.temporal_domain) == (
+        "tune-1", 20, ["2018-08-01_2018-09-30"])
+    assert validate("check-availability", specs["check-availability"][0]).maxcc == 80  # the Studio UI's default
     catalog = validate("catalog", specs["catalog"][1])
     assert catalog.discover and not catalog.check_access and catalog.credentials_configured == {"sentinelhub": True}
 

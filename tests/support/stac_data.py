@@ -6,6 +6,8 @@ Writes, under OUT_DIR:
   assets/sentinel-cogs/.../<item id>/<BAND>.tif   per-band COGs, uint16 DN with L2A baseline 04.00 scaling
                                                   (reflectance = DN * 0.0001 - 0.1), nodata 0; 10 m bands at
                                                   10 m, 20 m bands averaged to 20 m, as Earth Search serves them
+  assets/sentinel-cogs/.../<item id>/SCL.tif      a scene classification (uint8, 20 m) derived from MARIDA's own
+                                                  annotations (see scl_from_annotations)
   assets/ibm/<collection>/<item id>.nc            NDVI datacubes (NetCDF4) for IBM Research STAC
   stac/sentinel-2-l2a.json + .ndjson              collection and items (Earth Search v1 layout)
   stac/marida-ndvi.json + .ndjson                 collection and items with cube:dimensions / cube:variables
@@ -52,10 +54,27 @@ def cloud_cover(path: Path) -> float:
     return round(float((labels == 6).mean() * 100), 2)
 
 
+# MARIDA annotation classes -> Sentinel-2 SCL classes, for the test catalogue's SCL asset
+MARIDA_CLOUD, MARIDA_SHADOW, MARIDA_WATER = {6}, {13}, {7, 8, 10, 11, 15}
+SCL_SHADOW, SCL_WATER, SCL_UNCLASSIFIED, SCL_CLOUD_HIGH = 3, 6, 7, 9
+
+
+def scl_from_annotations(labels: np.ndarray) -> np.ndarray:
+    """A 20 m SCL band made from MARIDA's 10 m annotations (MARIDA ships no SCL): per 2x2 block, cloud (9) if any
+    pixel is annotated Clouds, else cloud shadow (3) if any is Cloud Shadows, else water (6) if any is a water
+    class, else unclassified (7). The inference masks (cloud 999, water 997) are tested against it."""
+    rows, cols = labels.shape[0] // 2, labels.shape[1] // 2
+    blocks = labels[:rows * 2, :cols * 2].reshape(rows, 2, cols, 2).transpose(0, 2, 1, 3).reshape(rows, cols, 4)
+    scl = np.full((rows, cols), SCL_UNCLASSIFIED, dtype="uint8")
+    for classes, value in ((MARIDA_WATER, SCL_WATER), (MARIDA_SHADOW, SCL_SHADOW), (MARIDA_CLOUD, SCL_CLOUD_HIGH)):
+        scl[np.isin(blocks, list(classes)).any(axis=2)] = value  # later rows win: cloud over shadow over water
+    return scl
+
+
 def write_cog(path: Path, data: np.ndarray, transform, crs) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path, "w", driver="COG", width=data.shape[1], height=data.shape[0], count=1,
-                       dtype="uint16", crs=crs, transform=transform, nodata=0, compress="DEFLATE",
+                       dtype=data.dtype.name, crs=crs, transform=transform, nodata=0, compress="DEFLATE",
                        blocksize=128) as dst:
         dst.write(data, 1)
 
@@ -98,6 +117,17 @@ def build(out: Path, base_url: str) -> None:
                 "raster:bands": [{"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
                                   "spatial_resolution": resolution, "scale": SCALE, "offset": OFFSET}],
             }
+        # the scene classification, as Earth Search serves it (uint8, 20 m, nodata 0): see scl_from_annotations
+        labels = rasterio.open(path.with_name(path.stem + "_cl.tif")).read(1).astype("int16")
+        scl = scl_from_annotations(labels)
+        scl_transform = transform * transform.scale(2, 2)
+        write_cog(assets_dir / folder / "SCL.tif", scl, scl_transform, crs)
+        item_assets["scl"] = {
+            "href": f"{base_url}/{folder}/SCL.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "title": "Scene classification map (SCL)", "roles": ["data"], "proj:shape": list(scl.shape),
+            "proj:transform": list(scl_transform)[:6], "gsd": 20,
+            "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20, "unit": "class"}],
+        }
         footprint = [[west, south], [east, south], [east, north], [west, north], [west, south]]
         s2_items.append({
             "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "sentinel-2-l2a",
@@ -118,7 +148,7 @@ def build(out: Path, base_url: str) -> None:
         })
         truth[item_id] = {"source": str(path), "date": f"{date:%Y-%m-%d}", "bbox": [west, south, east, north],
                           "bounds": bounds, "crs": crs.to_string(), "cloud_cover": cloud_cover(path),
-                          "folder": folder}
+                          "folder": folder, "scl": str(assets_dir / folder / "SCL.tif")}
         # IBM Research STAC datacube: NDVI of the same patch
         ndvi = ((data[7] - data[3]) / np.maximum(data[7] + data[3], 1e-6)).astype("float32")
         ndvi_id = f"marida-ndvi-{meta['tile']}-{date:%Y%m%d}-{meta['number']}"

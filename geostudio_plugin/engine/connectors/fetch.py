@@ -88,10 +88,48 @@ def _day_window(connector_id: str, day: date) -> tuple[str, str]:
     return day.isoformat(), day.isoformat()
 
 
+def fetch_day(session: Any, day: date, bbox: list[float], maxcc: float
+              ) -> tuple[np.ndarray, Any, Any, list[float], list[float], float]:
+    """One date's mosaic of the session's bands over ``bbox``, scaled to physical units, nodata ``NODATA``:
+    (bands x rows x cols float32, transform, CRS, scales, offsets, valid fraction). ``no_data`` (naming the
+    nearest dates) when the connector has no scene, or the scene no valid pixel in the area."""
+    connector, name, bands, coll = session.connector, session.name, session.bands, session.collection
+    start, end = _day_window(session.connector_id, day)
+
+    def get(start: str = start, end: str = end) -> Any:
+        data = connector.get_data(name, start, end, bbox=list(bbox), bands=list(bands), maxcc=maxcc)
+        return data.load() if hasattr(data, "load") else data  # lazy (NetCDF over http): read it here
+
+    with session.errors(f"fetching {name} for {day}"):
+        try:
+            data_array = session.retrying(get, prefix=f"{day}: ")
+        except Exception as exc:  # noqa: BLE001
+            if classify(exc) != "nodata":
+                raise
+            near = nearest_dates(connector, SearchSpec(connector=session.connector_id, collection=name,
+                                                       bbox=bbox, date_start=day, date_end=day, maxcc=maxcc), name)
+            raise EngineError("no_data", f"{session.title}: no {name} scene on {day} over the area"
+                              f"{f' below {maxcc:g}% cloud' if maxcc < 100 else ''}.",
+                              "Nearest dates with data: " + (", ".join(near) or "none within 120 days")
+                              + ".") from None
+        scales, offsets, source_nodata = band_scaling(session.connector_id, connector, coll, bands, day, bbox)
+    raw, transform, crs = to_grid(data_array)
+    valid = np.isfinite(raw)
+    for i, nodata in enumerate(source_nodata):
+        if nodata is not None:
+            valid[i] &= raw[i] != nodata
+    scaled = raw * np.asarray(scales)[:, None, None] + np.asarray(offsets)[:, None, None]
+    out = np.where(valid, scaled, NODATA).astype("float32")
+    if not valid.any():
+        raise EngineError("no_data", f"{session.title}: the {day} scene has no valid pixel inside the area.",
+                          "Check the area against the scene footprints (Check availability).")
+    return out, transform, crs, scales, offsets, round(float(valid.mean()), 4)
+
+
 def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
     session = open_collection(spec.connector, spec.collection, spec.endpoint, workspace, bands=spec.bands,
                               announce=lambda message: protocol.progress("fetch", 0.05, message))
-    connector, name, bands, coll = session.connector, session.name, session.bands, session.collection
+    name, bands, coll = session.name, session.bands, session.collection
     rgb_roles = {b["band_name"]: b.get("RGB_band") for b in coll["bands"]}
     days = sorted(set(spec.dates))
     fetch_id = workspace.new_id("fetched", f"{spec.connector}-{name}")
@@ -100,36 +138,7 @@ def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
         for n, day in enumerate(days):
             share = 0.9 / len(days)
             protocol.progress("fetch", 0.05 + n * share, f"{name} {day}: {', '.join(bands)}")
-            start, end = _day_window(spec.connector, day)
-
-            def get(start: str = start, end: str = end) -> Any:
-                data = connector.get_data(name, start, end, bbox=list(spec.bbox), bands=list(bands), maxcc=spec.maxcc)
-                return data.load() if hasattr(data, "load") else data  # lazy (NetCDF over http): read it here
-
-            with session.errors(f"fetching {name} for {day}"):
-                try:
-                    data_array = session.retrying(get, prefix=f"{day}: ")
-                except Exception as exc:  # noqa: BLE001
-                    if classify(exc) != "nodata":
-                        raise
-                    near = nearest_dates(connector, SearchSpec(connector=spec.connector, collection=name,
-                                                               bbox=spec.bbox, date_start=day, date_end=day,
-                                                               maxcc=spec.maxcc), name)
-                    raise EngineError("no_data", f"{session.title}: no {name} scene on {day} over the area"
-                                      f"{f' below {spec.maxcc:g}% cloud' if spec.maxcc < 100 else ''}.",
-                                      "Nearest dates with data: " + (", ".join(near) or "none within 120 days")
-                                      + ".") from None
-                scales, offsets, source_nodata = band_scaling(spec.connector, connector, coll, bands, day, spec.bbox)
-            raw, transform, crs = to_grid(data_array)
-            valid = np.isfinite(raw)
-            for i, nodata in enumerate(source_nodata):
-                if nodata is not None:
-                    valid[i] &= raw[i] != nodata
-            scaled = raw * np.asarray(scales)[:, None, None] + np.asarray(offsets)[:, None, None]
-            out = np.where(valid, scaled, NODATA).astype("float32")
-            if not valid.any():
-                raise EngineError("no_data", f"{session.title}: the {day} scene has no valid pixel inside the area.",
-                                  "Check the area against the scene footprints (Check availability).")
+            out, transform, crs, scales, offsets, valid_fraction = fetch_day(session, day, spec.bbox, spec.maxcc)
             path = stage / f"{spec.connector}_{name}_{day.isoformat()}.tif"
             profile = {"crs": crs, "transform": transform, "nodata": NODATA}
             write_geotiff(path, out, profile, cog=True, descriptions=list(bands))
@@ -137,7 +146,7 @@ def fetch(spec: FetchSpec, workspace: Workspace) -> dict[str, Any]:
                 "date": day.isoformat(),
                 "path": str(workspace.dir("fetched") / fetch_id / path.name),
                 "bands": bands, "width": out.shape[2], "height": out.shape[1],
-                "scales": scales, "offsets": offsets, "valid_fraction": round(float(valid.mean()), 4),
+                "scales": scales, "offsets": offsets, "valid_fraction": valid_fraction,
                 "rgb": _rgb_positions(bands, rgb_roles),
             })
     protocol.progress("fetch", 1.0, f"{len(outputs)} file(s) written")

@@ -85,8 +85,12 @@ def check_areas(inputs: list[str], bbox: Optional[list[float]]) -> None:
 
 def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_dir: Path) -> dict[str, Any]:
     started = time.monotonic()
-    inputs = [local_path(u) for u in spec.spatial_domain.urls]
-    bbox = spec.spatial_domain.bbox[0] if spec.spatial_domain.bbox else None
+    # area + dates stage (inference/area_inputs.py): plan and check availability now, fetch in the run folder
+    from .area_inputs import AreaStage
+
+    area = AreaStage.prepare(spec, workspace, record) if spec.is_area() else None
+    inputs = [] if area else [local_path(u) for u in spec.spatial_domain.urls]
+    bbox = spec.spatial_domain.bbox[0] if spec.spatial_domain.bbox and not area else None
     target = Path(spec.output_path).expanduser().absolute() if spec.output_path else None
     if target is not None:
         check_output_path(target)
@@ -111,6 +115,8 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
     inference_id = workspace.new_id("inferences", spec.description or record["name"])
     outputs = []
     with workspace.staging("inferences", inference_id) as stage:
+        if area:  # area + dates stage: the fetched input files are what is predicted
+            inputs = area.fetch(stage, inference_id)
         for n, path in enumerate(inputs):
             share = 0.9 / len(inputs)
             base = 0.05 + n * share
@@ -146,6 +152,8 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
                 "classes": record["classes"], "outputs": outputs, "layers": layers_for(record, spec, outputs),
                 "seconds": round(time.monotonic() - started, 2),
             }
+            if area:  # area + dates stage: masked outputs and the per-date record
+                run.update(area.finish(stage, workspace.dir("inferences") / inference_id, outputs, run["layers"]))
             write_json(stage / "inference.json", run)
         except BaseException:
             if target is not None and made is not None:
@@ -223,4 +231,4 @@ def run(spec: InferSpec, workspace: Workspace) -> tuple[dict[str, Any], dict[str
     return outputs, {
         "inference_id": run_record["inference_id"], "tune_id": run_record["tune_id"], "device": run_record["device"],
         "seconds": run_record["seconds"], "layers": run_record["layers"], "classes": run_record["classes"],
-        "outputs": run_record["outputs"]}
+        "outputs": run_record["outputs"], **({"dates": run_record["dates"]} if "dates" in run_record else {})}
