@@ -15,6 +15,7 @@ from rasterio.transform import from_origin
 from geostudio_plugin.engine.catalog import find_backbone, find_template
 from geostudio_plugin.engine.inference.input_spec import input_specs, model_input_data_spec
 from geostudio_plugin.engine.inference.modalities import check_scene, match_scenes, modality_inputs
+from geostudio_plugin.engine.models import _studio_record, read_config
 from geostudio_plugin.engine.protocol import EngineError
 from geostudio_plugin.engine.tuning.render import build_context, merge_parameters, render
 from geostudio_plugin.engine.tuning.spec import TuneSpec
@@ -102,6 +103,33 @@ def test_a_multimodal_deploy_config_gives_every_modality_in_the_models_order():
     assert all(b["band_name"] is None for b in s1["bands"]) and s1["connector"] is None
     _, data_spec = input_specs(MULTI)
     assert data_spec["modality_tag"] == "S2L1C" and data_spec["bands"] == [1, 2, 3] and data_spec["band_names"] == []
+
+
+def test_the_studio_form_of_a_multimodal_model_is_read_per_modality(tmp_path: Path):
+    """import-model's Studio form: a multi-modal config_deploy.yaml is accepted, its record lists both modalities,
+    and the notes say per modality what the config does not hold."""
+    import yaml
+
+    path = tmp_path / "config_deploy.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": {"class_path": "terratorch.tasks.SemanticSegmentationTask",
+                  "init_args": {"class_names": ["dry", "flood"], "ignore_index": -1,
+                                "model_args": {"backbone": "terramind_v1_tiny", "num_classes": 2}}},
+        "data": {"class_path": "terratorch.datamodules.GenericMultiModalDataModule", "init_args": MULTI}}))
+    record, notes = _studio_record(read_config(path, "tune_config_url"), "best.ckpt", "imported-mm", "")
+    assert [m["modality_tag"] for m in record["model_input_data_spec"]] == ["S2L1C", "S1GRD"]
+    assert record["model_input_data_spec"] == model_input_data_spec(MULTI)
+    data_spec = record["data_spec"]
+    assert (data_spec["modality_tag"], data_spec["norm_means"]) == ("S2L1C", MULTI["means"]["S2L1C"])
+    assert any(n.startswith("modality S2L1C: band names are not in config_deploy.yaml") and "2, 3, 4" in n
+               for n in notes), notes
+    assert any(n.startswith("modality S1GRD: band names") for n in notes) and any("connector" in n for n in notes)
+    lists_and_dicts = dict(MULTI, stds=[1.0, 2.0])  # means per modality, stds one list: not TerraTorch's
+    path.write_text(yaml.safe_dump({"model": {"class_path": "x", "init_args": {}},
+                                    "data": {"class_path": "y", "init_args": lists_and_dicts}}))
+    with pytest.raises(EngineError) as caught:
+        read_config(path, "tune_config_url")
+    assert caught.value.code == "model_config_invalid" and "one list per modality" in caught.value.message
 
 
 RECORD = {"tune_id": "mm-1"}

@@ -274,11 +274,13 @@ def markdown(card: dict[str, Any]) -> str:
                   + ", ".join(f"`{_fmt(m.get('modality_tag'))}`" for m in modalities) + ".", ""]
     for m in modalities:
         lines += [f"Modality `{_fmt(m.get('modality_tag'))}` ({_fmt(m.get('connector'))} / "
-                  f"{_fmt(m.get('collection'))}), files `{_fmt(m.get('file_suffix'))}`, nodata {_fmt(m.get('nodata'))} "
-                  f"(replaced by {_fmt(m.get('no_data_replace'))}), constant scale {_fmt(m.get('constant_scale'))}:", "",
+                  f"{_fmt(m.get('collection'))}), files `{_fmt(m.get('file_suffix'))}`, "
+                  f"nodata {_fmt(m.get('nodata'))} (replaced by {_fmt(m.get('no_data_replace'))}), "
+                  f"constant scale {_fmt(m.get('constant_scale'))}:", "",
                   "| band (0-based) | name | RGB | mean | std | scaling factor |", "|---|---|---|---|---|---|"]
-        lines += [f"| {_fmt(b.get('index'))} | {_fmt(b.get('name'))} | {_fmt(b.get('RGB_band'))} | {_fmt(b.get('mean'))} | "
-                  f"{_fmt(b.get('std'))} | {_fmt(b.get('scaling_factor'))} |" for b in m.get("bands") or []]
+        lines += [f"| {_fmt(b.get('index'))} | {_fmt(b.get('name'))} | {_fmt(b.get('RGB_band'))} | "
+                  f"{_fmt(b.get('mean'))} | {_fmt(b.get('std'))} | {_fmt(b.get('scaling_factor'))} |"
+                  for b in m.get("bands") or []]
         lines += [""]
     test = card.get("test") or {}
     if card.get("classes"):
