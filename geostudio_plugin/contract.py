@@ -346,6 +346,34 @@ TUNE_RUNNING, TUNE_FINISHED, TUNE_CANCELLED, TUNE_FAILED, TUNE_DRY_RUN = (
 TUNE_RESUMABLE = (TUNE_CANCELLED, TUNE_FAILED)
 
 
+class ModalityBand(TypedDict, total=False):
+    """A band a model reads, as the Studio's data sources list it."""
+
+    index: int  # 0-based band of the modality's raster
+    band_name: Optional[str]
+    RGB_band: Optional[str]  # "R", "G", "B" or None
+    scaling_factor: Optional[float]
+
+
+class ModalitySpec(TypedDict, total=False):
+    """One entry of a tune's ``model_input_data_spec`` (the Studio's shape): a modality the model reads, in its
+    input order, restricted to the bands it reads, with the preprocessing its datamodule applied in training."""
+
+    connector: Optional[str]
+    collection: Optional[str]
+    modality_tag: Optional[str]  # S2L1C, S1GRD, ...; None for a single-modality model imported without one
+    file_suffix: Optional[str]  # "_S2Hand.tif": how inference matches a raster to this modality
+    bands: list[ModalityBand]
+    align_dates: Optional[bool]
+    transform: Optional[str]
+    band_count: Optional[int]  # bands of the raster (the model reads ``bands`` of them)
+    norm_means: list[float]  # one per band read
+    norm_stds: list[float]
+    constant_scale: float  # pixels are multiplied by it before normalising
+    no_data_replace: Optional[float]  # what nodata and NaN pixels become (None: kept as NaN)
+    nodata: Optional[float]  # the rasters' nodata value at onboarding
+
+
 class TuneRecord(TypedDict, total=False):
     """``tunes/<id>/tune.json``."""
 
@@ -370,6 +398,8 @@ class TuneRecord(TypedDict, total=False):
     best_val_loss: float
     test_metrics: dict[str, float]
     history: list[dict[str, Any]]  # one entry per epoch: epoch, step, lr and train/... val/... metrics
+    model_input_data_spec: list[ModalitySpec]  # every modality the model reads, in its input order
+    data_spec: dict[str, Any]  # the first modality's view (modality_tag, bands, band_names, ...): older readers
 
 
 class InferenceRecord(TypedDict, total=False):

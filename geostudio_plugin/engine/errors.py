@@ -240,6 +240,15 @@ _TABLE = [
     ErrorCode("bbox_outside", _I, "The bbox does not overlap the input.", "Draw the extent over the raster."),
     ErrorCode("band_count", _I, "The input has fewer bands than the model reads.",
               "Predict on imagery with the bands the model was trained on."),
+    ErrorCode("modality_inputs", _I, "A multi-modal model takes one raster per modality, and the inputs do not "
+              "give that: a modality without a raster (matched by the end of the file name, its `file_suffix`), two "
+              "rasters for one modality, or rasters that match no suffix when their count is not the modalities'; the "
+              "message names the modalities and their suffixes.",
+              "Give one raster per modality, named <scene><suffix> (such as Spain_7370579_S2Hand.tif), or exactly "
+              "one raster per modality in the model's order."),
+    ErrorCode("modality_grid", _I, "The rasters of one scene for a multi-modal model are not on one grid (CRS, "
+              "transform, size); the message names both files and their grids.",
+              "Resample them onto one grid (QGIS: Raster > Projections > Warp, or Align rasters)."),
     ErrorCode("band_mismatch", _I, "The input names its bands and they are not the model's, or not in its order "
               "(both lists named, QGIS's 1-based numbers); checked from the header before the model is loaded.",
               "Predict on imagery with the model's bands in its order, or fine-tune a model on these bands."),

@@ -159,9 +159,16 @@ def read_config(path: Path, label: str) -> dict[str, Any]:
         raise EngineError("model_config_invalid", f"{label} ({path.name}) lacks a model or data section with "
                           "class_path and init_args.", "Give the tune's config_deploy.yaml as TerraTorch wrote it.")
     data = config["data"]["init_args"]
-    if not (isinstance(data.get("means"), list) and isinstance(data.get("stds"), list)):
+
+    def stats(value: Any) -> bool:  # a list, or (multi-modal datamodule) a list per modality
+        return isinstance(value, list) or (isinstance(value, dict) and bool(value)
+                                           and all(isinstance(v, list) for v in value.values()))
+
+    if not (stats(data.get("means")) and stats(data.get("stds"))
+            and isinstance(data.get("means"), dict) == isinstance(data.get("stds"), dict)):
         raise EngineError("model_config_invalid", f"{label} ({path.name}) lacks data.init_args.means and stds "
-                          "(the normalisation inference needs).", "Give the tune's config_deploy.yaml.")
+                          "(the normalisation inference needs: lists, or one list per modality).",
+                          "Give the tune's config_deploy.yaml.")
     return config
 
 
@@ -243,7 +250,7 @@ def _unpack(path: Path, stage: Path) -> tuple[dict[str, Any], list[str]]:
 def _studio_record(config: dict[str, Any], checkpoint_name: str, name: str, description: str
                    ) -> tuple[dict[str, Any], list[str]]:
     """A tune record derived from a Studio deploy config (and the notes on what it could not derive)."""
-    from .inference.predict import Preprocessing
+    from .inference.input_spec import input_specs
     from .tuning.tune import geoserver_style
 
     notes: list[str] = []
@@ -266,14 +273,19 @@ def _studio_record(config: dict[str, Any], checkpoint_name: str, name: str, desc
         notes.append("label values are taken as the class indices 0..N-1 (the deploy config does not keep the "
                      "dataset's label ids)")
         notes.append("class colours are not in config_deploy.yaml: a default palette was given")
-    prep = Preprocessing.from_deploy_config(config)
-    band_names = [str(b) for b in data.get("output_bands") or []]
-    if not band_names or all(isinstance(b, int) for b in data.get("output_bands") or []):
-        band_names = []
-        notes.append(f"band names are not in config_deploy.yaml: the model reads file bands "
-                     f"{', '.join(str(b + 1) for b in prep.bands)} by position")
-    if not data.get("output_bands"):
-        notes.append("data.init_args.output_bands is not set: the first len(means) bands are read")
+    spec, data_spec = input_specs(data)
+    for entry in spec:
+        which = f"modality {entry['modality_tag']}: " if entry["modality_tag"] else ""
+        if not all(b["band_name"] for b in entry["bands"]):
+            notes.append(f"{which}band names are not in config_deploy.yaml: the model reads file bands "
+                         f"{', '.join(str(b['index'] + 1) for b in entry['bands'])} by position")
+        if not isinstance(data.get("output_bands"), (list, dict)):
+            notes.append(f"{which}data.init_args.output_bands is not set: the first len(means) bands are read")
+        if not entry["file_suffix"] and len(spec) > 1:
+            notes.append(f"{which}no file suffix in config_deploy.yaml (image_grep): inference matches its "
+                         "rasters to the modalities by their order")
+    notes.append("connector, collection and the bands' RGB roles and scaling factors are not in "
+                 "config_deploy.yaml: model_input_data_spec leaves them empty")
     if model_args.get("backbone_pretrained"):
         notes.append("backbone_pretrained set to false: the checkpoint holds every weight")
     if "ignore_index" not in model:
@@ -286,11 +298,7 @@ def _studio_record(config: dict[str, Any], checkpoint_name: str, name: str, desc
         "train_options": {}, "trainer": None, "device": None, "seconds": None, "epochs_run": None,
         "best_val_loss": None, "test_metrics": {}, "history": [], "checkpoint": f"checkpoints/{checkpoint_name}",
         "config": None, "deploy_config": "config_deploy.yaml", "log": None,
-        "data_spec": {"modality_tag": None, "data_source": None, "bands": prep.bands, "band_names": band_names,
-                      "band_count": len(prep.bands), "norm_means": [float(v) for v in data["means"]],
-                      "norm_stds": [float(v) for v in data["stds"]],
-                      "constant_scale": float(data.get("constant_scale", 1.0)), "nodata": None,
-                      "file_suffix": data.get("img_grep")},
+        "model_input_data_spec": spec, "data_spec": data_spec,
         "classes": classes, "ignore_id": model.get("ignore_index"),
         "tiled_inference_parameters": model.get("tiled_inference_parameters"),
         "geoserver_push": geoserver_style(classes) if classes else [],
@@ -334,6 +342,11 @@ def import_model(spec: ImportModelSpec, workspace: Workspace) -> tuple[dict[str,
                 record["description"] = spec.description
             if record.get("config") and not (stage / record["config"]).is_file():
                 record["config"] = None
+            if not record.get("model_input_data_spec"):  # a zip made before it: derived from the deploy config
+                from .inference.input_spec import model_input_data_spec
+
+                record["model_input_data_spec"] = model_input_data_spec(config["data"]["init_args"])
+                notes.append("model_input_data_spec was not in the zip's tune.json: derived from config_deploy.yaml")
             imported = {"form": "zip", "path": str(source), "original_tune_id": original, "imported": now_iso(),
                         "notes": notes}
         else:

@@ -178,6 +178,22 @@ def broken_tune(folder: Path) -> None:
     (folder / "ws" / "tunes" / "t-1" / "tune.json").write_text("{broken")
 
 
+def multimodal_tune(folder: Path) -> None:
+    """A finished S2 + S1 model as far as inference reads it before loading weights (its record and deploy config)."""
+    tune = folder / "ws" / "tunes" / "mm-1"
+    tune.mkdir(parents=True)
+    spec = [{"modality_tag": "S2L1C", "file_suffix": "_S2Hand.tif"},
+            {"modality_tag": "S1GRD", "file_suffix": "_S1Hand.tif"}]
+    (tune / "tune.json").write_text(json.dumps({
+        "tune_id": "mm-1", "name": "mm-1", "status": "Finished", "classes": [{"index": 0, "id": 0, "name": "dry"}],
+        "checkpoint": "checkpoints/best.ckpt", "deploy_config": "config_deploy.yaml", "model_input_data_spec": spec}))
+    (tune / "config_deploy.yaml").write_text(json.dumps({
+        "model": {"class_path": "terratorch.tasks.SemanticSegmentationTask", "init_args": {}},
+        "data": {"class_path": "terratorch.datamodules.GenericMultiModalDataModule", "init_args": {
+            "modalities": ["S2L1C", "S1GRD"], "means": {"S2L1C": [0.0], "S1GRD": [0.0, 0.0]},
+            "stds": {"S2L1C": [1.0], "S1GRD": [1.0, 1.0]}}}}))
+
+
 def hand_edited_dataset(folder: Path) -> None:
     (folder / "ws" / "datasets" / "d-1").mkdir(parents=True)
     (folder / "ws" / "datasets" / "d-1" / "dataset.json").write_text(json.dumps({"dataset_id": "d-1"}))
@@ -345,6 +361,9 @@ CASES = [
     Case("infer-device-unknown", "infer", infer(device="cuda:x"), "invalid_spec"),
     Case("infer-unknown-tune", "infer", infer(), "unknown_model"),
     Case("infer-tune-record-broken", "infer", infer(fine_tuning_id="t-1"), "record_invalid", prepare=broken_tune),
+    Case("infer-multimodal-one-raster", "infer",
+         infer(fine_tuning_id="mm-1", spatial_domain={"urls": [str(TRAIN_DIR / "Spain_7370579_S1Hand.tif")]}),
+         "modality_inputs", prepare=multimodal_tune),
     # delete
     Case("delete-id-parent", "delete", {"kind": "datasets", "id": ".."}, "invalid_spec"),
     Case("delete-id-path", "delete", {"kind": "tunes", "id": "../datasets/x"}, "invalid_spec"),

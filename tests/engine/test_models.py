@@ -30,7 +30,7 @@ def models(trained, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     workspace = root / "ws"
     (workspace / "tunes").mkdir(parents=True)
     shutil.copytree(trained["tune_dir"], workspace / "tunes" / trained["tune_dir"].name)
-    return {"root": root, "workspace": workspace, "tune_id": trained["tune_dir"].name}
+    return {"root": root, "workspace": workspace, "tune_id": trained["tune_dir"].name, "record": trained["tune"]}
 
 
 def labelled_test_pixels(dataset_dir: Path, dataset: dict[str, Any]) -> int:
@@ -93,6 +93,7 @@ def test_export_delete_import_infer_is_bitwise_equal(models):
     assert summary["tune_id"] == tune_id and summary["status"] == "Finished" and summary["imported_from"] == "zip"
     record = json.loads((workspace / "tunes" / tune_id / "tune.json").read_text())
     assert record["status"] == "Finished" and record["imported_from"]["form"] == "zip"
+    assert record["model_input_data_spec"] == models["record"]["model_input_data_spec"]  # the zip carries it
     assert json.loads((workspace / "tunes" / tune_id / "model_card.json").read_text())["test"]["confusion_matrix"]
     listed = run_ok("list", None, workspace).result["summary"]["tunes"]
     assert [t["status"] for t in listed if t["tune_id"] == tune_id] == ["Finished"]
@@ -114,6 +115,9 @@ def test_import_the_studio_form(trained, tmp_path: Path):
     imported = json.loads((Path(run.result["outputs"]["tune_dir"]) / "tune.json").read_text())
     assert imported["data_spec"]["norm_means"] == record["data_spec"]["norm_means"]
     assert imported["data_spec"]["bands"] == [0, 1]
+    [entry] = imported["model_input_data_spec"]  # derived from the deploy config: no names, no modality tag
+    assert entry["norm_means"] == record["model_input_data_spec"][0]["norm_means"] and entry["modality_tag"] is None
+    assert [b["index"] for b in entry["bands"]] == [0, 1] and entry["file_suffix"] == "_S1Hand.tif"
     prediction = infer_array(workspace, summary["tune_id"])
     assert set(np.unique(prediction)) <= {0, 1, -9999}
 

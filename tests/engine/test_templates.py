@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from conftest import (EXIT_INVALID_SPEC, REPO, SAMPLES, TRAIN_DIR, onboarding_payload, run_engine, run_ok)
+from conftest import (EXIT_INPUT, EXIT_INVALID_SPEC, REPO, SAMPLES, TRAIN_DIR, onboarding_payload, run_engine, run_ok)
 
 import sys
 
@@ -85,6 +85,18 @@ def val_metric(run, name: str) -> list[float]:
     return [m["value"] for m in run.of("metric") if m["name"] == name]
 
 
+@pytest.fixture(scope="module")
+def multimodal(datasets) -> dict[str, Any]:
+    """TerraMind-tiny on Spain S2+S1, one epoch: trained once for the template check and the multi-modal record,
+    card and inference test. One tile of 512 px: the 512 px scene is predicted in one forward pass, which the
+    inference test repeats by hand."""
+    whole = {"h_crop": 512, "w_crop": 512, "h_stride": 512, "w_stride": 512}
+    spec = tune_spec(datasets["s1s2"], "terramind_seg", "terramind_v1_tiny",
+                     model={"decode_head": {"channels": 32, "decoder": "UNetDecoder"},
+                            "tiled_inference_parameters": whole})
+    return tune_ok(spec, datasets["workspace"])
+
+
 # -------------------------------------------------------------------------- one short epoch per template
 
 
@@ -96,8 +108,11 @@ def val_metric(run, name: str) -> list[float]:
     ("clay_v1_seg", "clay_v1_base", "s1", ["backbone_img_size: 128", "backbone_bands: [\"VV\", \"VH\"]"]),
     ("timm_convnext_seg", "test_convnext_large_depth1", "s1", ["backbone_depths: [1, 1, 1, 1]"]),
 ], ids=["terramind-S1", "terramind-S2+S1", "clay", "convnext"])
-def test_template_trains_one_epoch(datasets, template, backbone, dataset, expect):
-    tuned = tune_ok(tune_spec(datasets[dataset], template, backbone), datasets["workspace"])
+def test_template_trains_one_epoch(datasets, template, backbone, dataset, expect, request):
+    if dataset == "s1s2":  # the module's multi-modal tune (trained once, also used below)
+        tuned = request.getfixturevalue("multimodal")
+    else:
+        tuned = tune_ok(tune_spec(datasets[dataset], template, backbone), datasets["workspace"])
     record, config = tuned["record"], tuned["config"]
     assert record["tune_template_id"] == template and record["epochs_run"] == 1
     assert record["best_val_loss"] is not None and np.isfinite(record["best_val_loss"])
@@ -105,6 +120,74 @@ def test_template_trains_one_epoch(datasets, template, backbone, dataset, expect
     for text in expect:
         assert text in config, (text, config)
     assert val_metric(tuned["run"], "val/mIoU"), "no validation mIoU reported"
+
+
+# ------------------------------------------------------------------- a multi-modal model: record, card, inference
+
+
+def test_multimodal_record_card_and_inference(datasets, multimodal, tmp_path):
+    """The record and the card describe S2L1C and S1GRD; infer on the scene's S1 + S2 rasters equals one forward
+    pass of the model on the dict input preprocessed here by hand; the S1 raster alone names S2 and its suffix."""
+    record, tune_dir, workspace = multimodal["record"], multimodal["dir"], datasets["workspace"]
+    dataset = json.loads((workspace / "datasets" / record["dataset_id"] / "dataset.json").read_text())
+    payload = flood_payload(".")["data_sources"]
+    spec = record["model_input_data_spec"]
+    assert [m["modality_tag"] for m in spec] == ["S2L1C", "S1GRD"]
+    for entry, source in zip(spec, payload):
+        params = dataset["training_params"][entry["modality_tag"]]
+        assert (entry["connector"], entry["collection"], entry["file_suffix"]) == (
+            source["connector"], source["collection"], source["file_suffix"])
+        assert [b["band_name"] for b in entry["bands"]] == [b["band_name"] for b in source["bands"]]
+        assert [b["index"] for b in entry["bands"]] == list(range(len(source["bands"])))
+        assert entry["norm_means"] == params["norm_means"] and entry["norm_stds"] == params["norm_stds"]
+        assert (entry["constant_scale"], entry["no_data_replace"]) == (1.0, 0.0)
+        assert all(b["scaling_factor"] == 1.0 for b in entry["bands"])
+    assert [(b["band_name"], b["RGB_band"]) for b in spec[0]["bands"] if b["RGB_band"]] == [
+        ("Blue", "B"), ("Green", "G"), ("Red", "R")]
+    assert spec[1]["band_count"] == 2 and spec[1]["nodata"] is None and spec[0]["nodata"] == 0.0
+    assert record["data_spec"]["modality_tag"] == "S2L1C" and record["data_spec"]["band_names"][1] == "Blue"
+    card = json.loads((tune_dir / "model_card.json").read_text())
+    assert [(m["modality_tag"], [b["name"] for b in m["bands"]]) for m in card["modalities"]] == [
+        (m["modality_tag"], [b["band_name"] for b in m["bands"]]) for m in spec]
+    text = (tune_dir / "MODEL_CARD.md").read_text()
+    assert "Modality `S2L1C` (sentinelhub / s2_l1c), files `_S2Hand.tif`" in text
+    assert "Modality `S1GRD` (sentinelhub / s1_grd), files `_S1Hand.tif`" in text and "| VV (Gray) |" in text
+
+    s1, s2 = TRAIN_DIR / f"{SPAIN}_S1Hand.tif", SAMPLES / "S2Hand" / f"{SPAIN}_S2Hand.tif"
+    run = run_ok("infer", {"fine_tuning_id": record["tune_id"], "device": "cpu",
+                           "spatial_domain": {"urls": [str(s1), str(s2)]}}, workspace)  # S1 first: matched by suffix
+    [output] = run.result["summary"]["outputs"]
+    assert output["inputs"] == {"S2L1C": str(s2), "S1GRD": str(s1)}
+    with rasterio.open(output["prediction"]) as pred, rasterio.open(s1) as src:
+        assert (pred.crs, pred.transform, pred.shape) == (src.crs, src.transform, src.shape)
+        predicted = pred.read(1)
+    assert set(np.unique(predicted)) <= {0, 1}
+
+    import torch
+    import yaml
+
+    from geostudio_plugin.engine.inference.predict import load_task
+
+    config = yaml.safe_load((tune_dir / "config_deploy.yaml").read_text())
+    data = config["data"]["init_args"]
+    inputs = {}
+    for tag, path in (("S2L1C", s2), ("S1GRD", s1)):
+        with rasterio.open(path) as src:  # as GenericMultimodalDataset reads it: nodata masked, then replaced
+            pixels = src.read(masked=True).astype("float32").filled(data["no_data_replace"])
+        pixels = (pixels * data["constant_scale"][tag] - np.float32(data["means"][tag])[:, None, None]) \
+            / np.float32(data["stds"][tag])[:, None, None]
+        inputs[tag] = torch.from_numpy(pixels[None])
+    task = load_task(config, tune_dir, record, "cpu")
+    with torch.no_grad():
+        direct = task.model(inputs).output.argmax(dim=1)[0].numpy()
+    ids = np.array([c["id"] for c in record["classes"]])
+    assert np.array_equal(predicted, ids[direct])
+
+    run = run_engine("infer", {"fine_tuning_id": record["tune_id"], "device": "cpu",
+                               "spatial_domain": {"urls": [str(s1)]}}, workspace)
+    assert run.returncode == EXIT_INPUT and run.error["code"] == "modality_inputs", run.describe()
+    assert "no raster for S2L1C (a file ending _S2Hand.tif)" in run.error["message"], run.error
+    assert str(s1) in run.error["message"]
 
 
 # ------------------------------------------------------------------- quality: above the majority baseline

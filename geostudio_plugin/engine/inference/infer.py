@@ -99,6 +99,8 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
     config = read_deploy_config(tune_dir, record)
     check_tiling((config.get("model") or {}).get("init_args", {}).get("tiled_inference_parameters") or {},
                  tune_dir / record["deploy_config"], record["tune_id"])  # before any work: stride 0 divides by 0
+    if isinstance(config["data"].get("init_args", {}).get("means"), dict):  # multi-modal: one raster per modality
+        return _infer_scenes(spec, workspace, record, tune_dir, config, inputs, bbox, target, started)
     from .bands import check_inputs
     from .predict import Preprocessing
 
@@ -154,6 +156,72 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
             }
             if area:  # area + dates stage: masked outputs and the per-date record
                 run.update(area.finish(stage, workspace.dir("inferences") / inference_id, outputs, run["layers"]))
+            write_json(stage / "inference.json", run)
+        except BaseException:
+            if target is not None and made is not None:
+                _remove(target, made)
+            raise
+    protocol.progress("done", 1.0, f"{len(outputs)} prediction(s) written")
+    return run
+
+
+def _infer_scenes(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_dir: Path,
+                  config: dict[str, Any], inputs: list[str], bbox: Optional[list[float]], target: Optional[Path],
+                  started: float) -> dict[str, Any]:
+    """A multi-modal model: the inputs matched to its modalities by file suffix, one prediction per scene
+    (``inference/modalities.py``); the run is recorded as ``_infer`` records it."""
+    from .modalities import check_scene, match_scenes, modality_inputs
+
+    modalities = modality_inputs(config, record)
+    scenes = match_scenes(inputs, modalities, record)
+    for _, scene in scenes:  # bands and grids from the headers, then the area: before the model loads
+        for warning in check_scene(scene, modalities, record):
+            protocol.log(warning, "warning")
+    check_areas([path for _, scene in scenes for path in scene.values()], bbox)
+    protocol.progress("load", 0.02, f"loading model {record['tune_id']}")
+    device = resolve_device(spec.device)
+    from ..rasters import write_geotiff
+    from .modalities import predict_scene
+    from .predict import load_task  # imports torch, TerraTorch
+
+    task = load_task(config, tune_dir, record, device)
+    tiles = dict(config["model"]["init_args"].get("tiled_inference_parameters") or {})
+    inference_id = workspace.new_id("inferences", spec.description or record["name"])
+    outputs = []
+    with workspace.staging("inferences", inference_id) as stage:
+        for n, (name, scene) in enumerate(scenes):
+            share = 0.9 / len(scenes)
+            base = 0.05 + n * share
+            protocol.progress("predict", base, f"{name} ({n + 1}/{len(scenes)}: {', '.join(scene)})")
+
+            def on_batch(fraction: float, base: float = base, share: float = share, name: str = name) -> None:
+                protocol.progress("predict", base + share * fraction * 0.95, f"{name}: {fraction:.0%} of tiles")
+
+            prediction, profile, counts = predict_scene(task, record, modalities, scene, bbox, device,
+                                                        spec.batch_size, on_batch, tiles)
+            out = stage / f"{name}_pred.tif"
+            write_geotiff(out, prediction[None], profile)
+            total = int(counts.sum())
+            outputs.append({
+                "input": next(iter(scene.values())), "inputs": scene,
+                "prediction": str(workspace.dir("inferences") / inference_id / out.name),
+                "width": prediction.shape[1], "height": prediction.shape[0],
+                "class_pixels": {str(c["id"]): int(k) for c, k in zip(record["classes"], counts)},
+                "class_fraction": {str(c["id"]): (int(k) / total if total else 0.0)
+                                   for c, k in zip(record["classes"], counts)},
+            })
+        made: Optional[list[Path]] = None
+        try:
+            if target is not None:
+                made = _copy_atomically(stage / Path(outputs[0]["prediction"]).name, target)
+            run = {
+                "inference_id": inference_id, "created": now_iso(), "status": "COMPLETED",
+                "tune_id": record["tune_id"], "model_display_name": spec.model_display_name or record["name"],
+                "description": spec.description, "location": spec.location, "device": device,
+                "spatial_domain": spec.spatial_domain.model_dump(), "temporal_domain": spec.temporal_domain,
+                "classes": record["classes"], "outputs": outputs, "layers": layers_for(record, spec, outputs),
+                "seconds": round(time.monotonic() - started, 2),
+            }
             write_json(stage / "inference.json", run)
         except BaseException:
             if target is not None and made is not None:

@@ -141,30 +141,37 @@ def evaluate_test(tune_dir: Path, record: dict[str, Any]) -> Optional[dict[str, 
 
 # ------------------------------------------------------------------------------------------------ the card
 def _modalities(record: dict[str, Any], dataset: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
-    spec = record.get("data_spec") or {}
-    scale = spec.get("constant_scale")
-    if dataset and dataset.get("training_params"):
-        tags = list(dataset.get("modalities") or [])
-        sources = {s.get("modality_tag"): s for s in dataset.get("data_sources") or []}
-        params = {t: dataset["training_params"].get(t) or {} for t in tags}
-    else:
-        tags = [spec.get("modality_tag")] if spec else []
-        sources = {spec.get("modality_tag"): spec.get("data_source") or {}}
-        params = {spec.get("modality_tag"): spec}
+    """Every modality the model reads with its bands and their scaling (from ``model_input_data_spec``)."""
+    spec = record.get("model_input_data_spec")
+    if not spec:  # a record from before model_input_data_spec: its one data_spec
+        spec = _legacy_spec(record, dataset)
     out = []
-    for tag in tags:
-        p, source = params[tag], sources.get(tag) or {}
-        names, indices = p.get("band_names") or [], p.get("bands") or []
-        means, stds = p.get("norm_means") or [], p.get("norm_stds") or []
-        factors = {b.get("index"): b.get("scaling_factor") for b in source.get("bands") or [] if isinstance(b, dict)}
-        bands = [{"index": indices[i] if i < len(indices) else i, "name": names[i] if i < len(names) else None,
+    for m in spec:
+        means, stds = m.get("norm_means") or [], m.get("norm_stds") or []
+        bands = [{"index": b.get("index"), "name": b.get("band_name"), "RGB_band": b.get("RGB_band"),
                   "mean": means[i] if i < len(means) else None, "std": stds[i] if i < len(stds) else None,
-                  "scaling_factor": factors.get(indices[i] if i < len(indices) else i)}
-                 for i in range(max(len(names), len(means), len(indices)))]
-        out.append({"modality_tag": tag, "connector": source.get("connector"), "collection": source.get("collection"),
-                    "file_suffix": p.get("file_suffix") or source.get("file_suffix"), "nodata": p.get("nodata"),
-                    "constant_scale": scale, "bands": bands})
+                  "scaling_factor": b.get("scaling_factor")} for i, b in enumerate(m.get("bands") or [])]
+        out.append({"modality_tag": m.get("modality_tag"), "connector": m.get("connector"),
+                    "collection": m.get("collection"), "file_suffix": m.get("file_suffix"), "nodata": m.get("nodata"),
+                    "constant_scale": m.get("constant_scale"), "no_data_replace": m.get("no_data_replace"),
+                    "bands": bands})
     return out
+
+
+def _legacy_spec(record: dict[str, Any], dataset: Optional[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A ``model_input_data_spec`` entry rebuilt from an older record's ``data_spec``."""
+    from ..inference.input_spec import modality_entry
+
+    spec = record.get("data_spec") or {}
+    if not spec:
+        return []
+    tag = spec.get("modality_tag")
+    data_args = {"means": spec.get("norm_means") or [], "stds": spec.get("norm_stds") or [],
+                 "constant_scale": spec.get("constant_scale"), "img_grep": spec.get("file_suffix"),
+                 "dataset_bands": list(range(int(spec.get("band_count") or 0))), "output_bands": spec.get("bands")}
+    source = dataset or {"data_sources": [spec["data_source"]] if spec.get("data_source") else [],
+                         "training_params": {tag: spec}}
+    return [modality_entry(data_args, tag, source)]
 
 
 def _per_class(record: dict[str, Any], matrix: Optional[list[list[int]]]) -> list[dict[str, Any]]:
@@ -260,14 +267,20 @@ def markdown(card: dict[str, Any]) -> str:
         source = card["imported_from"]
         lines += [f"Imported ({source.get('form')}) from `{source.get('path')}` on {source.get('imported')}."]
         lines += [f"- {n}" for n in source.get("notes") or []] + [""]
+    modalities = card.get("modalities") or []
     lines += ["## Input bands", ""]
-    for m in card.get("modalities") or []:
+    if len(modalities) > 1:
+        lines += [f"The model reads {len(modalities)} modalities, one raster each, in this order: "
+                  + ", ".join(f"`{_fmt(m.get('modality_tag'))}`" for m in modalities) + ".", ""]
+    for m in modalities:
         lines += [f"Modality `{_fmt(m.get('modality_tag'))}` ({_fmt(m.get('connector'))} / "
-                  f"{_fmt(m.get('collection'))}), files `{_fmt(m.get('file_suffix'))}`, nodata {_fmt(m.get('nodata'))}, "
+                  f"{_fmt(m.get('collection'))}), files `{_fmt(m.get('file_suffix'))}`, "
+                  f"nodata {_fmt(m.get('nodata'))} (replaced by {_fmt(m.get('no_data_replace'))}), "
                   f"constant scale {_fmt(m.get('constant_scale'))}:", "",
-                  "| band (0-based) | name | mean | std | scaling factor |", "|---|---|---|---|---|"]
-        lines += [f"| {_fmt(b.get('index'))} | {_fmt(b.get('name'))} | {_fmt(b.get('mean'))} | {_fmt(b.get('std'))} | "
-                  f"{_fmt(b.get('scaling_factor'))} |" for b in m.get("bands") or []]
+                  "| band (0-based) | name | RGB | mean | std | scaling factor |", "|---|---|---|---|---|---|"]
+        lines += [f"| {_fmt(b.get('index'))} | {_fmt(b.get('name'))} | {_fmt(b.get('RGB_band'))} | "
+                  f"{_fmt(b.get('mean'))} | {_fmt(b.get('std'))} | {_fmt(b.get('scaling_factor'))} |"
+                  for b in m.get("bands") or []]
         lines += [""]
     test = card.get("test") or {}
     if card.get("classes"):

@@ -84,7 +84,9 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
                              backbone=backbone, run_dir=run_dir, trainer=trainer, seed=spec.train_options.seed,
                              weights=weights)
 
-    record = {**base_record(spec, tune_id, dataset, backbone, template, params, trainer), "weights": weights.record()}
+    data_args = rendered_data_args(render(template, context_for(final_dir)))  # what the datamodule will apply
+    record = {**base_record(spec, tune_id, dataset, backbone, template, params, trainer, data_args),
+              "weights": weights.record()}
     if template.get("user_defined"):  # the Studio's mark of a tune from a user-defined template
         record["tune_type"] = record["train_options"]["tune_type"] = "user-defined"
     if spec.train_options.export_cluster:  # a self-contained folder for a cluster job; nothing is trained here
@@ -174,11 +176,30 @@ def _tune(spec: TuneSpec, workspace: Workspace) -> dict[str, Any]:
     return record
 
 
+def rendered_data_args(text: str) -> dict[str, Any]:
+    """``data.init_args`` of a rendered config (empty where a user template's config has none)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}  # the tune itself reports a config that is not YAML
+    data = config.get("data") if isinstance(config, dict) else None
+    args = data.get("init_args") if isinstance(data, dict) else None
+    return args if isinstance(args, dict) else {}
+
+
 def base_record(spec: TuneSpec, tune_id: str, dataset: dict[str, Any], backbone: dict[str, Any],
-                template: dict[str, Any], params: dict[str, Any], trainer: dict[str, Any]) -> dict[str, Any]:
-    """What ``tune.json`` says of a tune before it has trained (what inference needs is here already)."""
-    modality_tag = dataset["modalities"][0]
-    modality = dataset["training_params"][modality_tag]
+                template: dict[str, Any], params: dict[str, Any], trainer: dict[str, Any],
+                data_args: dict[str, Any]) -> dict[str, Any]:
+    """What ``tune.json`` says of a tune before it has trained (what inference needs is here already).
+
+    ``data_args``: the rendered config's ``data.init_args``, the preprocessing the datamodule applies (and so
+    what ``config_deploy.yaml`` will say); ``model_input_data_spec`` describes every modality the model reads,
+    ``data_spec`` is its first entry's view for single-modality readers."""
+    from ..inference.input_spec import input_specs
+
+    model_input_data_spec, data_spec = input_specs(data_args, dataset)
     return {
         "tune_id": tune_id,
         "name": spec.name,
@@ -203,14 +224,8 @@ def base_record(spec: TuneSpec, tune_id: str, dataset: dict[str, Any], backbone:
         "config": "config.yaml",
         "deploy_config": "config_deploy.yaml",
         "log": TUNE_LOG,
-        "data_spec": {
-            "modality_tag": modality_tag,
-            "data_source": dataset["data_sources"][0],
-            "bands": modality["bands"], "band_names": modality["band_names"],
-            "band_count": modality["band_count"], "norm_means": modality["norm_means"],
-            "norm_stds": modality["norm_stds"], "constant_scale": params["data"]["constant_multiply"],
-            "nodata": modality["nodata"], "file_suffix": modality["file_suffix"],
-        },
+        "model_input_data_spec": model_input_data_spec,
+        "data_spec": data_spec,
         "classes": dataset["classes"],
         "ignore_id": dataset["ignore_id"],
         "tiled_inference_parameters": params["model"]["tiled_inference_parameters"],
