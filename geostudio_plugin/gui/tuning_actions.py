@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from qgis.PyQt.QtWidgets import QDialog, QFileDialog, QMenu, QMessageBox, QToolButton
+from qgis.PyQt.QtWidgets import QDialog, QFileDialog, QMenu, QMessageBox, QPushButton, QToolButton
 
 from .. import contract, settings, tasks
 from ..engine.workspace import Workspace  # standard library only, no engine dependency
@@ -75,9 +75,12 @@ class TuningActions:
         self._menu_button(self.ui.templateMenuButton, templates)
 
     @staticmethod
-    def _menu_button(button: QToolButton, menu: QMenu) -> None:
+    def _menu_button(button: "QPushButton | QToolButton", menu: QMenu) -> None:
+        """The button opens its menu on a click (a QPushButton does so by itself)."""
         button.setMenu(menu)
-        button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        if isinstance(button, QToolButton):
+            button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+            button.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")  # "…" says it
 
     def _update_actions(self, idle: bool, record: Optional[dict[str, Any]]) -> None:
         model = record is not None and contract.is_model(record)

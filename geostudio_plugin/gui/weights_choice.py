@@ -20,7 +20,8 @@ TOOLTIP = ("Where the backbone starts.\n"
            "Pre-trained: the backbone's published weights, read from the Hugging Face cache; Download fetches them "
            "(Settings > Allow downloads must be on).\n"
            "Local checkpoint…: a file you have (.pt, .pth, .ckpt, .safetensors), remembered for this backbone.")
-KIND = Qt.ItemDataRole.UserRole + 1  # random, pretrained, file or pick
+KIND = Qt.ItemDataRole.UserRole  # random, pretrained, file or pick
+PATH = Qt.ItemDataRole.ToolTipRole  # a file entry's full path (its tooltip)
 
 
 def human_bytes(count: float) -> str:
@@ -69,10 +70,8 @@ class WeightsChoice(QObject):
         self.combo.setItemData(1, PRETRAINED, KIND)
         path = settings.weights_file(self.backbone) if self.backbone else ""
         if path:
-            self.combo.addItem(f"File: {Path(path).name}", path)
-            index = self.combo.count() - 1
-            self.combo.setItemData(index, FILE, KIND)
-            self.combo.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
+            self.combo.addItem(f"File: {Path(path).name}", FILE)
+            self.combo.setItemData(self.combo.count() - 1, path, PATH)
         self.combo.addItem("Local checkpoint…")
         self.combo.setItemData(self.combo.count() - 1, PICK, KIND)
         self.combo.blockSignals(False)
@@ -91,7 +90,7 @@ class WeightsChoice(QObject):
     def value(self) -> str:
         """What ``contract.tune_spec(weights=...)`` gets: random, pretrained or the checkpoint's path."""
         kind = self.kind()
-        return str(self.combo.currentData()) if kind == FILE else kind if kind in (RANDOM, PRETRAINED) else RANDOM
+        return str(self.combo.currentData(PATH)) if kind == FILE else kind if kind in (RANDOM, PRETRAINED) else RANDOM
 
     def choose(self, kind: str, path: str = "") -> None:
         """Select and remember a choice for the current backbone (``path`` with FILE)."""
