@@ -212,7 +212,7 @@ def test_missing_pretrained_weights_are_offered_for_download_which_shows_its_spe
 
 # ------------------------------------------------------------------ Models: card, export, import, delete
 def test_export_then_import_gives_a_second_model_and_delete_asks_first(plugin, trained_tune, tmp_path, monkeypatch):
-    from qgis.core import Qgis
+    from qgis.core import Qgis, QgsTask
     from qgis.PyQt.QtWidgets import QFileDialog, QMessageBox
 
     from geostudio_plugin import settings
@@ -267,6 +267,21 @@ def test_export_then_import_gives_a_second_model_and_delete_asks_first(plugin, t
     assert dock.ui.stageLabel.text() == f"Deleted {imported}."
     assert _row_of(dock, imported) == -1 and not (settings.workspace() / "tunes" / imported).exists()
     assert _row_of(dock, trained_tune["tune_id"]) >= 0
+
+    # the Studio's form: config_deploy.yaml, then its checkpoint; cancelled in the dock before it lands
+    tune_dir = settings.workspace() / "tunes" / trained_tune["tune_id"]
+    answers = [str(tune_dir / "config_deploy.yaml"), str(tune_dir / trained_tune["checkpoint"])]
+    titles = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args: titles.append(args[1]) or (answers.pop(0), ""))
+    rows = dock.ui.tuneList.count()
+    menu["Import model…"].trigger()
+    assert titles == ["Import model", "The checkpoint that goes with config_deploy.yaml"]
+    assert dock.task.job.spec == {"tune_config_url": str(tune_dir / "config_deploy.yaml"),
+                                  "tune_checkpoint_url": str(tune_dir / trained_tune["checkpoint"])}
+    wait_for(lambda: dock.task.status() == QgsTask.TaskStatus.Running, timeout=30)
+    dock.ui.cancelButton.click()
+    wait_for(lambda: dock.task is None, timeout=60)
+    assert dock.ui.stageLabel.text() == "Cancelled; nothing was changed." and dock.ui.tuneList.count() == rows
 
 
 # ------------------------------------------------------------------ Templates: import, export, delete
