@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -69,3 +70,43 @@ def device() -> str:
 def set_device(value: str) -> None:
     """Raises ValueError for a value outside the device vocabulary."""
     _set("engine/device", normalise_device(value))
+
+
+# Where a backbone's training starts (the Fine-tuning dock's Weights choice), remembered per backbone.
+WEIGHTS_RANDOM, WEIGHTS_PRETRAINED, WEIGHTS_FILE = "random", "pretrained", "file"
+WEIGHTS_CHOICES = (WEIGHTS_RANDOM, WEIGHTS_PRETRAINED, WEIGHTS_FILE)
+
+
+def _backbone_key(backbone: str) -> str:
+    """A backbone name as one settings key (a '/' would nest groups)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", backbone.strip()) or "_"
+
+
+def weights_choice(backbone: str) -> str:
+    """random (the default: it needs nothing, so it works on an offline machine), pretrained or file."""
+    value = _get(f"tuning/weights/{_backbone_key(backbone)}", WEIGHTS_RANDOM)
+    return value if value in WEIGHTS_CHOICES else WEIGHTS_RANDOM
+
+
+def set_weights_choice(backbone: str, choice: str) -> None:
+    if choice not in WEIGHTS_CHOICES:
+        raise ValueError(f"unknown weights choice '{choice}': one of {', '.join(WEIGHTS_CHOICES)}")
+    _set(f"tuning/weights/{_backbone_key(backbone)}", choice)
+
+
+def weights_file(backbone: str) -> str:
+    """The local checkpoint last picked for this backbone ("" when none)."""
+    return _get(f"tuning/weights_file/{_backbone_key(backbone)}")
+
+
+def set_weights_file(backbone: str, path: str) -> None:
+    _set(f"tuning/weights_file/{_backbone_key(backbone)}", path.strip())
+
+
+def last_folder() -> str:
+    """The folder of the last model or template file picked or saved in the Fine-tuning dock ("" = home)."""
+    return _get("tuning/last_folder")
+
+
+def set_last_folder(path: str) -> None:
+    _set("tuning/last_folder", path.strip())

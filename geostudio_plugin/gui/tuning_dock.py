@@ -1,6 +1,6 @@
-"""Fine-tuning dock: dataset, template and a compatible backbone, the template's parameters as a form, Start /
-Dry run / Cancel, live metrics and curve, and the workspace's tunes (status, key metric, duration, log) with
-Duplicate and Resume."""
+"""Fine-tuning dock: dataset, template and a compatible backbone with its starting weights, the template's parameters
+as a form, Start / Dry run / Cancel, live metrics and curve, and the workspace's tunes (status, key metric, duration,
+log) with Duplicate and Resume. Download weights, the Models menu and the template menu are in tuning_actions."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ from .catalog_store import CatalogStore
 from .curve import CurveWidget
 from .messages import show_success
 from .parameter_form import ParameterForm
+from .tuning_actions import TuningActions
 
 # Metrics worth a row in the dock; the full set is in the tune's metrics.csv.
 SHOWN_METRICS = ("train/loss", "val/loss", "val/mIoU", "val/Pixel_Accuracy", "val/RMSE", "test/mIoU", "test/RMSE")
 # The one number a tune is judged by in the list: the first of these its record has (test split, else validation).
 KEY_METRICS = ("test/mIoU", "test/RMSE", "val/mIoU", "val/RMSE", "val/loss")
-FORM = ("nameEdit", "datasetCombo", "templateCombo", "backboneCombo", "deviceCombo")  # locked while a tune runs
+FORM = ("nameEdit", "datasetCombo", "templateCombo", "backboneCombo", "weightsCombo", "deviceCombo")  # locked while a job runs
 PROBLEM_STYLE = "color: #b2182b;"
 STATUS_TEXT = {contract.TUNE_DRY_RUN: "Dry run"}
 
@@ -123,7 +124,7 @@ class TextDialog(QDialog):
         return fixed
 
 
-class TuningDock(UiDock):
+class TuningDock(UiDock, TuningActions):
     UI_FILE = "tuning_dock.ui"
     HELP_SECTION = "fine-tuning"  # README: The docks > fine-tuning
     TITLE = "Fine-tuning"
@@ -146,6 +147,10 @@ class TuningDock(UiDock):
         "resumeButton": "Continue the selected Cancelled or Failed tune from its last checkpoint to its planned "
                         "epochs",
         "logButton": "The selected tune's log (a dry run: its rendered config)",
+        "downloadButton": "Download the backbone's published pre-trained weights into the Hugging Face cache "
+                          "(Settings > Allow downloads must be on); Cancel stops it",
+        "modelsButton": "Export, import, delete a tuned model, or read its model card",
+        "templateMenuButton": "Import your own template, export or delete one",
     }
 
     def __init__(self, iface, store: CatalogStore, parent=None) -> None:  # noqa: ANN001
@@ -156,6 +161,7 @@ class TuningDock(UiDock):
         self.text_dialog: Optional[TextDialog] = None  # the last config or log shown
         self._kept: Optional[dict[str, Any]] = None  # the tune a cancelled or failed run kept
         self._running_name = self._running_backbone = ""
+        self._build_actions()  # weights choice, Download, the Models and template menus
         self.ui.deviceCombo.setCurrentText(settings.device())  # the Settings' device; this tune may differ
         layout = self.ui.layout()
         self.form = ParameterForm(self.ui)
@@ -181,7 +187,7 @@ class TuningDock(UiDock):
         self.form.changed.connect(self._update_buttons)
         self.ui.tuneList.currentItemChanged.connect(lambda current, _previous: self.show_tune(current))
         self.visibilityChanged.connect(self._on_visible)
-        self._update_buttons()
+        self._backbone_changed()
 
     def _on_visible(self, visible: bool) -> None:
         if visible:
@@ -274,6 +280,7 @@ class TuningDock(UiDock):
         self.ui.templateCombo.setCurrentIndex(max(index, 0) if self.ui.templateCombo.count() else -1)
         self.ui.templateCombo.blockSignals(False)
         self._template_changed()
+        self._select_pending_template()
 
     def template(self) -> dict[str, Any]:
         """The chosen template's catalog entry (with its parameter schema), or {}."""
@@ -306,7 +313,8 @@ class TuningDock(UiDock):
         return contract.tune_spec(
             self.ui.nameEdit.text().strip() or "my-tune", self.ui.datasetCombo.currentData() or "",
             self.ui.backboneCombo.currentData() or "", template.get("id", ""),
-            model_parameters=self.form.values(), device=self.ui.deviceCombo.currentText())
+            model_parameters=self.form.values(), device=self.ui.deviceCombo.currentText(),
+            weights=self.weights.value())
 
     def check_name(self) -> str:
         """A bad name is said as it is typed, naming the characters that are not allowed."""
@@ -342,6 +350,7 @@ class TuningDock(UiDock):
         self.ui.resumeButton.setEnabled(idle and record is not None and contract.is_resumable(record))
         self.ui.logButton.setEnabled(record is not None and self._log_path(record) is not None)
         self.ui.logButton.setText("Config" if record and record.get("status") == contract.TUNE_DRY_RUN else "Log")
+        self._update_actions(idle, record)
 
     def start_tuning(self) -> Optional[tasks.EngineTask]:
         if self.task is not None or self.check_name() or self.form.problems():
@@ -480,7 +489,9 @@ class TuningDock(UiDock):
         if kept:
             self._select(str(kept.get("id")))
         done = f"after {kept.get('epochs_run', '?')} of {kept.get('planned_epochs', '?')} epochs" if kept else ""
-        if failure.cancelled:
+        if failure.code == "weights_missing":
+            self.offer_download(failure)
+        elif failure.cancelled:
             self._say(f"Cancelled {done}; kept as {kept.get('status', 'Cancelled')} with its last checkpoint: "
                       "Resume continues it." if kept else
                       "Cancelled before the first epoch ended: nothing was kept.")

@@ -9,99 +9,19 @@ that it is really loaded (a tensor compared), and that a partial download is nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Optional
 
 import pytest
 
 from conftest import REPO, engine_command, engine_env, parse_stdout
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-class FakeHub(ThreadingHTTPServer):
-    """``/{repo_id}/resolve/{revision}/{filename}`` with the headers huggingface_hub reads, Range requests,
-    an optional cut of the first body half way, and an optional delay per 64 KB."""
-
-    daemon_threads = True
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        super().__init__(("127.0.0.1", 0), _HubHandler)
-        self.files = files
-        self.cut_first_get = False
-        self.delay_s = 0.0
-        self.requests: list[tuple[str, str, Optional[str]]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _HubHandler(BaseHTTPRequestHandler):
-    server: FakeHub
-
-    def log_message(self, *args: Any) -> None:
-        return None
-
-    def _file(self) -> Optional[bytes]:
-        match = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/[^/]+/(?P<name>.+)", self.path.split("?")[0])
-        return self.server.files.get(f"{match['repo']}/{match['name']}") if match else None
-
-    def _headers(self, body: bytes, status: int, start: int) -> None:
-        self.send_response(status)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(body) - start))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.end_headers()
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        body = self._file()
-        self.server.requests.append(("HEAD", self.path, None))
-        if body is None:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self._headers(body, 200, 0)
-
-    def do_GET(self) -> None:  # noqa: N802
-        body = self._file()
-        wanted = self.headers.get("Range")
-        self.server.requests.append(("GET", self.path, wanted))
-        if body is None:
-            self.send_error(404)
-            return
-        start = int(re.match(r"bytes=(\d+)-", wanted).group(1)) if wanted else 0
-        self._headers(body, 206 if start else 200, start)
-        end = len(body)
-        if self.server.cut_first_get:
-            self.server.cut_first_get = False
-            end = start + (len(body) - start) // 2
-        for offset in range(start, end, 65536):
-            try:
-                self.wfile.write(body[offset:min(offset + 65536, end)])
-                self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                return
-            if self.server.delay_s:
-                time.sleep(self.server.delay_s)
-        if end < len(body):  # the cut: close with the body short of its Content-Length
-            self.close_connection = True
-            self.connection.shutdown(2)
+sys.path.insert(0, str(REPO / "tests" / "support"))
+from fake_hub import serve, stop  # noqa: E402 - after the path
 
 
 def _safetensors_of_random_resnet18(folder: Path) -> Path:
@@ -117,12 +37,9 @@ def _safetensors_of_random_resnet18(folder: Path) -> Path:
 @pytest.fixture()
 def hub(tmp_path):
     weights = _safetensors_of_random_resnet18(tmp_path)
-    server = FakeHub({"timm/resnet18.a1_in1k/model.safetensors": weights.read_bytes()})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = serve({"timm/resnet18.a1_in1k/model.safetensors": weights.read_bytes()})
     yield server, weights
-    server.shutdown()
-    server.server_close()
+    stop(server)
 
 
 def _env(hub_url: str, hf_home: Path, offline: bool) -> dict[str, str]:
