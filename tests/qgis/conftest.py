@@ -27,6 +27,9 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "training: trains a model for real beyond the session's one (engine work, the same on every QGIS "
         "version): scripts/qgis_matrix.py runs these on the machine's own QGIS only")
+    config.addinivalue_line(
+        "markers", "engine_bound: most of its time is a long engine job (importing a model or a template builds "
+        "it), the same on every QGIS version: scripts/qgis_matrix.py runs these on the machine's own QGIS only")
 
 
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.05) -> None:

@@ -211,6 +211,7 @@ def test_missing_pretrained_weights_are_offered_for_download_which_shows_its_spe
 
 
 # ------------------------------------------------------------------ Models: card, export, import, delete
+@pytest.mark.engine_bound
 def test_export_then_import_gives_a_second_model_and_delete_asks_first(plugin, trained_tune, tmp_path, monkeypatch):
     from qgis.core import Qgis, QgsTask
     from qgis.PyQt.QtWidgets import QFileDialog, QMessageBox
@@ -304,6 +305,7 @@ def _fill_dialog(monkeypatch, path: Path, schema: Path | None = None, purpose: s
     monkeypatch.setattr(TemplateImportDialog, "exec", answer)
 
 
+@pytest.mark.engine_bound
 def test_a_template_imported_from_the_dock_is_listed_picked_exported_and_deleted(plugin, trained_tune, tmp_path,
                                                                                  monkeypatch):
     from qgis.PyQt.QtWidgets import QFileDialog, QMessageBox
