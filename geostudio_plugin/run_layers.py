@@ -54,10 +54,12 @@ class DateLayers:
 
 @dataclass
 class RunLayers:
-    title: str
+    title: str  # model, place and dates (run_title)
     group: QgsLayerTreeGroup
     dates: list[DateLayers] = field(default_factory=list)
     time_range: Optional[QgsDateTimeRange] = None  # the whole run; None for a single date
+    model: str = ""
+    place: str = ""
 
     def layers(self) -> list[QgsRasterLayer]:
         return [lyr for day in self.dates for lyr in day.layers()]
@@ -77,10 +79,13 @@ def dates_text(dates: list[str]) -> str:
     return dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} ({len(dates)} dates)"
 
 
+def run_model(run: Mapping[str, Any]) -> str:
+    return str(run.get("model_display_name") or run.get("tune_id") or "model")
+
+
 def run_title(run: Mapping[str, Any]) -> str:
     """Model, place and dates: what tells two runs apart in the layer tree and on a printed map."""
-    model = str(run.get("model_display_name") or run.get("tune_id") or "model")
-    parts = [model, run_place(run), dates_text(run_dates(run))]
+    parts = [run_model(run), run_place(run), dates_text(run_dates(run))]
     return " — ".join(p for p in parts if p)
 
 
@@ -172,7 +177,7 @@ def load_run(run: Mapping[str, Any], project: Optional[QgsProject] = None,
     days = [load_day(o, entries) for o in run.get("outputs", [])]  # every file opens before anything is added
     title = run_title(run)
     group = layers.result_group(group_name or f"GeoStudio: {title}", project)
-    result = RunLayers(title, group, days)
+    result = RunLayers(title, group, days, model=run_model(run), place=run_place(run))
     timed = len([d for d in days if d.date]) > 1
     for day in sorted(days, key=lambda d: d.date, reverse=True):
         parent = group.addGroup(day.date) if day.date else group
