@@ -36,7 +36,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QFile
 from qgis.PyQt.QtGui import QFont
 
-from .run_layers import DateLayers, RunLayers, day_range
+from .run_layers import RunLayers, day_range
 
 #: QGIS's own north arrow (the one the layout designer's "Add North Arrow" uses).
 NORTH_ARROW_SVG = ":/images/north_arrows/layout_default_north_arrow.svg"

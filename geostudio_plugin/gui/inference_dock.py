@@ -16,7 +16,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QDate
-from qgis.PyQt.QtWidgets import QFileDialog
+from qgis.PyQt.QtWidgets import QFileDialog, QSizePolicy
 
 from .. import compat, contract, inference_request, layers, map_export, qgis_inputs, run_layers, settings, tasks
 from .. import workspace_index
@@ -41,7 +41,7 @@ class InferenceDock(UiDock):
         "runButton": "Predict in the background; the result is added as a styled layer and the map zooms to it",
         "cancelButton": "Stop the running inference; nothing is loaded",
     }
-    RASTER_PAGE, AREA_PAGE = 0, 1
+    RASTER_PAGE, AREA_PAGE = 0, 1  # modeCombo's entries and modeStack's pages, in the same order
     AVAILABILITY_PENDING = "Needs the engine's check-availability command (not wired in this version)"
     DEFAULT_DAYS = 7  # the area mode's date range: the last week
 
@@ -76,7 +76,7 @@ class InferenceDock(UiDock):
         area.setNullValueAllowed(True, "No area yet")
         area.clear()
         area.extentChanged.connect(self._on_area_changed)
-        self.ui.modeAreaRadio.toggled.connect(self._on_mode)
+        self.ui.modeCombo.currentIndexChanged.connect(self._on_mode)
         self.ui.drawButton.clicked.connect(lambda: self.drawer.start())
         self.ui.selectedButton.clicked.connect(lambda: self.use_selected_features())
         self.ui.clearAreaButton.clicked.connect(lambda: self.clear_area())
@@ -92,10 +92,17 @@ class InferenceDock(UiDock):
         self._on_mode()
 
     def area_mode(self) -> bool:
-        return self.ui.modeAreaRadio.isChecked()
+        return self.ui.modeCombo.currentIndex() == self.AREA_PAGE
 
-    def _on_mode(self, _checked: bool = False) -> None:
-        self.ui.modeStack.setCurrentIndex(self.AREA_PAGE if self.area_mode() else self.RASTER_PAGE)
+    def _on_mode(self, _index: int = 0) -> None:
+        """Show the mode's page; the hidden page takes no room (a stack is as tall as its tallest page)."""
+        current = self.AREA_PAGE if self.area_mode() else self.RASTER_PAGE
+        stack = self.ui.modeStack
+        for index in range(stack.count()):
+            policy = QSizePolicy.Policy.Preferred if index == current else QSizePolicy.Policy.Ignored
+            stack.widget(index).setSizePolicy(policy, policy)
+        stack.setCurrentIndex(current)
+        stack.adjustSize()
         canvas = self.iface.mapCanvas()
         if self.area_mode():  # the widget's "current extent" is what the map shows now
             self.ui.areaExtentWidget.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins: list[str] = []
-
 
 @pytest.fixture()
 def dock(plugin, qgis_new_project):
@@ -21,7 +19,7 @@ def dock(plugin, qgis_new_project):
     canvas.resize(600, 400)
     canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     canvas.setExtent(QgsRectangle(1460000, 1320000, 1480000, 1335000))  # Maiduguri, in metres
-    dock.ui.modeAreaRadio.click()
+    dock.ui.modeCombo.setCurrentIndex(dock.ui.modeCombo.findText("Area and dates"))
     yield dock
     QgsProject.instance().removeAllMapLayers()
     QgsProject.instance().layerTreeRoot().removeAllChildren()
