@@ -16,7 +16,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QDate
-from qgis.PyQt.QtWidgets import QFileDialog, QSizePolicy
+from qgis.PyQt.QtWidgets import QFileDialog, QSizePolicy, QToolButton
 
 from .. import compat, contract, inference_request, layers, map_export, qgis_inputs, run_layers, settings, tasks
 from .. import workspace_index
@@ -86,6 +86,8 @@ class InferenceDock(UiDock):
         self.ui.startDateEdit.setDate(today.addDays(-self.DEFAULT_DAYS))
         self.ui.maxccSpin.setValue(inference_request.DEFAULT_MAXCC)
         self.ui.masksGroup.setCollapsed(True)
+        for button in self.ui.masksGroup.findChildren(QToolButton, "collapseButton"):  # its own arrow
+            button.setToolTip("Show or hide the post-processing masks")
         self.ui.checkAvailabilityButton.setEnabled(False)  # the seam: availability_request() (see the README)
         self.ui.checkAvailabilityButton.setToolTip(self.AVAILABILITY_PENDING)
         self.closed.connect(self.release_canvas)
