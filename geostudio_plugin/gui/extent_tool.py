@@ -100,6 +100,7 @@ class AreaDrawer(QObject):
         self.outline = _band(canvas, 25)
         self.area: Optional[tuple[QgsRectangle, QgsCoordinateReferenceSystem]] = None  # what the outline shows
         self._previous: Optional[QgsMapTool] = None
+        self._disposed = False
         self.tool.rectangleDrawn.connect(self._on_drawn)
         self.tool.cancelled.connect(self._restore_tool)
         canvas.destinationCrsChanged.connect(self._redraw)
@@ -131,6 +132,17 @@ class AreaDrawer(QObject):
         if self.is_drawing():
             self._restore_tool()
         self.clear()
+
+    def dispose(self) -> None:
+        """Take the tool's items off the canvas for good (the plugin unloads); the drawer is unusable after."""
+        self.unload()
+        if self._disposed:
+            return
+        self._disposed = True
+        self.canvas.destinationCrsChanged.disconnect(self._redraw)
+        for band in (self.outline, self.tool._live):
+            if band.scene() is not None:
+                band.scene().removeItem(band)
 
     def _on_drawn(self, rectangle: QgsRectangle) -> None:
         crs = self.canvas.mapSettings().destinationCrs()

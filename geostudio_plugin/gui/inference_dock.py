@@ -90,7 +90,8 @@ class InferenceDock(UiDock):
             button.setToolTip("Show or hide the post-processing masks")
         self.ui.checkAvailabilityButton.setEnabled(False)  # the seam: availability_request() (see the README)
         self.ui.checkAvailabilityButton.setToolTip(self.AVAILABILITY_PENDING)
-        self.closed.connect(self.release_canvas)
+        self.closed.connect(self.drawer.unload)  # the outline leaves the map with the dock...
+        self.opened.connect(self._show_area)  # ...and comes back with it
         self._on_mode()
 
     def area_mode(self) -> bool:
@@ -145,9 +146,13 @@ class InferenceDock(UiDock):
         self.ui.areaExtentWidget.clear()
         self.drawer.clear()
 
+    def _show_area(self) -> None:
+        if self.area_mode():
+            self._on_area_changed(self.ui.areaExtentWidget.outputExtent())
+
     def release_canvas(self) -> None:
-        """The dock closes (or the plugin unloads): stop drawing, take the outline off the map."""
-        self.drawer.unload()
+        """The plugin unloads: stop drawing, give the map its tool back, take the outline off the map."""
+        self.drawer.dispose()
 
     def area_request(self) -> Optional[AreaRequest]:
         """The area-and-dates request from the widgets, read here on the main thread; None, with the reason

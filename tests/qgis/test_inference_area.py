@@ -73,6 +73,12 @@ def test_drawing_on_the_map_sets_the_area_and_keeps_an_outline(dock):
                                              button=Qt.MouseButton.RightButton))
     assert canvas.mapTool() is pan and not dock.drawer.outline_geometry().isEmpty()
 
+    dock.close()  # the outline leaves the map with the dock, and comes back with it
+    assert dock.drawer.outline_geometry().isEmpty()
+    dock.show()  # (which lists the workspace's models again: the test's model is added back)
+    assert not dock.drawer.outline_geometry().isEmpty()
+    dock.ui.tuneCombo.addItem("flood model (tune-1)", "tune-1")
+
     dock.ui.clearAreaButton.click()
     assert dock.drawer.outline_geometry().isEmpty()
     dock.ui.runButton.click()
@@ -187,5 +193,8 @@ def test_a_loaded_run_exports_its_map_from_the_dock(dock, tmp_path, monkeypatch)
     assert (tmp_path / "maps" / "flood.pdf").read_bytes()[:5] == b"%PDF-"
     assert dock.ui.resultLabel.text().startswith("Map exported: ")
 
-    dock.close()  # the outline leaves the map with the dock
-    assert dock.drawer.outline_geometry().isEmpty()
+    drawing = dock.drawer.tool
+    dock.ui.drawButton.click()
+    assert dock.iface.mapCanvas().mapTool() is drawing
+    dock.release_canvas()  # the plugin unloads: no tool of ours left on the map, nothing drawn
+    assert dock.iface.mapCanvas().mapTool() is not drawing and dock.drawer.outline.scene() is None
