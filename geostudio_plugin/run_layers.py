@@ -10,6 +10,7 @@ date's layers carry that day as a fixed temporal range, so QGIS's Temporal Contr
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -63,6 +64,27 @@ class RunLayers:
 
     def layers(self) -> list[QgsRasterLayer]:
         return [lyr for day in self.dates for lyr in day.layers()]
+
+
+FILE_KEYS = ("rgb", "prediction", "masked", "confidence")
+
+
+def run_record(result: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``infer`` result's run record: its ``inference.json`` (model name, place, dates and every output) when
+    the result names one, else the result's summary. File paths in the record may be relative to its folder."""
+    outputs = result.get("outputs") or {}
+    path = Path(str(outputs.get("inference_json") or "")) if isinstance(outputs, Mapping) else Path()
+    if path.name and path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        folder = path.parent
+    else:
+        record = dict(result.get("summary") or {})
+        folder = Path(str(outputs.get("inference_dir") or ".")) if isinstance(outputs, Mapping) else Path(".")
+    for output in record.get("outputs", []):
+        for key in FILE_KEYS:
+            if output.get(key) and not Path(str(output[key])).is_absolute():
+                output[key] = str(folder / str(output[key]))
+    return record
 
 
 def run_place(run: Mapping[str, Any]) -> str:

@@ -200,7 +200,7 @@ class InferenceDock(UiDock):
                                       on_failure=self._failed)
 
     def _area_done(self, result: dict[str, Any]) -> None:
-        self.load_run(result["summary"])
+        self.load_run(run_layers.run_record(result))
 
     def load_run(self, run: dict[str, Any]) -> run_layers.RunLayers:
         """An area run's record (inference.json): its layers as one group, the map zoomed to them, Export on."""

@@ -175,14 +175,33 @@ def test_typed_area_dates_and_masks_make_the_payload(dock, monkeypatch):
     assert sent == {}
 
 
-def test_a_loaded_run_exports_its_map_from_the_dock(dock, tmp_path, monkeypatch):
+def test_a_finished_area_run_loads_and_exports_its_map_from_the_dock(dock, tmp_path, monkeypatch):
     from run_fixture import make_run
 
-    from qgis.core import QgsProject
+    from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
+    from qgis.PyQt.QtCore import QDate
     from qgis.PyQt.QtWidgets import QFileDialog
 
+    import json
+
     assert not dock.ui.exportButton.isEnabled()
-    dock.load_run(make_run(tmp_path / "run"))  # what a finished area run hands the dock (inference.json)
+    record = make_run(tmp_path / "run")
+    for output in record["outputs"]:  # the record may name its files relative to its folder
+        output.update({k: output[k].rsplit("/", 1)[-1] for k in ("rgb", "prediction", "masked")})
+    (tmp_path / "run" / "inference.json").write_text(json.dumps(record))
+    from geostudio_plugin import tasks
+
+    monkeypatch.setattr(tasks, "start", lambda task: task)  # the engine's area pipeline is not there yet
+    dock.ui.areaExtentWidget.setOutputExtentFromUser(QgsRectangle(13.14, 11.79, 13.22, 11.88),
+                                                     QgsCoordinateReferenceSystem("EPSG:4326"))
+    dock.ui.startDateEdit.setDate(QDate(2024, 9, 12))
+    dock.ui.endDateEdit.setDate(QDate(2024, 9, 20))
+    dock.ui.runButton.click()
+    assert dock.task is not None and not dock.ui.runButton.isEnabled() and dock.ui.cancelButton.isEnabled()
+    assert dock.task.command == "infer" and dock.task.job.spec["temporal_domain"] == ["2024-09-12_2024-09-20"]
+    dock.task.succeeded.emit({"outputs": {"inference_json": str(tmp_path / "run" / "inference.json")},
+                              "summary": {"inference_id": record["inference_id"]}})  # as the engine ends a run
+    assert dock.task is None and dock.ui.runButton.isEnabled()
     assert dock.ui.exportButton.isEnabled()
     root = QgsProject.instance().layerTreeRoot()
     assert root.findGroup("GeoStudio: flood-resnet — Maiduguri — 2024-09-12 to 2024-09-20 (2 dates)") is not None
