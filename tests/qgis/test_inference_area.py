@@ -41,6 +41,7 @@ def test_drawing_on_the_map_sets_the_area_and_keeps_an_outline(dock):
     from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle
     from qgis.gui import QgsMapToolPan
     from qgis.PyQt.QtCore import QEvent, Qt
+    from qgis.PyQt.QtGui import QKeyEvent
 
     canvas = dock.iface.mapCanvas()
     assert dock.ui.modeStack.currentWidget() is dock.ui.areaPage
@@ -72,6 +73,14 @@ def test_drawing_on_the_map_sets_the_area_and_keeps_an_outline(dock):
     canvas.mapTool().canvasPressEvent(_mouse(canvas, QEvent.Type.MouseButtonPress, 10, 10,
                                              button=Qt.MouseButton.RightButton))
     assert canvas.mapTool() is pan and not dock.drawer.outline_geometry().isEmpty()
+    dock.ui.drawButton.click()  # and so does Esc
+    canvas.mapTool().keyPressEvent(QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Escape, Qt.KeyboardModifier.NoModifier))
+    assert canvas.mapTool() is pan
+
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))  # the outline follows the map's CRS
+    moved = dock.drawer.outline_geometry().boundingBox()
+    assert _close([moved.xMinimum(), moved.yMinimum(), moved.xMaximum(), moved.yMaximum()], request.bbox_4326, 1e-6)
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
 
     dock.close()  # the outline leaves the map with the dock, and comes back with it
     assert dock.drawer.outline_geometry().isEmpty()
