@@ -16,7 +16,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QDate
-from qgis.PyQt.QtWidgets import QFileDialog, QSizePolicy, QToolButton
+from qgis.PyQt.QtWidgets import QFileDialog, QLineEdit, QSizePolicy, QToolButton
 
 from .. import compat, contract, inference_request, layers, map_export, qgis_inputs, run_layers, settings, tasks
 from .. import workspace_index
@@ -86,6 +86,7 @@ class InferenceDock(UiDock):
         self.ui.startDateEdit.setDate(today.addDays(-self.DEFAULT_DAYS))
         self.ui.maxccSpin.setValue(inference_request.DEFAULT_MAXCC)
         self.ui.masksGroup.setCollapsed(True)
+        self.ui.masksGroup.collapsedStateChanged.connect(lambda _collapsed: self._fit_page())
         for button in self.ui.masksGroup.findChildren(QToolButton, "collapseButton"):  # its own arrow
             button.setToolTip("Show or hide the post-processing masks")
         self.ui.checkAvailabilityButton.setEnabled(False)  # the seam: availability_request() (see the README)
@@ -105,7 +106,14 @@ class InferenceDock(UiDock):
             policy = QSizePolicy.Policy.Preferred if index == current else QSizePolicy.Policy.Ignored
             stack.widget(index).setSizePolicy(policy, policy)
         stack.setCurrentIndex(current)
-        stack.adjustSize()
+        self._fit_page()
+
+    def _fit_page(self) -> None:
+        """The stack follows its page's height (a page grows when the masks box opens)."""
+        page = self.ui.modeStack.currentWidget()
+        page.layout().activate()
+        self.ui.modeStack.setMaximumHeight(page.sizeHint().height())
+        self.ui.modeStack.updateGeometry()
         canvas = self.iface.mapCanvas()
         if self.area_mode():  # the widget's "current extent" is what the map shows now
             self.ui.areaExtentWidget.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
@@ -113,7 +121,13 @@ class InferenceDock(UiDock):
 
     def _on_drawn(self, rectangle: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
         """A rectangle drawn on the canvas (canvas CRS) becomes the area; the widget shows it in EPSG:4326."""
+        self._set_area(rectangle, crs)
+
+    def _set_area(self, rectangle: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        """Set the area from the dock (drawn, selection); the widget's text shows xmin first, not its CRS tail."""
         self.ui.areaExtentWidget.setOutputExtentFromUser(rectangle, crs)
+        for line in self.ui.areaExtentWidget.findChildren(QLineEdit, "mCondensedLineEdit"):
+            line.setCursorPosition(0)
 
     def _on_area_changed(self, extent: QgsRectangle) -> None:
         """Whatever set the area (drawing, typing, a layer or the canvas), the map outlines it."""
@@ -132,7 +146,7 @@ class InferenceDock(UiDock):
             self._say("Area: select features of a polygon layer first (the active layer, or any layer with a "
                       "selection).", problem=True)
             return None
-        self.ui.areaExtentWidget.setOutputExtentFromUser(box, qgis_inputs.WGS84)
+        self._set_area(box, qgis_inputs.WGS84)
         self._say(f"Area: the {layer.selectedFeatureCount()} selected feature(s) of {layer.name()}.")
         return box
 

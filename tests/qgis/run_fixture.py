@@ -78,6 +78,6 @@ def make_run(folder: Path, dates: tuple[str, ...] = ("2024-09-12", "2024-09-20")
     folder.mkdir(parents=True, exist_ok=True)
     outputs = [write_date(folder, date, 40 * n, confidence) for n, date in enumerate(dates)]
     return {"inference_id": "area-run-1", "tune_id": "tune-1", "model_display_name": "flood-resnet",
-            "location": "Maiduguri", "description": "Maiduguri floods", "temporal_domain": list(dates),
+            "location": "Gulf of Honduras", "description": "MARIDA scene, test fixture", "temporal_domain": list(dates),
             "classes": CLASSES, "outputs": outputs, "seconds": 1.0, "device": "cpu",
             "post_processing": {"cloud_masking": True, "snow_ice_masking": True, "permanent_water_masking": True}}

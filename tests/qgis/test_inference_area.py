@@ -132,6 +132,7 @@ def test_selected_features_in_a_third_crs_give_the_bbox(dock):
 
 
 def test_typed_area_dates_and_masks_make_the_payload(dock, monkeypatch):
+    from qgis.core import QgsApplication
     from qgis.PyQt.QtCore import QDate
     from qgis.PyQt.QtTest import QTest
     from qgis.PyQt.QtWidgets import QLineEdit
@@ -143,6 +144,8 @@ def test_typed_area_dates_and_masks_make_the_payload(dock, monkeypatch):
     dock.ui.endDateEdit.setDate(QDate(2024, 9, 14))
     dock.ui.maxccSpin.setValue(30)
     dock.ui.masksGroup.setCollapsed(False)
+    QgsApplication.processEvents()  # the page grows with the opened box: nothing squashed
+    assert dock.ui.masksGroup.height() >= dock.ui.masksGroup.sizeHint().height()
     dock.ui.cloudMaskCheck.click()
     dock.ui.waterMaskCheck.click()
     assert not dock.drawer.outline_geometry().isEmpty()  # a typed area is outlined too
@@ -183,6 +186,12 @@ def test_typed_area_dates_and_masks_make_the_payload(dock, monkeypatch):
         assert "b2182b" in dock.ui.resultLabel.styleSheet()
     assert sent == {}
 
+    dock.ui.modeCombo.setCurrentIndex(dock.ui.modeCombo.findText("Raster layer"))  # back: nothing cut off
+    QgsApplication.processEvents()
+    assert dock.ui.modeStack.currentWidget() is dock.ui.rasterPage
+    browse = dock.ui.browseButton
+    assert browse.mapTo(dock.ui.rasterPage, browse.rect().topRight()).x() < dock.ui.modeStack.width()
+
 
 def test_a_finished_area_run_loads_and_exports_its_map_from_the_dock(dock, tmp_path, monkeypatch):
     from run_fixture import make_run
@@ -213,7 +222,7 @@ def test_a_finished_area_run_loads_and_exports_its_map_from_the_dock(dock, tmp_p
     assert dock.task is None and dock.ui.runButton.isEnabled()
     assert dock.ui.exportButton.isEnabled()
     root = QgsProject.instance().layerTreeRoot()
-    assert root.findGroup("GeoStudio: flood-resnet — Maiduguri — 2024-09-12 to 2024-09-20 (2 dates)") is not None
+    assert root.findGroup("GeoStudio: flood-resnet — Gulf of Honduras — 2024-09-12 to 2024-09-20 (2 dates)") is not None
     assert "Temporal Controller" in dock.ui.resultLabel.text()
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "maps" / "flood"), ""))
     dock.ui.exportButton.click()

@@ -28,7 +28,7 @@ def test_the_map_of_a_run_exports_to_png_and_pdf(loaded_run, tmp_path):
 
     content = map_export.map_content(loaded_run, "2024-09-12")
     assert [lyr.name() for lyr in content.layers] == ["Masked prediction, 2024-09-12", "Input RGB, 2024-09-12"]
-    assert content.title == "flood-resnet — Maiduguri — 2024-09-12"
+    assert content.title == "flood-resnet — Gulf of Honduras — 2024-09-12"
     assert content.subtitle == "Date 1 of 2 (2024-09-12 to 2024-09-20)"
     layout = map_export.build_layout(content)
     kinds = {type(item).__name__ for item in layout.items()}

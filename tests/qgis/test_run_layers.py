@@ -28,7 +28,7 @@ def test_a_run_of_two_dates_is_one_group_styled_and_time_enabled(run_record):
 
     run = run_layers.load_run(run_record)
     root = QgsProject.instance().layerTreeRoot()
-    group = root.findGroup("GeoStudio: flood-resnet — Maiduguri — 2024-09-12 to 2024-09-20 (2 dates)")
+    group = root.findGroup("GeoStudio: flood-resnet — Gulf of Honduras — 2024-09-12 to 2024-09-20 (2 dates)")
     assert group is not None and group is run.group
     assert [g.name() for g in group.children()] == ["2024-09-20", "2024-09-12"]  # latest on top
     day = run.dates[0]
