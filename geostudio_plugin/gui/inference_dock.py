@@ -107,6 +107,10 @@ class InferenceDock(UiDock):
             stack.widget(index).setSizePolicy(policy, policy)
         stack.setCurrentIndex(current)
         self._fit_page()
+        canvas = self.iface.mapCanvas()
+        if self.area_mode():  # the widget's "current extent" is what the map shows now
+            self.ui.areaExtentWidget.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
+        self._say("")
 
     def _fit_page(self) -> None:
         """The stack follows its page's height (a page grows when the masks box opens)."""
@@ -114,10 +118,6 @@ class InferenceDock(UiDock):
         page.layout().activate()
         self.ui.modeStack.setMaximumHeight(page.sizeHint().height())
         self.ui.modeStack.updateGeometry()
-        canvas = self.iface.mapCanvas()
-        if self.area_mode():  # the widget's "current extent" is what the map shows now
-            self.ui.areaExtentWidget.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
-        self._say("")
 
     def _on_drawn(self, rectangle: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
         """A rectangle drawn on the canvas (canvas CRS) becomes the area; the widget shows it in EPSG:4326."""
@@ -214,7 +214,10 @@ class InferenceDock(UiDock):
                                       on_failure=self._failed)
 
     def _area_done(self, result: dict[str, Any]) -> None:
-        self.load_run(run_layers.run_record(result))
+        try:
+            self.load_run(run_layers.run_record(result))
+        except (OSError, ValueError, KeyError, RuntimeError) as error:  # a record or file QGIS cannot read
+            self._say(f"Done, but the run could not be loaded: {error}", problem=True)
 
     def load_run(self, run: dict[str, Any]) -> run_layers.RunLayers:
         """An area run's record (inference.json): its layers as one group, the map zoomed to them, Export on."""

@@ -185,6 +185,9 @@ def test_typed_area_dates_and_masks_make_the_payload(dock, monkeypatch):
         assert dock.ui.resultLabel.text().startswith(said), (said, dock.ui.resultLabel.text())
         assert "b2182b" in dock.ui.resultLabel.styleSheet()
     assert sent == {}
+    said = dock.ui.resultLabel.text()
+    dock.ui.masksGroup.setCollapsed(True)  # opening or closing the masks box keeps what the label says
+    assert dock.ui.resultLabel.text() == said
 
     dock.ui.modeCombo.setCurrentIndex(dock.ui.modeCombo.findText("Raster layer"))  # back: nothing cut off
     QgsApplication.processEvents()
@@ -229,6 +232,13 @@ def test_a_finished_area_run_loads_and_exports_its_map_from_the_dock(dock, tmp_p
     assert (tmp_path / "maps" / "flood.png").stat().st_size > 10000
     assert (tmp_path / "maps" / "flood.pdf").read_bytes()[:5] == b"%PDF-"
     assert dock.ui.resultLabel.text().startswith("Map exported: ")
+
+    broken = json.loads((tmp_path / "run" / "inference.json").read_text())
+    broken["outputs"][0]["prediction"] = str(tmp_path / "gone_pred.tif")
+    (tmp_path / "run" / "broken.json").write_text(json.dumps(broken))
+    dock._area_done({"outputs": {"inference_json": str(tmp_path / "run" / "broken.json")}, "summary": {}})
+    assert dock.ui.resultLabel.text().startswith("Done, but the run could not be loaded: QGIS cannot open "
+                                                 "Prediction, 2024-09-12")
 
     drawing = dock.drawer.tool
     dock.ui.drawButton.click()
