@@ -16,6 +16,7 @@ def dock(plugin, qgis_new_project):
     dock.ui.tuneCombo.addItem("flood model (tune-1)", "tune-1")
     dock.ui.tuneCombo.setCurrentIndex(dock.ui.tuneCombo.findData("tune-1"))
     canvas = plugin.iface.mapCanvas()
+    before = (canvas.mapSettings().destinationCrs(), canvas.extent(), canvas.size())  # the session's canvas
     canvas.resize(600, 400)
     canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     canvas.setExtent(QgsRectangle(1460000, 1320000, 1480000, 1335000))  # Maiduguri, in metres
@@ -23,6 +24,9 @@ def dock(plugin, qgis_new_project):
     yield dock
     QgsProject.instance().removeAllMapLayers()
     QgsProject.instance().layerTreeRoot().removeAllChildren()
+    canvas.setDestinationCrs(before[0])  # other tests compare layer and canvas extents in one CRS
+    canvas.resize(before[2])
+    canvas.setExtent(before[1])
 
 
 def _mouse(canvas, kind, x: int, y: int, button=None):
