@@ -22,11 +22,14 @@ from qgis.core import (
     QgsMapLayerProxyModel,
     QgsProcessingParameterNumber,
     QgsRasterBandStats,
+    QgsRasterLayerTemporalProperties,
     QgsRasterMinMaxOrigin,
+    QgsWkbTypes,
 )
 
 __all__ = ["LAYER_FILTER_RASTER", "SHADER_INTERPOLATED", "BAND_STAT_MIN", "BAND_STAT_MAX",
-           "RANGE_LIMIT_CUMULATIVE_CUT", "NUMBER_INTEGER", "NUMBER_DOUBLE"]
+           "RANGE_LIMIT_CUMULATIVE_CUT", "NUMBER_INTEGER", "NUMBER_DOUBLE",
+           "GEOMETRY_POLYGON", "RASTER_TEMPORAL_FIXED"]
 
 
 def _enum(*candidates: tuple[Any, str, str]) -> Any:
@@ -64,3 +67,11 @@ NUMBER_INTEGER = _enum((Qgis, "ProcessingNumberParameterType", "Integer"),
                        (QgsProcessingParameterNumber, "Type", "Integer"))
 NUMBER_DOUBLE = _enum((Qgis, "ProcessingNumberParameterType", "Double"),
                       (QgsProcessingParameterNumber, "Type", "Double"))
+
+#: Polygon rubber bands: Qgis.GeometryType (3.30), else QgsWkbTypes.GeometryType (3.22).
+GEOMETRY_POLYGON = _enum((Qgis, "GeometryType", "Polygon"), (QgsWkbTypes, "GeometryType", "PolygonGeometry"))
+
+#: A raster layer shown for one fixed time range (Temporal Controller): Qgis.RasterTemporalMode (3.38 docs),
+#: else QgsRasterLayerTemporalProperties.TemporalMode (3.22).
+RASTER_TEMPORAL_FIXED = _enum((Qgis, "RasterTemporalMode", "FixedTemporalRange"),
+                              (QgsRasterLayerTemporalProperties, "TemporalMode", "ModeFixedTemporalRange"))

@@ -78,6 +78,9 @@ class GeoStudioPlugin:
         for task in tasks.running():  # Qt disconnects their signals from the docks deleted below
             task.cancel()
         for dock in self.docks.values():
+            release = getattr(dock, "release_canvas", None)  # map tools and outlines a dock put on the canvas
+            if release is not None:
+                release()
             self.iface.removeDockWidget(dock)
             dock.deleteLater()
         self.docks.clear()

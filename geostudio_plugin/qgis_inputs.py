@@ -1,6 +1,7 @@
 """QGIS objects -> the plain values ``contract``'s builders take; each rule once, for the docks and Processing.
 
 - an extent (a rectangle and its CRS, or a QgsReferencedRectangle) -> an EPSG:4326 bbox list;
+- a layer's selected features -> their extent in EPSG:4326 (their shapes transformed, not their box);
 - an extent widget -> that bbox, or the map canvas extent where a dock falls back to it;
 - a layer -> the path of its file, as its data provider decodes its source.
 """
@@ -13,6 +14,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
+    QgsGeometry,
     QgsMapLayer,
     QgsProject,
     QgsProviderRegistry,
@@ -21,6 +23,7 @@ from qgis.core import (
 )
 
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+DENSIFY_POINTS = 20  # points added along each edge of a shape before it is transformed
 
 
 def bbox_4326(extent: QgsRectangle, crs: Optional[QgsCoordinateReferenceSystem] = None,
@@ -40,6 +43,32 @@ def bbox_4326(extent: QgsRectangle, crs: Optional[QgsCoordinateReferenceSystem] 
         context = transform_context if transform_context is not None else QgsProject.instance().transformContext()
         rect = QgsCoordinateTransform(crs, WGS84, context).transformBoundingBox(rect)
     return [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
+
+
+def selection_extent_4326(layer, transform_context: Optional[QgsCoordinateTransformContext] = None,
+                          ) -> Optional[QgsRectangle]:  # noqa: ANN001 - QgsVectorLayer
+    """The combined extent of a vector layer's selected features in EPSG:4326 (None without a selection).
+
+    The features' shapes are transformed, not their bounding box: a polygon's extent in longitude/latitude
+    is that of its own outline (edges densified, as they curve once transformed), which a transformed
+    rectangle would overstate for any shape that does not fill its box.
+    """
+    context = transform_context if transform_context is not None else QgsProject.instance().transformContext()
+    transform = QgsCoordinateTransform(layer.crs(), WGS84, context) if layer.crs() != WGS84 else None
+    extent: Optional[QgsRectangle] = None
+    for feature in layer.getSelectedFeatures():
+        shape = QgsGeometry(feature.geometry())
+        if shape.isEmpty():
+            continue
+        shape = shape.densifyByCount(DENSIFY_POINTS)
+        if transform is not None:
+            shape.transform(transform)
+        box = shape.boundingBox()
+        if extent is None:
+            extent = QgsRectangle(box)
+        else:
+            extent.combineExtentWith(box)
+    return extent
 
 
 def canvas_bbox(canvas) -> Optional[list[float]]:  # noqa: ANN001 - QgsMapCanvas

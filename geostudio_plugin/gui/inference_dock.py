@@ -1,4 +1,5 @@
-"""Inference dock: a tuned model, an input raster and an optional extent drawn on the canvas."""
+"""Inference dock: a tuned model on a raster layer (optionally cropped to an area), or on an area drawn on the
+map and dates (the engine fetches the imagery); a run's layers load as one group and export as a map."""
 
 from __future__ import annotations
 
@@ -6,11 +7,22 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from qgis.core import QgsProject, QgsRasterLayer
-from qgis.PyQt.QtWidgets import QFileDialog
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsMapLayer,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QDate
+from qgis.PyQt.QtWidgets import QFileDialog, QLineEdit, QSizePolicy, QToolButton
 
-from .. import compat, contract, layers, qgis_inputs, settings, tasks, workspace_index
+from .. import compat, contract, inference_request, layers, map_export, qgis_inputs, run_layers, settings, tasks
+from .. import workspace_index
+from ..inference_request import AreaRequest
 from .base import UiDock
+from .extent_tool import AreaDrawer
 from .messages import show_success, show_warning
 
 PROBLEM_STYLE = "color: #b2182b;"
@@ -29,6 +41,9 @@ class InferenceDock(UiDock):
         "runButton": "Predict in the background; the result is added as a styled layer and the map zooms to it",
         "cancelButton": "Stop the running inference; nothing is loaded",
     }
+    RASTER_PAGE, AREA_PAGE = 0, 1  # modeCombo's entries and modeStack's pages, in the same order
+    AVAILABILITY_PENDING = "Needs the engine's check-availability command (not wired in this version)"
+    DEFAULT_DAYS = 7  # the area mode's date range: the last week
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
         super().__init__(iface, parent)
@@ -45,6 +60,196 @@ class InferenceDock(UiDock):
         self.ui.browseButton.clicked.connect(lambda: self.browse_raster())
         self.visibilityChanged.connect(lambda visible: visible and self.refresh_tunes())
         self._on_layer(self.ui.layerCombo.currentLayer())
+        self.export_content: Optional[map_export.MapContent] = None  # the last run's map, for Export map…
+        self.run: Optional[run_layers.RunLayers] = None  # the last area run's layers
+        self.ui.exportButton.clicked.connect(lambda: self.export_map())
+        self._set_up_area_mode()
+
+    # ------------------------------------------------------------------ area and dates
+    def _set_up_area_mode(self) -> None:
+        canvas = self.iface.mapCanvas()
+        self.drawer = AreaDrawer(canvas)  # its outline lives on the canvas: released in release_canvas()
+        self.drawer.drawn.connect(self._on_drawn)
+        area = self.ui.areaExtentWidget
+        area.setOutputCrs(qgis_inputs.WGS84)  # the Studio's bbox CRS: one transform from wherever it comes
+        area.setMapCanvas(canvas)
+        area.setNullValueAllowed(True, "No area yet")
+        area.clear()
+        area.extentChanged.connect(self._on_area_changed)
+        self.ui.modeCombo.currentIndexChanged.connect(self._on_mode)
+        self.ui.drawButton.clicked.connect(lambda: self.drawer.start())
+        self.ui.selectedButton.clicked.connect(lambda: self.use_selected_features())
+        self.ui.clearAreaButton.clicked.connect(lambda: self.clear_area())
+        self.ui.singleDateCheck.toggled.connect(self.ui.endDateEdit.setDisabled)
+        today = QDate.currentDate()
+        self.ui.endDateEdit.setDate(today)
+        self.ui.startDateEdit.setDate(today.addDays(-self.DEFAULT_DAYS))
+        self.ui.maxccSpin.setValue(inference_request.DEFAULT_MAXCC)
+        self.ui.masksGroup.setCollapsed(True)
+        self.ui.masksGroup.collapsedStateChanged.connect(lambda _collapsed: self._fit_page())
+        for button in self.ui.masksGroup.findChildren(QToolButton, "collapseButton"):  # its own arrow
+            button.setToolTip("Show or hide the post-processing masks")
+        self.ui.checkAvailabilityButton.setEnabled(False)  # the seam: availability_request() (see the README)
+        self.ui.checkAvailabilityButton.setToolTip(self.AVAILABILITY_PENDING)
+        self.closed.connect(self.drawer.unload)  # the outline leaves the map with the dock...
+        self.opened.connect(self._show_area)  # ...and comes back with it
+        self._on_mode()
+
+    def area_mode(self) -> bool:
+        return self.ui.modeCombo.currentIndex() == self.AREA_PAGE
+
+    def _on_mode(self, _index: int = 0) -> None:
+        """Show the mode's page; the hidden page takes no room (a stack is as tall as its tallest page)."""
+        current = self.AREA_PAGE if self.area_mode() else self.RASTER_PAGE
+        stack = self.ui.modeStack
+        for index in range(stack.count()):
+            policy = QSizePolicy.Policy.Preferred if index == current else QSizePolicy.Policy.Ignored
+            stack.widget(index).setSizePolicy(policy, policy)
+        stack.setCurrentIndex(current)
+        self._fit_page()
+        canvas = self.iface.mapCanvas()
+        if self.area_mode():  # the widget's "current extent" is what the map shows now
+            self.ui.areaExtentWidget.setCurrentExtent(canvas.extent(), canvas.mapSettings().destinationCrs())
+        self._say("")
+
+    def _fit_page(self) -> None:
+        """The stack follows its page's height (a page grows when the masks box opens)."""
+        page = self.ui.modeStack.currentWidget()
+        page.layout().activate()
+        self.ui.modeStack.setMaximumHeight(page.sizeHint().height())
+        self.ui.modeStack.updateGeometry()
+
+    def _on_drawn(self, rectangle: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        """A rectangle drawn on the canvas (canvas CRS) becomes the area; the widget shows it in EPSG:4326."""
+        self._set_area(rectangle, crs)
+
+    def _set_area(self, rectangle: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        """Set the area from the dock (drawn, selection); the widget's text shows xmin first, not its CRS tail."""
+        self.ui.areaExtentWidget.setOutputExtentFromUser(rectangle, crs)
+        for line in self.ui.areaExtentWidget.findChildren(QLineEdit, "mCondensedLineEdit"):
+            line.setCursorPosition(0)
+
+    def _on_area_changed(self, extent: QgsRectangle) -> None:
+        """Whatever set the area (drawing, typing, a layer or the canvas), the map outlines it."""
+        widget = self.ui.areaExtentWidget
+        if widget.isValid() and not extent.isNull():
+            self.drawer.show(extent, widget.outputCrs())
+        else:
+            self.drawer.clear()
+
+    def use_selected_features(self) -> Optional[QgsRectangle]:
+        """The combined extent of the selected features of the active vector layer (else of the first layer
+        with a selection), their shapes transformed to EPSG:4326 (qgis_inputs.selection_extent_4326)."""
+        layer = self._layer_with_selection()
+        box = qgis_inputs.selection_extent_4326(layer) if layer is not None else None
+        if layer is None or box is None:
+            self._say("Area: select features of a polygon layer first (the active layer, or any layer with a "
+                      "selection).", problem=True)
+            return None
+        self._set_area(box, qgis_inputs.WGS84)
+        self._say(f"Area: the {layer.selectedFeatureCount()} selected feature(s) of {layer.name()}.")
+        return box
+
+    def _layer_with_selection(self) -> Optional[QgsVectorLayer]:
+        active = self.iface.activeLayer() if hasattr(self.iface, "activeLayer") else None
+        candidates = [active] + list(QgsProject.instance().mapLayers().values())
+        return next((layer for layer in candidates if isinstance(layer, QgsVectorLayer)
+                     and layer.selectedFeatureCount() > 0), None)
+
+    def clear_area(self) -> None:
+        self.ui.areaExtentWidget.clear()
+        self.drawer.clear()
+
+    def _show_area(self) -> None:
+        if self.area_mode():
+            self._on_area_changed(self.ui.areaExtentWidget.outputExtent())
+
+    def release_canvas(self) -> None:
+        """The plugin unloads: stop drawing, give the map its tool back, take the outline off the map."""
+        self.drawer.dispose()
+
+    def area_request(self) -> Optional[AreaRequest]:
+        """The area-and-dates request from the widgets, read here on the main thread; None, with the reason
+        (naming the field) in the dock's label, when something must be fixed first."""
+        widget = self.ui.areaExtentWidget
+        extent = widget.outputExtent() if widget.isValid() else QgsRectangle()
+        bbox = qgis_inputs.widget_bbox(widget)  # the one extent -> EPSG:4326 rule
+        if bbox is None and not extent.isNull():
+            bbox = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]  # empty: said below
+        start = self.ui.startDateEdit.date().toPyDate()
+        end = None if self.ui.singleDateCheck.isChecked() else self.ui.endDateEdit.date().toPyDate()
+        problem = "" if self.ui.tuneCombo.currentData() else (
+            "Model: pick a tuned model first (fine-tune one in the Fine-tuning tab).")
+        problem = problem or inference_request.bbox_problem(bbox)
+        problem = problem or inference_request.date_problem(start, end, QDate.currentDate().toPyDate())
+        if problem:
+            self._say(problem, problem=True)
+            return None
+        masks = {"cloud_masking": self.ui.cloudMaskCheck.isChecked(),
+                 "snow_ice_masking": self.ui.snowMaskCheck.isChecked(),
+                 "permanent_water_masking": self.ui.waterMaskCheck.isChecked()}
+        record = self.tunes.get(self.ui.tuneCombo.currentData() or "", {})
+        request = AreaRequest(model=str(self.ui.tuneCombo.currentData()), bbox_4326=tuple(bbox),
+                              dates=(inference_request.date_entry(start, end),), maxcc=self.ui.maxccSpin.value(),
+                              masks=masks, device=contract.normalise_device(settings.device()),
+                              description=f"{record.get('name') or 'area'} {inference_request.date_entry(start, end)}")
+        problem = request.problem()
+        if problem:
+            self._say(problem, problem=True)
+            return None
+        return request
+
+    def availability_request(self) -> Optional[AreaRequest]:
+        """What "Check availability" asks the engine about: the same request as Run (area, dates, cloud limit)."""
+        return self.area_request()
+
+    def start_area_inference(self) -> Optional[tasks.EngineTask]:
+        request = self.area_request()
+        if request is None:
+            return None
+        self._say("Starting…")
+        self.warnings = []
+        return self.start_engine_task(f"GeoStudio: inference on {request.description}", contract.INFER,
+                                      request.to_payload(), self._area_done, on_event=self._show_stage,
+                                      on_failure=self._failed)
+
+    def _area_done(self, result: dict[str, Any]) -> None:
+        try:
+            self.load_run(run_layers.run_record(result))
+        except (OSError, ValueError, KeyError, RuntimeError) as error:  # a record or file QGIS cannot read
+            self._say(f"Done, but the run could not be loaded: {error}", problem=True)
+
+    def load_run(self, run: dict[str, Any]) -> run_layers.RunLayers:
+        """An area run's record (inference.json): its layers as one group, the map zoomed to them, Export on."""
+        self.run = run_layers.load_run(run)
+        self.loaded_layers = self.run.layers()
+        self.export_content = map_export.map_content(self.run)
+        self.ui.exportButton.setEnabled(True)
+        dates = run_layers.run_dates(run)
+        timed = " Step through them with the Temporal Controller." if self.run.time_range is not None else ""
+        self._say(f"Done: {self.run.title}: {len(dates)} date(s) loaded.{timed}")
+        layers.zoom_to(self.iface.mapCanvas(), self.loaded_layers)
+        return self.run
+
+    def export_map(self, png_path: str = "") -> Optional[tuple[Path, Optional[Path]]]:
+        """The last run's map as a PNG and a PDF beside it (same name), after asking where."""
+        if self.export_content is None:
+            self._say("Export map: run an inference first.", problem=True)
+            return None
+        if not png_path:
+            png_path, _ = QFileDialog.getSaveFileName(self, "Export map", "", "PNG image (*.png)")
+        if not png_path:
+            return None
+        png = Path(png_path).with_suffix(".png")
+        try:
+            written = map_export.export_map(self.export_content, png, png.with_suffix(".pdf"))
+        except (OSError, ValueError) as error:
+            self._say(f"Export map: {error}", problem=True)
+            return None
+        self._say(f"Map exported: {written[0]} and {written[1].name}.")
+        return written
+
+    # ------------------------------------------------------------------ raster layer
 
     def refresh_tunes(self) -> None:
         current = self.ui.tuneCombo.currentData()
@@ -121,6 +326,8 @@ class InferenceDock(UiDock):
     def start_inference(self) -> Optional[tasks.EngineTask]:
         if self.task is not None:
             return None
+        if self.area_mode():
+            return self.start_area_inference()
         if not self.ui.tuneCombo.currentData():
             self._say("Pick a tuned model first (fine-tune one in the Fine-tuning tab).", problem=True)
             return None
@@ -164,4 +371,9 @@ class InferenceDock(UiDock):
         self._say(f"Done: {summary['inference_id']}: {text} ({summary['seconds']:.1f} s on {summary['device']})"
                   + (f"\nWarning: {' '.join(warned)}" if warned else ""), problem=bool(warned))
         layers.zoom_to(self.iface.mapCanvas(), self.loaded_layers)
+        source = self.ui.layerCombo.currentLayer()
+        self.export_content = map_export.MapContent(
+            run_name, self.loaded_layers + ([source] if isinstance(source, QgsMapLayer) else []),
+            self.loaded_layers)
+        self.ui.exportButton.setEnabled(True)
         show_success("GeoStudio", f"Prediction loaded: {text}")
