@@ -659,12 +659,13 @@ def _post_processing(post_processing: Optional[Mapping[str, Any]]) -> dict[str, 
 def infer_area_spec(model: str, bbox: Sequence[float], dates: Sequence[str], *, maxcc: float = 100,
                     post_processing: Optional[Mapping[str, Any]] = None, device: str = "auto",
                     description: str = "", endpoints: Optional[Mapping[str, str]] = None,
-                    max_area_sq_km: Optional[float] = None) -> dict[str, Any]:
+                    max_area_sq_km: Optional[float] = None, location: str = "") -> dict[str, Any]:
     """A tuned model over an EPSG:4326 bbox and dates ("YYYY-MM-DD" or "YYYY-MM-DD_YYYY-MM-DD"): the engine
     checks availability, fetches the model's input data, predicts and masks (``post_processing``: cloud_masking,
     snow_ice_masking, permanent_water_masking). ``maxcc`` 100 is the Studio API's default."""
     spec: dict[str, Any] = {
-        "fine_tuning_id": model, "description": description, "device": normalise_device(device),
+        "fine_tuning_id": model, "description": description, "location": location,
+        "device": normalise_device(device),
         "spatial_domain": {"bbox": [_bbox(bbox)], "urls": [], "polygons": [], "tiles": []},
         "temporal_domain": list(dates), "maxcc": maxcc, "post_processing": _post_processing(post_processing),
         "endpoints": dict(endpoints or {}),

@@ -12,6 +12,8 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
+from . import contract
+
 #: post_processing switches, in the Studio's names, with the value each mask writes into ``*_masked.tif``.
 MASKS: dict[str, int] = {"cloud_masking": 999, "snow_ice_masking": 998, "permanent_water_masking": 997}
 DEFAULT_MAXCC = 80  # the Studio UI's availability check uses 80
@@ -77,15 +79,14 @@ class AreaRequest:
             return f"Post-processing: unknown mask(s) {', '.join(unknown)}; known: {', '.join(MASKS)}."
         return ""
 
-    def to_payload(self) -> dict[str, Any]:
-        """The Studio's inference payload for this request (``spatial_domain.bbox`` is a list of bboxes)."""
-        return {
-            "fine_tuning_id": self.model,
-            "description": self.description,
-            "location": self.location,
-            "device": self.device,
-            "spatial_domain": {"bbox": [[float(v) for v in self.bbox_4326]], "urls": []},
-            "temporal_domain": list(self.dates),
-            "maxcc": int(self.maxcc),
-            "post_processing": {name: bool(self.masks.get(name, False)) for name in MASKS},
-        }
+    def to_payload(self, endpoints: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+        """The Studio's inference payload for this request, through the contract's one builder."""
+        return contract.infer_area_spec(self.model, self.bbox_4326, self.dates, maxcc=self.maxcc,
+                                        post_processing={name: bool(self.masks.get(name, False)) for name in MASKS},
+                                        device=self.device, description=self.description, location=self.location,
+                                        endpoints=endpoints)
+
+    def availability_payload(self, endpoints: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+        """``check-availability`` for the same model, area, dates and cloud limit."""
+        return contract.availability_spec(self.model, self.bbox_4326, self.dates, maxcc=self.maxcc,
+                                          endpoints=endpoints)

@@ -80,11 +80,20 @@ def run_record(result: Mapping[str, Any]) -> dict[str, Any]:
     else:
         record = dict(result.get("summary") or {})
         folder = Path(str(outputs.get("inference_dir") or ".")) if isinstance(outputs, Mapping) else Path(".")
+    if record.get("dates"):  # the engine's area run: one entry per sub-area x date (contract.InferDate)
+        record["outputs"] = [per_date(entry, record.get("outputs") or []) for entry in record["dates"]]
     for output in record.get("outputs", []):
         for key in FILE_KEYS:
             if output.get(key) and not Path(str(output[key])).is_absolute():
                 output[key] = str(folder / str(output[key]))
     return record
+
+
+def per_date(entry: Mapping[str, Any], outputs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """An area run's date entry with the confidence file its prediction got (the prediction's own output)."""
+    same = next((o for o in outputs if Path(str(o.get("prediction", ""))).name ==
+                 Path(str(entry.get("prediction", ""))).name), {})
+    return {**dict(entry), **({"confidence": same["confidence"]} if same.get("confidence") else {})}
 
 
 def run_place(run: Mapping[str, Any]) -> str:

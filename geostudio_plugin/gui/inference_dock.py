@@ -18,8 +18,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QDate
 from qgis.PyQt.QtWidgets import QFileDialog, QLineEdit, QSizePolicy, QToolButton
 
-from .. import compat, contract, inference_request, layers, map_export, qgis_inputs, run_layers, settings, tasks
-from .. import workspace_index
+from .. import compat, contract, credentials, inference_request, layers, map_export, qgis_inputs, run_layers, settings
+from .. import tasks, workspace_index
 from ..inference_request import AreaRequest
 from .base import UiDock
 from .extent_tool import AreaDrawer
@@ -28,12 +28,26 @@ from .messages import show_success, show_warning
 PROBLEM_STYLE = "color: #b2182b;"
 
 
+def availability_line(entry: contract.AvailabilityDate) -> str:
+    """One requested date as a person reads it: the day with data and its scenes' cloud cover, or the nearest
+    dates that have data."""
+    asked = entry.get("request") or entry.get("start") or "?"
+    if not entry.get("date"):
+        nearest = ", ".join(entry.get("nearest_dates") or []) or "none within the search window"
+        return f"{asked}: no data; nearest dates with data: {nearest}"
+    scenes = [scene for modality in (entry.get("modalities") or {}).values() for scene in modality.get("scenes", [])]
+    clouds = [float(s["cloud_cover"]) for s in scenes if s.get("cloud_cover") is not None]
+    cloud = f", cloud {min(clouds):.0f} %" if clouds else ""
+    day = entry["date"] if entry["date"] == asked else f"{entry['date']} (of {asked})"
+    return f"{day}: {len(scenes)} scene{'' if len(scenes) == 1 else 's'}{cloud}"
+
+
 class InferenceDock(UiDock):
     UI_FILE = "inference_dock.ui"
     HELP_SECTION = "inference"  # README: The docks > inference
     TITLE = "Inference"
     OBJECT_NAME = "GeoStudioInferenceDock"
-    RUN_BUTTON = "runButton"
+    RUN_BUTTON = ("runButton", "checkAvailabilityButton")  # both off while a job runs
     CANCEL_BUTTON = "cancelButton"
     TOOLTIPS = {
         "tuneCombo": "A tuned model from the Fine-tuning tab",
@@ -42,7 +56,8 @@ class InferenceDock(UiDock):
         "cancelButton": "Stop the running inference; nothing is loaded",
     }
     RASTER_PAGE, AREA_PAGE = 0, 1  # modeCombo's entries and modeStack's pages, in the same order
-    AVAILABILITY_PENDING = "Needs the engine's check-availability command (not wired in this version)"
+    AVAILABILITY_TIP = ("Ask the model's collection which of the dates have imagery over the area under the cloud "
+                        "limit (nothing is downloaded); a date without any gets the nearest dates that have some")
     DEFAULT_DAYS = 7  # the area mode's date range: the last week
 
     def __init__(self, iface, parent=None) -> None:  # noqa: ANN001
@@ -89,8 +104,8 @@ class InferenceDock(UiDock):
         self.ui.masksGroup.collapsedStateChanged.connect(lambda _collapsed: self._fit_page())
         for button in self.ui.masksGroup.findChildren(QToolButton, "collapseButton"):  # its own arrow
             button.setToolTip("Show or hide the post-processing masks")
-        self.ui.checkAvailabilityButton.setEnabled(False)  # the seam: availability_request() (see the README)
-        self.ui.checkAvailabilityButton.setToolTip(self.AVAILABILITY_PENDING)
+        self.ui.checkAvailabilityButton.clicked.connect(lambda: self.check_availability())
+        self.ui.checkAvailabilityButton.setToolTip(self.AVAILABILITY_TIP)
         self.closed.connect(self.drawer.unload)  # the outline leaves the map with the dock...
         self.opened.connect(self._show_area)  # ...and comes back with it
         self._on_mode()
@@ -203,6 +218,33 @@ class InferenceDock(UiDock):
         """What "Check availability" asks the engine about: the same request as Run (area, dates, cloud limit)."""
         return self.area_request()
 
+    def _model_secrets(self, model: str) -> dict[str, str]:
+        """The credentials of the connectors the model's input comes from (the QGIS auth database; never saved)."""
+        record = self.tunes.get(model, {})
+        sources = list(record.get("model_input_data_spec") or [])
+        sources.append(((record.get("data_spec") or {}).get("data_source")) or {})
+        values: dict[str, str] = {}
+        for connector in {str(s.get("connector")) for s in sources if s.get("connector")}:
+            values.update(credentials.load(connector))
+        return values
+
+    def check_availability(self) -> Optional[tasks.EngineTask]:
+        request = self.availability_request()
+        if request is None or self.task is not None:
+            return None
+        self._say("Checking which dates have data…")
+        return self.start_engine_task(f"GeoStudio: availability for {request.description}",
+                                      contract.CHECK_AVAILABILITY, request.availability_payload(credentials.endpoints()),
+                                      self._availability_done, on_event=self._show_stage,
+                                      secrets=self._model_secrets(request.model), on_failure=self._failed)
+
+    def _availability_done(self, result: dict[str, Any]) -> None:
+        summary: contract.AvailabilitySummary = result["summary"]
+        lines = [availability_line(entry) for entry in summary.get("dates", [])]
+        ready = bool(summary.get("available"))
+        self._say(("Data for every date: Run predicts on it." if ready else "Not every date has data:")
+                  + "\n" + "\n".join(lines), problem=not ready)
+
     def start_area_inference(self) -> Optional[tasks.EngineTask]:
         request = self.area_request()
         if request is None:
@@ -210,7 +252,8 @@ class InferenceDock(UiDock):
         self._say("Starting…")
         self.warnings = []
         return self.start_engine_task(f"GeoStudio: inference on {request.description}", contract.INFER,
-                                      request.to_payload(), self._area_done, on_event=self._show_stage,
+                                      request.to_payload(credentials.endpoints()), self._area_done,
+                                      on_event=self._show_stage, secrets=self._model_secrets(request.model),
                                       on_failure=self._failed)
 
     def _area_done(self, result: dict[str, Any]) -> None:

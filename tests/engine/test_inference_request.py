@@ -11,14 +11,14 @@ from geostudio_plugin.engine.inference.spec import InferSpec
 from geostudio_plugin.inference_request import AreaRequest, bbox_problem, date_entry, date_problem
 
 
-def test_the_payload_is_a_valid_inference_spec_but_for_the_urls_the_area_pipeline_adds():
+def test_the_payload_is_a_valid_area_inference_spec():
     request = AreaRequest("tune-1", (13.146418, 11.799808, 13.215874, 11.871586), ("2024-09-10_2024-09-14",),
                           maxcc=30, masks={"cloud_masking": True, "snow_ice_masking": False,
                                            "permanent_water_masking": True})
     assert request.problem() == ""
     payload = request.to_payload()
-    payload["spatial_domain"]["urls"] = ["/data/scene.tif"]  # today's engine needs inputs on disk
     spec = InferSpec.model_validate(payload)
+    assert spec.is_area() and not spec.spatial_domain.urls
     assert spec.spatial_domain.bbox == [[13.146418, 11.799808, 13.215874, 11.871586]]
     assert spec.temporal_domain == ["2024-09-10_2024-09-14"] and spec.maxcc == 30
     assert spec.post_processing == {"cloud_masking": True, "snow_ice_masking": False, "permanent_water_masking": True}

@@ -28,7 +28,7 @@ STDLIB_ONLY = {  # module -> the package modules it may import
     "engine.wire": set(),
     "engine.schema_words": set(),
     "parameter_rules": {"engine.schema_words"},  # the dock's checks word ranges as the engine does
-    "inference_request": set(),  # the Inference dock's area-and-dates request and its checks
+    "inference_request": {"contract", "engine.wire"},  # the dock's area request; its payload is the contract's
 }
 
 

@@ -131,7 +131,7 @@ def test_selected_features_in_a_third_crs_give_the_bbox(dock):
     assert whole.xMaximum() - box.xMaximum() > 1e-4  # the shape's own extent, not its UTM box's (larger)
     assert 13.1 < box.xMinimum() < 13.3 and 11.7 < box.yMinimum() < 11.9  # UTM 33N, near Maiduguri
     payload = request.to_payload()
-    assert payload["spatial_domain"] == {"bbox": [list(request.bbox_4326)], "urls": []}
+    assert payload["spatial_domain"]["bbox"] == [list(request.bbox_4326)] and not payload["spatial_domain"]["urls"]
     assert payload["fine_tuning_id"] == "tune-1" and payload["maxcc"] == 80
 
 
@@ -163,13 +163,15 @@ def test_typed_area_dates_and_masks_make_the_payload(dock, monkeypatch):
     assert _close(spec["spatial_domain"]["bbox"][0], [13.146418, 11.799808, 13.215874, 11.871586], 5e-5)
     assert spec["temporal_domain"] == ["2024-09-10_2024-09-14"]
     assert spec["maxcc"] == 30 and spec["fine_tuning_id"] == "tune-1"
-    assert spec["post_processing"] == {"cloud_masking": True, "snow_ice_masking": False,
-                                       "permanent_water_masking": True}
+    assert spec["post_processing"] == {"cloud_masking": "True", "snow_ice_masking": "False",  # the Studio's form
+                                       "permanent_water_masking": "True"}
     dock.ui.singleDateCheck.click()
     assert not dock.ui.endDateEdit.isEnabled()
     assert dock.availability_request().dates == ("2024-09-10",)
-    assert not dock.ui.checkAvailabilityButton.isEnabled()
-    assert "check-availability" in dock.ui.checkAvailabilityButton.toolTip()
+    dock.ui.checkAvailabilityButton.click()
+    assert sent["command"] == "check-availability"
+    assert sent["spec"]["temporal_domain"] == ["2024-09-10"] and sent["spec"]["maxcc"] == 30
+    assert _close(sent["spec"]["spatial_domain"]["bbox"][0], spec["spatial_domain"]["bbox"][0], 1e-12)
 
     # what must be fixed is said in the label, naming the field, and nothing starts
     sent.clear()
