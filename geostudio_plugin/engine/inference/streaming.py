@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 import numpy as np
 
+CPU_BATCH = 4  # tiles per forward call on a CPU (activations of a 224 px ResNet-18 UNet tile: about 30 MB)
 Pixels = Union[np.ndarray, dict[str, np.ndarray]]  # (C, h, w), or one such array per modality
 
 
@@ -132,6 +133,8 @@ def predict_streamed(source: WindowSource, forward: Callable[[Any], Any], n_out:
     import torch
 
     tile_h, tile_w, stride_h, stride_w, delta = tiling
+    if str(device) == "cpu":  # measured on 2 cores: 4 tiles a call run as fast as 16, with 230 MB less peak memory
+        batch_size = min(batch_size, CPU_BATCH)
     rows = Grid.build(source.height, tile_h, stride_h, delta)
     bands = [(c, min(c + block_cols, source.width)) for c in range(0, source.width, block_cols)]
     band_grids = []
