@@ -66,7 +66,7 @@ def built_specs() -> dict[str, list[dict[str, Any]]]:
                                                       "data": {"workers_per_gpu": 0}})],
         "infer": [contract.infer_spec(str(HOLDOUT_IMAGE), None, "tune-1"),
                   contract.infer_spec(str(HOLDOUT_IMAGE), [-94.93, 38.70, -94.90, 38.72], "tune-1", "mps",
-                                      description="holdout", output_path="/tmp/prediction.tif")],
+                                      description="holdout", output_path="/tmp/prediction.tif", confidence=False)],
         "delete": [contract.delete_spec(kind, "item-1") for kind in wire.KINDS],
         "template-import": [contract.template_import_spec("my template", "ds-1", path="/tmp/t.yaml.j2"),
                             contract.template_import_spec("inline", "ds-1", content="model: {}\n", purpose="Other",
