@@ -49,7 +49,7 @@ class InferSpec(StudioModel):
     confidence: bool = Field(default=True, description=(
         "segmentation: also write <stem>_confidence.tif, the top class's softmax probability in percent "
         "(uint8 0-100, nodata 255), loaded in QGIS as a grey layer switched off; regression ignores it"))
-    block_size: int = Field(default=1024, ge=256, le=8192, multiple_of=256, description=(
+    block_size: int = Field(default=512, ge=256, le=8192, multiple_of=256, description=(
         "output rows finished and written at a time (pixels, a multiple of 256); memory grows with it"))
 
     @model_validator(mode="after")

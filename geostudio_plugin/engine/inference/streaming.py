@@ -126,7 +126,7 @@ def reflect_read(source: WindowSource, row0: int, row1: int, col0: int, col1: in
 def predict_streamed(source: WindowSource, forward: Callable[[Any], Any], n_out: int,
                      tiling: tuple[int, int, int, int, int], emit: Callable[[Block], None], *,
                      regression: bool = False, device: str = "cpu", batch_size: int = 16,
-                     block_rows: int = 1024, block_cols: int = 4096,
+                     block_rows: int = 512, block_cols: int = 4096,
                      on_progress: Callable[[float], None] = lambda f: None, prefetch: bool = True) -> None:
     """Predict the whole window; ``emit`` receives each finished block (top to bottom within a column band,
     bands left to right). ``n_out``: classes (segmentation) or output channels (regression, 1)."""
@@ -153,7 +153,8 @@ def predict_streamed(source: WindowSource, forward: Callable[[Any], Any], n_out:
             lo, hi = cols.starts[xs[0]], cols.starts[xs[-1]] + cols.tile  # input columns the band's tiles read
             width = c1 - c0
             # rows a tile may write below the last finished one: the batch can reach several tile rows ahead
-            capacity = block_rows + rows.tile * (2 + -(-batch_size // len(xs)))
+            stride = max(rows.starts[1] - rows.starts[0], 1) if len(rows.starts) > 1 else rows.tile
+            capacity = block_rows + rows.tile + stride * (1 + -(-batch_size // len(xs)))
             acc = np.zeros((n_out, capacity, width), dtype=np.float32)
             wsum = np.zeros((capacity, width), dtype=np.float32)
             valid_buf = np.zeros((capacity, width), dtype=bool)
