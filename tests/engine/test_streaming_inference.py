@@ -218,8 +218,9 @@ MEMORY_BOUND_MB = 300
 def test_memory_is_bounded_by_the_block_not_the_raster(trained, tmp_path):
     """A 4096 x 4096 x 2 raster (128 MB of float32 input, 64x the holdout) in 512-row blocks, with the tune's
     preprocessing and tiling and a one-layer stand-in model: the peak RSS grows by less than 300 MB over a
-    warmed-up 512 px run (measured: 197 MB, mostly the 512 x 4096 block's working arrays). The earlier whole-raster path (``predict_file``: run by hand with ``"whole"`` in
-    place of ``"streamed"``) grew by 1178 MB on the same raster and fails this bound."""
+    warmed-up 512 px run (measured: 197 MB, mostly the working arrays of a 512 x 4096 block). The earlier
+    whole-raster path (``predict_file``: run by hand with ``"whole"`` in place of ``"streamed"``) grew by
+    1178 MB on the same raster and fails this bound."""
     big = mosaic(tmp_path / "big.tif", 8, 8)
     out = tmp_path / "out"
     out.mkdir()

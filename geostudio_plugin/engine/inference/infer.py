@@ -122,7 +122,8 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
     check_areas(inputs, bbox)
     protocol.progress("load", 0.02, f"loading model {record['tune_id']}")
     device = resolve_device(spec.device)
-    from .predict import Preprocessing, is_regression, load_task, model_forward, stream_file  # torch, TerraTorch
+    from .predict import (Preprocessing, frozen_forward, is_regression, load_task, model_forward,  # torch, TerraTorch
+                          stream_file)
 
     prep = Preprocessing.from_deploy_config(config)  # normalisation, nodata and tiling as in training
     regression = is_regression(record, config)
@@ -130,6 +131,7 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
     task = load_task(config, tune_dir, record, device)
     timings = {"load_model_s": round(time.monotonic() - loading, 3)}
     forward = model_forward(task)
+    optimise = frozen_forward(task, forward)  # traced once, on the first large input
     inference_id = workspace.new_id("inferences", spec.description or record["name"])
     outputs = []
     with workspace.staging("inferences", inference_id) as stage:  # a cancel or failure leaves nothing behind
@@ -146,7 +148,7 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
                 stem = f"{stem}_{n + 1}"
             output = stream_file(forward, record, prep, path, bbox, device, spec.batch_size, stage, stem,
                                  regression=regression, confidence=spec.confidence, block_size=spec.block_size,
-                                 on_progress=on_tiles)
+                                 on_progress=on_tiles, optimise=optimise)
             final = workspace.dir("inferences") / inference_id
             output["prediction"] = str(final / Path(output["prediction"]).name)
             if "confidence" in output:

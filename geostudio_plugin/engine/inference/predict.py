@@ -217,6 +217,49 @@ def model_forward(task: Any) -> Callable[[Any], Any]:
     return forward
 
 
+def frozen_forward(task: Any, eager: Callable[[Any], Any]) -> Callable[[Any], Callable[[Any], Any]]:
+    """On a CPU, trace the model on the first batch, freeze it and let TorchScript fold batch norms into the
+    convolutions (``torch.jit.optimize_for_inference``). Measured on the tiny ResNet-18 UNet, batches of 8
+    tiles of 224 px, 2 shared cores: 1.9 s a batch against 2.4-3.3 s eager, identical argmax, logits within
+    1e-6; tracing costs 4-19 s, hence only for windows of many tiles. The trace is checked against the eager
+    model on that batch and dropped (eager kept) if it fails or differs; GPUs and dict inputs stay eager."""
+    built: dict[tuple, Callable[[Any], Any]] = {}  # one trace per tile shape, shared by the run's inputs
+
+    def build(batch: Any) -> Callable[[Any], Any]:
+        import warnings
+
+        import torch
+
+        if isinstance(batch, dict) or batch.device.type != "cpu":
+            return eager
+        key = tuple(batch.shape[1:])
+        if key in built:
+            return built[key]
+
+        class Logits(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = task.model
+
+            def forward(self, x: Any) -> Any:
+                return self.model(x).output
+
+        built[key] = eager
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the trace's shape warnings: every tile has the traced size
+                traced = torch.jit.trace(Logits().eval(), batch, strict=False, check_trace=False)
+                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            with torch.inference_mode():
+                if torch.allclose(frozen(batch), eager(batch), rtol=1e-4, atol=1e-4):
+                    built[key] = frozen
+        except Exception:  # noqa: BLE001 - a model TorchScript cannot trace runs eager, as before
+            pass
+        return built[key]
+
+    return build
+
+
 def is_regression(record: dict[str, Any], config: dict[str, Any]) -> bool:
     return record.get("purpose") == "Regression" or "Regression" in str(config["model"].get("class_path", ""))
 
@@ -224,8 +267,8 @@ def is_regression(record: dict[str, Any], config: dict[str, Any]) -> bool:
 def stream_file(forward: Callable[[Any], Any], record: dict[str, Any], prep: Preprocessing, path: str,
                 bbox: Optional[list[float]], device: str, batch_size: int, folder: Path, stem: str, *,
                 regression: bool = False, confidence: bool = True, block_size: int = 512,
-                tile: Optional[int] = None, on_progress: Callable[[float], None] = lambda f: None
-                ) -> dict[str, Any]:
+                tile: Optional[int] = None, on_progress: Callable[[float], None] = lambda f: None,
+                optimise: Optional[Callable[[Any], Callable[[Any], Any]]] = None) -> dict[str, Any]:
     """Predict one GeoTIFF (or its bbox window) block by block into COGs in ``folder``; returns what the
     run record says about it (paths, size, class pixel counts, seconds)."""
     started = time.monotonic()
@@ -243,7 +286,7 @@ def stream_file(forward: Callable[[Any], Any], record: dict[str, Any], prep: Pre
     # the peak by 267 MB with the default cache)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
         return _stream(forward, record, prep, path, window, profile, device, batch_size, folder, stem,
-                       regression, confidence, block_size, tile, on_progress, started)
+                       regression, confidence, block_size, tile, on_progress, started, optimise)
 
 
 GDAL_CACHE_MB = 64
@@ -252,7 +295,8 @@ GDAL_CACHE_MB = 64
 def _stream(forward: Callable[[Any], Any], record: dict[str, Any], prep: Preprocessing, path: str,
             window: Optional[Window], profile: dict[str, Any], device: str, batch_size: int, folder: Path, stem: str,
             regression: bool, confidence: bool, block_size: int, tile: Optional[int],
-            on_progress: Callable[[float], None], started: float) -> dict[str, Any]:
+            on_progress: Callable[[float], None], started: float,
+            optimise: Optional[Callable[[Any], Callable[[Any], Any]]]) -> dict[str, Any]:
     from .outputs import PredictionWriter
     from .streaming import RasterSource, predict_streamed, tiling_from_params
 
@@ -262,7 +306,8 @@ def _stream(forward: Callable[[Any], Any], record: dict[str, Any], prep: Preproc
     try:
         predict_streamed(source, forward, 1 if regression else len(ids), tiling_from_params(prep.tiles, tile),
                          writer.write, regression=regression, device=device, batch_size=batch_size,
-                         block_rows=block_size, block_cols=max(block_size, 4096), on_progress=on_progress)
+                         block_rows=block_size, block_cols=max(block_size, 4096), on_progress=on_progress,
+                         optimise=optimise)
         predicted = time.monotonic()
         writer.finish()
     finally:
