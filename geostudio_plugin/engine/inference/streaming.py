@@ -234,8 +234,8 @@ def predict_streamed(source: WindowSource, forward: Callable[[Any], Any], n_out:
                 run_batch()
             flush(True)
     finally:
-        if reader is not None:
-            reader.shutdown(wait=False, cancel_futures=True)
+        if reader is not None:  # wait for a read in flight (one tile row): the caller closes the file next
+            reader.shutdown(wait=True, cancel_futures=True)
 
 
 def _finish(acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray, row0: int, col0: int,
