@@ -26,10 +26,10 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 import numpy as np
 
-# Tiles per forward call at most on a CPU. Measured on 2 shared cores (noisy): 16 tiles a call ran ~15 % faster per
-# pixel than 4, and grew the peak by ~560 MB against ~230 MB (a 224 px ResNet-18 UNet tile holds ~30 MB of
-# activations); 8 is between the two.
-CPU_BATCH = 8
+# Tiles per forward call at most on a CPU. Measured on 2 shared cores, the frozen tiny ResNet-18 UNet on a 3000^2
+# raster (noisy): 4 tiles a call 6.5-6.8 s, peak 1530 MB; 8 tiles 6.2 s (and some runs far slower under load),
+# 1605-1659 MB; 16 tiles 7.4-7.8 s, 1738-1775 MB. A 224 px tile holds ~30 MB of activations.
+CPU_BATCH = 4
 Pixels = Union[np.ndarray, dict[str, np.ndarray]]  # (C, h, w), or one such array per modality
 
 
