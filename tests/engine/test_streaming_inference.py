@@ -17,7 +17,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from conftest import EXIT_CANCELLED, HOLDOUT_IMAGE, REPO, engine_env, leftovers, run_and_cancel
+from conftest import EXIT_CANCELLED, HOLDOUT_IMAGE, engine_env, leftovers, run_and_cancel
 
 from geostudio_plugin.engine.inference.outputs import CLASS_NODATA_U8, CONFIDENCE_NODATA
 from geostudio_plugin.engine.inference.predict import (Preprocessing, load_task, model_forward, predict_file,
