@@ -246,8 +246,10 @@ class InferLayer(TypedDict, total=False):
 
 
 class InferOutput(TypedDict, total=False):
-    prediction: str
-    class_fraction: dict[str, float]
+    prediction: str  # a COG: segmentation uint8 label ids (nodata 255; int16/-9999 for ids > 254), regression float32
+    confidence: str  # segmentation with confidence on: top-class probability in percent (uint8, nodata 255)
+    class_fraction: dict[str, float]  # segmentation only
+    timings: dict[str, float]  # predict_s, cog_s
 
 
 class InferDate(TypedDict, total=False):
@@ -635,10 +637,13 @@ def kept_item(event: Mapping[str, Any]) -> Optional[dict[str, Any]]:
 
 
 def infer_spec(raster_path: str, bbox: Optional[Sequence[float]], model: str, device: str = "auto", *,
-               description: str = "", output_path: Optional[str] = None) -> dict[str, Any]:
-    """A tuned model on one GeoTIFF, optionally only inside an EPSG:4326 bbox."""
+               description: str = "", output_path: Optional[str] = None, confidence: bool = True
+               ) -> dict[str, Any]:
+    """A tuned model on one GeoTIFF, optionally only inside an EPSG:4326 bbox. ``confidence`` (segmentation):
+    also write the top-class probability beside the prediction (the engine's default, True)."""
     spec: dict[str, Any] = {
         "fine_tuning_id": model, "description": description, "device": normalise_device(device),
+        "confidence": bool(confidence),
         "spatial_domain": {"bbox": [_bbox(bbox)] if bbox else [], "urls": [raster_path] if raster_path else []},
         "temporal_domain": [],
     }

@@ -2,7 +2,9 @@
 
 Styles arrive in the Studio's ``geoserver_style`` shape: ``segmentation`` and
 ``regression`` lists of {color, label, opacity, quantity}, ``rgb`` lists of
-{label, channel, minValue, maxValue}.
+{label, channel, minValue, maxValue}. An inference's confidence layer comes as a two-stop black-to-white
+``regression`` ramp with ``visible_by_default`` false: a grey layer, switched off, under the prediction.
+Nodata (255 for uint8 class ids and confidence, NaN for regression) is read from the files by GDAL.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ def pseudocolor_renderer(layer: QgsRasterLayer, entries: list[dict[str, Any]]) -
                                                                  str(e.get("label", e["quantity"]))) for e in stops])
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
-    return QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(float(stops[0]["quantity"]))  # the legend and the layer panel show the range
+    renderer.setClassificationMax(float(stops[-1]["quantity"]))
+    return renderer
 
 
 def apply_style(layer: QgsRasterLayer, style: Optional[dict[str, Any]]) -> None:

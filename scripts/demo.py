@@ -83,6 +83,8 @@ def build_project_and_png(prediction_summary: dict, out_dir: Path) -> tuple[Path
     layers.grey_stretch(scene, band=1)
     layers.add_to_group(scene, group, project)
     for spec in prediction_summary["layers"]:
+        if spec.get("filepath_key") != "model_output_image":  # the map shows the water, not the confidence
+            continue
         prediction = QgsRasterLayer(spec["path"], "Predicted water")
         layers.apply_style(prediction, spec["geoserver_style"])
         prediction.renderer().setOpacity(0.75)

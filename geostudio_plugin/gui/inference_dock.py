@@ -407,7 +407,7 @@ class InferenceDock(UiDock):
         self.loaded_layers = layers.load_inference_layers(summary, f"GeoStudio: {run_name}")
         for layer in self.loaded_layers:  # two runs never look alike: model, input and time in every name
             layer.setName(f"{layer.name()} ({run_name})")
-        shares = summary["outputs"][0]["class_fraction"] if summary.get("outputs") else {}
+        shares = summary["outputs"][0].get("class_fraction", {}) if summary.get("outputs") else {}
         names = {str(c["id"]): c["name"] for c in summary.get("classes", [])}
         text = ", ".join(f"{names.get(k, k)} {v:.0%}" for k, v in shares.items())
         warned = getattr(self, "warnings", [])

@@ -87,7 +87,8 @@ class InferRasterAlgorithm(EngineAlgorithm):
         if result is None:
             return {}
         summary: contract.InferSummary = result["summary"]
-        style = (summary.get("layers") or [{}])[0].get("geoserver_style")
+        prediction = [l for l in summary.get("layers") or [] if l.get("filepath_key") == "model_output_image"]
+        style = (prediction or [{}])[0].get("geoserver_style")  # not the confidence layer's grey ramp
         if context.willLoadLayerOnCompletion(output):
             post = _StylePrediction(style)
             self._post_processors.append(post)

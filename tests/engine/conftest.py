@@ -195,3 +195,49 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "tune_dir": tune_dir,
         "tune": json.loads((tune_dir / "tune.json").read_text()),
     }
+
+
+def run_and_cancel(command: str, spec: Path, workspace: Path, when: Any, log: Path,
+                   timeout: float = 240) -> tuple[int, list[dict[str, Any]], int]:
+    """Start ``command`` in its own process group, SIGTERM the group (the task manager's Cancel) at the first
+    event for which ``when(event)`` is true; returns (exit status, events, the group's id)."""
+    import queue
+    import signal
+    import threading
+    import time
+
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(engine_command(workspace, command, str(spec)), stdout=subprocess.PIPE,
+                                stderr=stderr, text=True, env=engine_env(), start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"{command} ended before the moment to cancel it: {seen[-5:]}"
+            seen.append(line)
+            if when(json.loads(line)):
+                break
+        os.killpg(proc.pid, signal.SIGTERM)
+        rc = proc.wait(timeout=30)  # a hang bound, not a benchmark: a loaded 2-core machine is slow to switch
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(timeout=10)
+    while not lines.empty():
+        line = lines.get()
+        if line is not None:
+            seen.append(line)
+    events, bad = parse_stdout("".join(seen))
+    assert not bad
+    return rc, events, proc.pid

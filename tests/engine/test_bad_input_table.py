@@ -359,6 +359,8 @@ CASES = [
     Case("infer-output-two-inputs", "infer", infer(spatial_domain={"urls": ["/a.tif", "/b.tif"]},
                                                    output_path="/tmp/out.tif"), "invalid_spec"),
     Case("infer-device-unknown", "infer", infer(device="cuda:x"), "invalid_spec"),
+    Case("infer-block-not-256-multiple", "infer", infer(block_size=300), "invalid_spec"),
+    Case("infer-confidence-text", "infer", infer(confidence="maybe"), "invalid_spec"),
     Case("infer-unknown-tune", "infer", infer(), "unknown_model"),
     Case("infer-tune-record-broken", "infer", infer(fine_tuning_id="t-1"), "record_invalid", prepare=broken_tune),
     Case("infer-multimodal-one-raster", "infer",

@@ -66,7 +66,7 @@ def built_specs() -> dict[str, list[dict[str, Any]]]:
                                                       "data": {"workers_per_gpu": 0}})],
         "infer": [contract.infer_spec(str(HOLDOUT_IMAGE), None, "tune-1"),
                   contract.infer_spec(str(HOLDOUT_IMAGE), [-94.93, 38.70, -94.90, 38.72], "tune-1", "mps",
-                                      description="holdout", output_path="/tmp/prediction.tif"),
+                                      description="holdout", output_path="/tmp/prediction.tif", confidence=False),
                   contract.infer_area_spec("tune-1", BBOX, ["2018-09-14", "2018-08-01_2018-08-31"]),
                        contract.infer_area_spec("tune-1", BBOX, ["2018-09-14"], maxcc=30, device="cpu",
                                                 post_processing={"cloud_masking": True, "snow_ice_masking": False},

@@ -19,7 +19,7 @@ from conftest import (EXIT_OK, HOLDOUT_IMAGE, TRAIN_DIR, TRAIN_STEMS, onboarding
                       tune_payload)
 
 HOLDOUT_LABEL = HOLDOUT_IMAGE.with_name(HOLDOUT_IMAGE.name.replace("_S1Hand", "_LabelHand"))
-PRED_NODATA = -9999
+PRED_NODATA = 255  # uint8 label ids, 255 where the input is no data
 TILE = 224  # the template's tile: a chip of this size is predicted in one forward call, no tiling or blending
 
 

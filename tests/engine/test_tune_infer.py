@@ -5,12 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import queue
 import shutil
-import signal
-import subprocess
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +13,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import (EXIT_CANCELLED, EXIT_INPUT, EXIT_INVALID_SPEC, HOLDOUT_IMAGE, engine_command, engine_env,
-                      leftovers, parse_stdout, run_engine, run_ok, tune_payload)
+from conftest import (EXIT_CANCELLED, EXIT_INPUT, EXIT_INVALID_SPEC, HOLDOUT_IMAGE, leftovers, run_and_cancel,
+                      run_engine, run_ok, tune_payload)
 
-PRED_NODATA = -9999
+PRED_NODATA = 255  # segmentation writes uint8 label ids; 255 where the input is no data
 
 
 # ----------------------------------------------------------------------------------------------------- tune
@@ -122,8 +117,9 @@ def test_infer_whole_raster(trained, full_inference):
         assert out.crs == src.crs
         assert out.transform.almost_equals(src.transform, precision=1e-12)
         assert (out.width, out.height) == (src.width, src.height) == (512, 512)
-        assert out.count == 1 and out.dtypes[0] == "int16"
+        assert out.count == 1 and out.dtypes[0] == "uint8" and out.descriptions == ("class_id",)
         assert out.nodata == PRED_NODATA
+        assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         values = out.read(1)
         image = src.read()
     invalid = ~np.isfinite(image).all(axis=0)
@@ -133,9 +129,13 @@ def test_infer_whole_raster(trained, full_inference):
     counts = summary_output["class_pixels"]
     assert counts == {"0": int((values == 0).sum()), "1": int((values == 1).sum())}
     assert sum(counts.values()) == int((~invalid).sum())
-    layers = run.result["summary"]["layers"]
-    assert layers and layers[0]["path"] == str(pred)
-    assert {s["quantity"] for s in layers[0]["geoserver_style"]["segmentation"]} == {"0", "1"}
+    confidence, layer = run.result["summary"]["layers"]  # by z_index: the confidence below the prediction
+    assert layer["path"] == str(pred) and layer["visible_by_default"]
+    assert {s["quantity"] for s in layer["geoserver_style"]["segmentation"]} == {"0", "1"}
+    assert confidence["path"] == summary_output["confidence"] and not confidence["visible_by_default"]
+    assert [s["color"] for s in confidence["geoserver_style"]["regression"]] == ["#000000", "#ffffff"]
+    timings = json.loads((pred.parent / "inference.json").read_text())["timings"]
+    assert set(timings) == {"load_model_s", "predict_s", "write_cog_s"} and all(v >= 0 for v in timings.values())
     assert leftovers(trained["workspace"]) == []
 
 
@@ -171,7 +171,7 @@ def test_infer_bbox_top_left_quarter_with_nodata(trained, tmp_path: Path):
         assert out.transform.c == pytest.approx(transform.c, abs=1e-9)
         assert out.transform.f == pytest.approx(transform.f, abs=1e-9)
         assert out.transform.a == pytest.approx(transform.a) and out.transform.e == pytest.approx(transform.e)
-        assert out.dtypes[0] == "int16" and out.nodata == PRED_NODATA
+        assert out.dtypes[0] == "uint8" and out.nodata == PRED_NODATA
         values = out.read(1)
     hole = np.zeros(values.shape, dtype=bool)
     hole[20:60, 30:90] = True
@@ -232,44 +232,11 @@ def test_cancel_running_tune(trained, tmp_path: Path):
     shutil.copytree(trained["dataset_dir"], workspace / "datasets" / dataset_id)
     spec = tmp_path / "tune.json"
     spec.write_text(json.dumps(tune_payload(dataset_id, max_epochs=50, name="cancel-me")))
-    with (tmp_path / "stderr.log").open("w") as stderr:
-        proc = subprocess.Popen(engine_command(workspace, "tune", str(spec)), stdout=subprocess.PIPE, stderr=stderr,
-                                text=True, env=engine_env(), start_new_session=True)
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            assert line is not None, f"the tune ended before training started: {seen[-5:]}"
-            seen.append(line)
-            event = json.loads(line)
-            if event["event"] == "progress" and event["stage"] == "train":
-                break
-        os.killpg(proc.pid, signal.SIGTERM)
-        rc = proc.wait(timeout=30)  # a hang bound, not a benchmark: a loaded 2-core machine is slow to switch
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    reader.join(timeout=10)
-    while not lines.empty():
-        line = lines.get()
-        if line is not None:
-            seen.append(line)
-    events, bad = parse_stdout("".join(seen))
-    assert not bad
+    rc, events, group = run_and_cancel("tune", spec, workspace, lambda e: e["event"] == "progress"
+                                       and e["stage"] == "train", tmp_path / "stderr.log")
     assert rc == EXIT_CANCELLED, (tmp_path / "stderr.log").read_text()[-3000:]
     with pytest.raises(ProcessLookupError):  # the engine and every process it started are gone
-        os.killpg(proc.pid, 0)
+        os.killpg(group, 0)
     errors = [e for e in events if e["event"] == "error"]
     assert len(errors) == 1 and errors[0]["code"] == "cancelled", errors
     assert not [e for e in events if e["event"] == "result"]

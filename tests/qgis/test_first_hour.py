@@ -450,8 +450,8 @@ def test_inference_names_its_result_zooms_and_shows_a_legend_swatch(plugin, trai
     dock.ui.runButton.click()
     wait_for(lambda: dock.task is None, timeout=180)
     assert dock.ui.resultLabel.text().startswith("Done: "), dock.ui.resultLabel.text()
-    prediction, = dock.loaded_layers
-    assert f"{trained_tune['name']} on USA_905409" in prediction.name()
+    confidence, prediction = dock.loaded_layers  # the confidence layer (off) under the prediction
+    assert f"{trained_tune['name']} on USA_905409" in prediction.name() and confidence.name().startswith("Confidence")
     legend = prediction.renderer().legendSymbologyItems()
     assert [(label, colour.alpha()) for label, colour in legend][:1] == [("Not water", 255)]  # a visible swatch
     assert canvas.extent().width() < holdout.extent().width() * 3  # zoomed to the result

@@ -26,7 +26,7 @@ def _classes(renderer) -> list[tuple[int, str, str, int]]:
 
 
 def test_inference_dock_loads_a_styled_prediction_in_a_group(plugin, trained_tune, holdout_layer):
-    from qgis.core import QgsPalettedRasterRenderer, QgsProject
+    from qgis.core import Qgis, QgsPalettedRasterRenderer, QgsProject, QgsSingleBandPseudoColorRenderer
 
     plugin.toggle_dock("inference")
     dock = plugin.docks["inference"]
@@ -34,8 +34,16 @@ def test_inference_dock_loads_a_styled_prediction_in_a_group(plugin, trained_tun
     dock.ui.layerCombo.setLayer(holdout_layer)
     assert dock.start_inference() is not None
     wait_for(lambda: dock.task is None, timeout=180)
-    prediction, = dock.loaded_layers
+    confidence, prediction = dock.loaded_layers  # by z_index: the confidence under the prediction
     assert isinstance(prediction.renderer(), QgsPalettedRasterRenderer)
+    assert prediction.dataProvider().dataType(1) == Qgis.DataType.Byte
+    assert prediction.dataProvider().sourceNoDataValue(1) == 255
+    # the confidence: a grey ramp (black at 50 %, white at 100 %), switched off
+    assert isinstance(confidence.renderer(), QgsSingleBandPseudoColorRenderer)
+    ramp = confidence.renderer().shader().rasterShaderFunction().colorRampItemList()
+    assert [(i.value, i.color.name()) for i in ramp] == [(50.0, "#000000"), (100.0, "#ffffff")]
+    tree = QgsProject.instance().layerTreeRoot()
+    assert not tree.findLayer(confidence.id()).isVisible() and tree.findLayer(prediction.id()).isVisible()
     # "Not water" (opacity 0) keeps its colour for the legend and is drawn transparent (issue 10)
     assert _classes(prediction.renderer()) == [(0, "Not water", "#d9d9d9", 255), (1, "Water", "#1f78b4", 255)]
     assert prediction.renderer().rasterTransparency().alphaValue(0.0) == 0
@@ -60,7 +68,7 @@ def test_inference_dock_with_a_drawn_extent_predicts_only_that_area(plugin, trai
     dock.ui.extentWidget.setOutputExtentFromUser(quarter, QgsCoordinateReferenceSystem("EPSG:4326"))
     dock.start_inference()
     wait_for(lambda: dock.task is None, timeout=180)
-    prediction, = dock.loaded_layers
+    _, prediction = dock.loaded_layers
     assert abs(prediction.width() - 256) <= 1 and abs(prediction.height() - 256) <= 1
     assert abs(prediction.extent().xMinimum() - full.xMinimum()) < 1e-9
     assert abs(prediction.extent().yMaximum() - full.yMaximum()) < 1e-9

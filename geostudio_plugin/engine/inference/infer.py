@@ -1,8 +1,11 @@
 """Inference: run a tuned model over GeoTIFFs and keep georeferenced predictions with their styles.
 
 A run folder (``<workspace>/inferences/<inference_id>/``) holds one
-``<input stem>_pred.tif`` per input and ``inference.json``, whose ``layers``
-say how to show each output (the Studio's ``geoserver_push`` shape).
+``<input stem>_pred.tif`` per input (a COG; segmentation: uint8 label ids, nodata 255), its
+``<input stem>_confidence.tif`` (top-class probability in percent, when asked) and ``inference.json``,
+whose ``layers`` say how to show each output (the Studio's ``geoserver_push`` shape) and whose ``timings``
+say where the time went (load_model_s, predict_s, write_cog_s). The run is built in the workspace's
+staging folder and renamed into place only when complete: a cancel (SIGTERM) leaves no run.
 """
 
 from __future__ import annotations
@@ -59,9 +62,25 @@ def layers_for(record: dict[str, Any], spec: InferSpec, outputs: list[dict[str, 
     style = next((p["geoserver_style"] for p in push if p.get("filepath_key", "").startswith("model_output")), None)
     display = next((p.get("display_name") for p in push if p.get("filepath_key", "").startswith("model_output")),
                    "Model prediction")
-    return [{"display_name": f"{display}: {Path(o['input']).stem}" if len(outputs) > 1 else display,
-             "path": o["prediction"], "filepath_key": "model_output_image", "z_index": 1,
-             "visible_by_default": True, "geoserver_style": style} for o in outputs]
+    layers = []
+    for o in outputs:
+        suffix = f": {Path(o['input']).stem}" if len(outputs) > 1 else ""
+        if o.get("confidence"):  # below the prediction, off by default: where the model is sure (white) or not
+            layers.append({"display_name": f"Confidence{suffix}", "path": o["confidence"],
+                           "filepath_key": "model_output_confidence", "z_index": 0, "visible_by_default": False,
+                           "geoserver_style": confidence_style(len(record.get("classes") or []))})
+        layers.append({"display_name": f"{display}{suffix}", "path": o["prediction"],
+                       "filepath_key": "model_output_image", "z_index": 1, "visible_by_default": True,
+                       "geoserver_style": style})
+    return layers
+
+
+def confidence_style(n_classes: int) -> dict[str, Any]:
+    """A grey ramp over the confidence percent, in the Studio's regression-style shape: black at a coin toss
+    between the classes (100 / n), white at 100."""
+    low = 100 // max(n_classes, 2)
+    return {"regression": [{"color": "#000000", "label": f"{low} %", "opacity": 1, "quantity": str(low)},
+                           {"color": "#ffffff", "label": "100 %", "opacity": 1, "quantity": "100"}]}
 
 
 def infer(spec: InferSpec, workspace: Workspace) -> dict[str, Any]:
@@ -109,14 +128,19 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
     check_areas(inputs, bbox)
     protocol.progress("load", 0.02, f"loading model {record['tune_id']}")
     device = resolve_device(spec.device)
-    from ..rasters import write_geotiff
-    from .predict import Preprocessing, load_task, predict_file  # imports torch, TerraTorch
+    from .predict import (Preprocessing, frozen_forward, is_regression, load_task, model_forward,  # torch, TerraTorch
+                          stream_file)
 
     prep = Preprocessing.from_deploy_config(config)  # normalisation, nodata and tiling as in training
+    regression = is_regression(record, config)
+    loading = time.monotonic()
     task = load_task(config, tune_dir, record, device)
+    timings = {"load_model_s": round(time.monotonic() - loading, 3)}
+    forward = model_forward(task)
+    optimise = frozen_forward(task, forward)  # traced once, on the first large input
     inference_id = workspace.new_id("inferences", spec.description or record["name"])
     outputs = []
-    with workspace.staging("inferences", inference_id) as stage:
+    with workspace.staging("inferences", inference_id) as stage:  # a cancel or failure leaves nothing behind
         if area:  # area + dates stage: the fetched input files are what is predicted
             inputs = area.fetch(stage, inference_id)
         for n, path in enumerate(inputs):
@@ -124,24 +148,22 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
             base = 0.05 + n * share
             protocol.progress("predict", base, f"{Path(path).name} ({n + 1}/{len(inputs)})")
 
-            def on_batch(fraction: float, base: float = base, share: float = share, name: str = Path(path).name) -> None:
+            def on_tiles(fraction: float, base: float = base, share: float = share, name: str = Path(path).name) -> None:
                 protocol.progress("predict", base + share * fraction * 0.95, f"{name}: {fraction:.0%} of tiles")
 
-            prediction, profile, counts = predict_file(task, record, prep, path, bbox, device, spec.batch_size,
-                                                         on_batch)
-            out = stage / f"{Path(path).stem}_pred.tif"
-            if out.exists():  # two inputs with one name (from different folders): keep both
-                out = stage / f"{Path(path).stem}_{n + 1}_pred.tif"
-            write_geotiff(out, prediction[None], profile)
-            total = int(counts.sum())
-            outputs.append({
-                "input": path,
-                "prediction": str(workspace.dir("inferences") / inference_id / out.name),
-                "width": prediction.shape[1], "height": prediction.shape[0],
-                "class_pixels": {str(c["id"]): int(k) for c, k in zip(record["classes"], counts)},
-                "class_fraction": {str(c["id"]): (int(k) / total if total else 0.0)
-                                   for c, k in zip(record["classes"], counts)},
-            })
+            stem = Path(path).stem
+            if (stage / f"{stem}_pred.tif").exists():  # two inputs with one name (from different folders): keep both
+                stem = f"{stem}_{n + 1}"
+            output = stream_file(forward, record, prep, path, bbox, device, spec.batch_size, stage, stem,
+                                 regression=regression, confidence=spec.confidence, block_size=spec.block_size,
+                                 on_progress=on_tiles, optimise=optimise)
+            final = workspace.dir("inferences") / inference_id
+            output["prediction"] = str(final / Path(output["prediction"]).name)
+            if "confidence" in output:
+                output["confidence"] = str(final / Path(output["confidence"]).name)
+            outputs.append(output)
+        timings["predict_s"] = round(sum(o["timings"]["predict_s"] for o in outputs), 3)
+        timings["write_cog_s"] = round(sum(o["timings"]["cog_s"] for o in outputs), 3)
         made: Optional[list[Path]] = None  # output_path written (and the folders made for it)
         try:
             if target is not None:  # every output in place before the run is recorded as completed
@@ -152,7 +174,7 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
                 "description": spec.description, "location": spec.location, "device": device,
                 "spatial_domain": spec.spatial_domain.model_dump(), "temporal_domain": spec.temporal_domain,
                 "classes": record["classes"], "outputs": outputs, "layers": layers_for(record, spec, outputs),
-                "seconds": round(time.monotonic() - started, 2),
+                "seconds": round(time.monotonic() - started, 2), "timings": timings,
             }
             if area:  # area + dates stage: masked outputs and the per-date record
                 run.update(area.finish(stage, workspace.dir("inferences") / inference_id, outputs, run["layers"]))

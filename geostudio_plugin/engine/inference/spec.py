@@ -95,7 +95,12 @@ class InferSpec(StudioModel):
     output_path: Optional[PathOrUrl] = Field(default=None,
                                              description="also write the prediction of a single input here")
     device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda, cuda:N or mps")
-    batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
+    batch_size: int = Field(default=16, ge=1, le=MAX_BATCH, description="tiles per forward call")
+    confidence: bool = Field(default=True, description=(
+        "segmentation: also write <stem>_confidence.tif, the top class's softmax probability in percent "
+        "(uint8 0-100, nodata 255), loaded in QGIS as a grey layer switched off; regression ignores it"))
+    block_size: int = Field(default=512, ge=256, le=8192, multiple_of=256, description=(
+        "output rows finished and written at a time (pixels, a multiple of 256); memory grows with it"))
 
     _dates = field_validator("temporal_domain")(lambda cls, v: check_temporal_domain(v))
     _post = field_validator("post_processing", mode="before")(lambda cls, v: post_processing_flags(v or {}))
