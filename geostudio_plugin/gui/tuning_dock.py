@@ -20,6 +20,7 @@ from .catalog_store import CatalogStore
 from .curve import CurveWidget
 from .messages import show_success
 from .parameter_form import ParameterForm
+from . import weights_choice
 from .tuning_actions import TuningActions
 
 # Metrics worth a row in the dock; the full set is in the tune's metrics.csv.
@@ -432,6 +433,8 @@ class TuningDock(UiDock, TuningActions):
             self.ui.backboneCombo.setCurrentIndex(backbone)
         else:
             notes.append(f"its backbone {record.get('base_model_id')} does not fit this template")
+        if backbone >= 0:  # its starting weights too (a file that is gone is said)
+            notes.extend(self._duplicate_weights(record.get("weights") or {}))
         unused = self.form.set_values(record.get("model_parameters") or {})
         if unused:
             notes.append("not in this template: " + ", ".join(unused))
@@ -440,6 +443,19 @@ class TuningDock(UiDock, TuningActions):
                                                     "like and Start."), problem=bool(notes))
         self._update_buttons()
         return True
+
+    def _duplicate_weights(self, weights: dict[str, Any]) -> list[str]:
+        """Select the weights a tune started from (its record's ``weights.origin``); notes when that cannot be."""
+        origin, path = weights.get("origin"), str(weights.get("path") or "")
+        if origin == "file":
+            if not Path(path).is_file():
+                return [f"its starting checkpoint {path} is gone"]
+            self.weights.choose(weights_choice.FILE, path)
+        elif origin == "hub_cache":
+            self.weights.choose(weights_choice.PRETRAINED)
+        elif origin == "random":
+            self.weights.choose(weights_choice.RANDOM)
+        return []
 
     def _log_path(self, record: dict[str, Any]) -> Optional[Path]:
         name = "config.yaml" if record.get("status") == contract.TUNE_DRY_RUN else record.get("log")

@@ -100,6 +100,7 @@ def _critical(bar) -> list[tuple]:
 # ------------------------------------------------------------------ Weights: remembered per backbone, in the spec
 def test_the_weights_choice_is_remembered_per_backbone_and_reaches_the_tune(plugin, trained_tune, tmp_path,
                                                                              monkeypatch):
+    from qgis.PyQt.QtCore import Qt
     from qgis.PyQt.QtWidgets import QFileDialog
 
     from geostudio_plugin import settings
@@ -140,6 +141,13 @@ def test_the_weights_choice_is_remembered_per_backbone_and_reaches_the_tune(plug
     assert record["weights"] == {"origin": "file", "path": str(checkpoint), "pretrained": True}
     config = (settings.workspace() / "tunes" / record["tune_id"] / "config.yaml").read_text()
     assert str(checkpoint) in config and "backbone_pretrained: true" in config
+
+    _pick_weights(dock, "Random initialisation")  # Duplicate brings the tune's own starting weights back
+    dock.ui.tuneList.setCurrentRow(next(r for r in range(dock.ui.tuneList.count()) if (dock.ui.tuneList.item(r).data(
+        Qt.ItemDataRole.UserRole) or {}).get("tune_id") == record["tune_id"]))
+    dock.ui.duplicateButton.click()
+    assert dock.ui.weightsCombo.currentText() == "File: r18-start.safetensors"
+    assert dock.build_payload()["train_options"] == {"weights": str(checkpoint)}
 
 
 # ------------------------------------------------------------------ Pre-trained missing -> Download (fake hub)
