@@ -152,7 +152,8 @@ class AreaStage:
         rgb_style = {"rgb": [{"label": f"{c}Channel", "channel": n, "minValue": 0, "maxValue": 255}
                              for n, c in enumerate(("Red", "Green", "Blue"), start=1)]}
         masked_style = None
-        style = next((lay.get("geoserver_style") for lay in layers if lay.get("geoserver_style")), None)
+        style = next((lay.get("geoserver_style") for lay in layers  # the prediction's (not the confidence's)
+                      if lay.get("filepath_key") == "model_output_image" and lay.get("geoserver_style")), None)
         if isinstance(style, dict) and isinstance(style.get("segmentation"), list):
             masked_style = {"segmentation": list(style["segmentation"]) + [
                 {"color": "#ffffff", "label": "cloud", "opacity": 1, "quantity": str(CLOUD)},
