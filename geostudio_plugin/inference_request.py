@@ -62,6 +62,7 @@ class AreaRequest:
     device: str = "auto"
     description: str = ""
     location: str = ""
+    every_date: bool = False  # a range gives every day with data (temporal_each), not its clearest day
 
     def problem(self) -> str:
         """The first thing to fix, naming the field, or ""."""
@@ -84,9 +85,9 @@ class AreaRequest:
         return contract.infer_area_spec(self.model, self.bbox_4326, self.dates, maxcc=self.maxcc,
                                         post_processing={name: bool(self.masks.get(name, False)) for name in MASKS},
                                         device=self.device, description=self.description, location=self.location,
-                                        endpoints=endpoints)
+                                        endpoints=endpoints, temporal_each=self.every_date)
 
     def availability_payload(self, endpoints: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
         """``check-availability`` for the same model, area, dates and cloud limit."""
         return contract.availability_spec(self.model, self.bbox_4326, self.dates, maxcc=self.maxcc,
-                                          endpoints=endpoints)
+                                          endpoints=endpoints, temporal_each=self.every_date)

@@ -21,7 +21,7 @@ from conftest import EXIT_INPUT, EXIT_INVALID_SPEC, REPO, run_engine, run_ok, tu
 from rasterio.warp import transform
 
 from geostudio_plugin.engine.inference import masks, plan
-from geostudio_plugin.engine.inference.availability import pick_date
+from geostudio_plugin.engine.inference.availability import days_with_data, pick_date
 from geostudio_plugin.engine.protocol import EngineError
 
 sys.path.insert(0, str(REPO / "tests" / "support"))
@@ -113,6 +113,14 @@ def test_a_range_takes_its_clearest_day_then_the_latest():
     assert pick_date(request, scenes) == "2018-09-14"
     assert pick_date(plan.parse_date_entry("2018-08-30"), scenes) == "2018-08-30"
     assert pick_date(plan.parse_date_entry("2018-07-01"), scenes) is None
+
+
+def test_every_day_with_data_of_a_range_oldest_first():
+    request = plan.parse_date_entry("2018-08-01_2018-09-30")
+    scenes = [{"date": "2018-09-14", "cloud_cover": 1.0}, {"date": "2018-08-30", "cloud_cover": 1.0},
+              {"date": "2018-09-14", "cloud_cover": 3.0}, {"date": "2018-10-02", "cloud_cover": 0.0}, {"date": ""}]
+    assert days_with_data(request, scenes) == ["2018-08-30", "2018-09-14"]
+    assert days_with_data(plan.parse_date_entry("2018-07-01_2018-07-31"), scenes) == []
 
 
 def test_masks_write_studio_values_and_keep_nodata():
@@ -265,6 +273,21 @@ def test_check_availability_lists_scenes_and_the_nearest_dates(model, stac):
     assert scenes[0]["cloud_cover"] == truth["cloud_cover"] and scenes[0]["datetime"].startswith("2018-09-14T16:05")
     assert missing["date"] is None and missing["nearest_dates"] == ["2018-08-30", "2018-09-14"]
     assert window["date"] == "2018-09-14"  # the range's clearest day (a tie: the later one)
+
+
+def test_temporal_each_gives_every_day_with_data_of_a_range(model, stac):
+    spec = {"fine_tuning_id": model["tune_id"], "spatial_domain": {"bbox": [BOTH]},
+            "temporal_domain": ["2018-08-01_2018-09-30", "2018-09-14", "2018-07-01_2018-07-31"],
+            "endpoints": {"sentinel_aws": stac.stac_url}, "temporal_each": True}
+    summary = run_ok("check-availability", spec, model["workspace"]).result["summary"]
+    assert [(e["request"], e["date"]) for e in summary["dates"]] == [
+        ("2018-08-01_2018-09-30", "2018-08-30"), ("2018-08-01_2018-09-30", "2018-09-14"),
+        ("2018-09-14", "2018-09-14"), ("2018-07-01_2018-07-31", None)]  # a range without data stays one entry
+    first, second = summary["dates"][:2]
+    assert [s["date"] for s in first["modalities"]["S2L2A"]["scenes"]] == ["2018-08-30"]
+    assert [s["id"] for s in second["modalities"]["S2L2A"]["scenes"]] == ["S2A_16PCC_20180914_30_L2A"]
+    assert summary["dates"][3]["nearest_dates"][:2] == ["2018-08-30", "2018-09-14"]
+    assert summary["available"] is False
 
 
 def test_a_date_without_data_names_the_nearest_dates(model, stac):
