@@ -50,6 +50,14 @@ def bbox_problem(bbox: Optional[Sequence[float]]) -> str:
     return ""
 
 
+def place_text(bbox: Sequence[float]) -> str:
+    """The area's centre as a person reads it ("15.805° N, 88.170° W"): the run's place in its group name and
+    map title when nothing better names it (GeoStudio has no geocoder)."""
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
+    return f"{abs(lat):.3f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.3f}° {'E' if lon >= 0 else 'W'}"
+
+
 @dataclass(frozen=True)
 class AreaRequest:
     """A tuned model over an EPSG:4326 bbox and dates, with the cloud-cover limit and the masks asked for."""

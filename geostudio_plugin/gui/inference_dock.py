@@ -209,6 +209,7 @@ class InferenceDock(UiDock):
                               dates=(inference_request.date_entry(start, end),), maxcc=self.ui.maxccSpin.value(),
                               masks=masks, device=contract.normalise_device(settings.device()),
                               every_date=end is not None and self.ui.everyDateCheck.isChecked(),
+                              location=inference_request.place_text(bbox),
                               description=f"{record.get('name') or 'area'} {inference_request.date_entry(start, end)}")
         problem = request.problem()
         if problem:

@@ -25,15 +25,10 @@ from geostudio_plugin.engine.inference.availability import days_with_data, pick_
 from geostudio_plugin.engine.protocol import EngineError
 
 sys.path.insert(0, str(REPO / "tests" / "support"))
-from payloads import MARIDA, MARIDA_CLASSES  # noqa: E402
+from payloads import STAC_MODEL_BANDS, marida_stac_payload  # noqa: E402
 
 CLOUDY = "2020-11-15"  # MARIDA S2_15-11-20_16PCC_22: 4967 pixels annotated as cloud
-# the model's bands: STAC asset keys at MARIDA's band positions; nir fetched x 2 (its scaling_factor), so the
-# test sees the factor applied
-MODEL_BANDS = [{"index": 1, "band_name": "blue", "RGB_band": "B", "scaling_factor": 1},
-               {"index": 2, "band_name": "green", "RGB_band": "G", "scaling_factor": 1},
-               {"index": 3, "band_name": "red", "RGB_band": "R", "scaling_factor": 1},
-               {"index": 7, "band_name": "nir", "scaling_factor": 2}]
+MODEL_BANDS = STAC_MODEL_BANDS
 BOTH = [-88.19, 15.77, -88.15, 15.84]  # two 16PCC patches, 1.6 km apart, seen on 2018-08-30 and 2018-09-14
 SOURCE_FILES = {"blue": "B02.tif", "green": "B03.tif", "red": "B04.tif", "nir": "B08.tif"}
 
@@ -154,15 +149,7 @@ def stac(tmp_path_factory):
 def model(tmp_path_factory):
     """MARIDA onboarded with the STAC collection's band names, a tiny ResNet-18 tuned for one epoch."""
     workspace = tmp_path_factory.mktemp("area") / "workspace"
-    payload = {
-        "dataset_name": "MARIDA stac bands", "dataset_url": str(MARIDA), "label_suffix": "_cl.tif",
-        "purpose": "Segmentation",
-        "data_sources": [{"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
-                          "file_suffix": ".tif", "bands": MODEL_BANDS}],
-        "label_categories": [{"id": i, "name": n} for i, n in enumerate(MARIDA_CLASSES, start=1)]
-        + [{"id": 0, "name": "Not annotated"}],
-        "onboarding_options": {"ignore_id": 0},  # five whole 256 px patches: 3 train, 1 val, 1 test
-    }
+    payload = marida_stac_payload()
     dataset_id = run_ok("onboard", payload, workspace).result["summary"]["dataset_id"]
     tune = run_ok("tune", tune_payload(dataset_id, name="marida-area"), workspace, timeout=600)
     return {"workspace": workspace, "tune_id": tune.result["summary"]["tune_id"]}
