@@ -66,6 +66,7 @@ def dock(plugin, stac, marida_tune, qgis_new_project):
     credentials.set_endpoint("sentinel_aws", "")
     QgsProject.instance().removeAllMapLayers()
     QgsProject.instance().layerTreeRoot().removeAllChildren()
+    QgsProject.instance().timeSettings().reset()  # a time-aware run extended the project's time range
     canvas.setDestinationCrs(before[0])
     canvas.resize(before[2])
     canvas.setExtent(before[1])
