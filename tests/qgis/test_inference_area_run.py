@@ -12,7 +12,7 @@ from conftest import REPO, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "support"))
 from local_stac import LocalStac  # noqa: E402
-from payloads import MARIDA_CLASSES, marida_stac_payload  # noqa: E402
+from payloads import MARIDA_CLASSES, marida_colour, marida_stac_payload  # noqa: E402
 
 BOTH = (-88.19, 15.77, -88.15, 15.84)  # two 16PCC patches, seen on 2018-08-30 and on 2018-09-14 (stac_data.py)
 DAYS = ("2018-08-30", "2018-09-14")
@@ -123,12 +123,14 @@ def test_every_date_of_a_range_runs_from_the_dock_into_a_time_aware_group(dock):
     dock.ui.checkAvailabilityButton.click()
     said = finish(dock, 60)
     assert said.startswith("Data for every date: Run predicts on it."), said
-    assert "2018-08-30 (of 2018-08-01_2018-09-30): 1 scene" in said and "2018-09-14 (of 2018-08-01_2018-09-30): 1 scene" in said
+    for day in DAYS:  # each day with data, one line each, naming the range it came from
+        assert f"\n{day} (of 2018-08-01_2018-09-30): 1 scene, cloud " in said, said
 
     dock.ui.runButton.click()
     assert dock.task is not None and dock.task.job.spec["temporal_each"] is True
     said = finish(dock)
-    assert said.startswith("Done: ") and "2 date(s) loaded. Step through them with the Temporal Controller." in said, said
+    assert said.startswith("Done: ") and said.endswith(
+        "2 date(s) loaded. Step through them with the Temporal Controller."), said
 
     run = dock.run
     root = QgsProject.instance().layerTreeRoot()
@@ -143,7 +145,9 @@ def test_every_date_of_a_range_runs_from_the_dock_into_a_time_aware_group(dock):
         assert day.rgb is not None and day.rgb.bandCount() == 3 and day.rgb.renderer().type() == "multibandcolor"
         assert isinstance(day.prediction.renderer(), QgsPalettedRasterRenderer)
         shown = legend(day.prediction)
-        assert {k: shown[k] for k in classes} == classes  # the model's classes, by id
+        assert {k: shown[k] for k in classes} == classes  # the model's classes, by id, in their colours
+        colours = {int(c.value): c.color.name() for c in day.prediction.renderer().classes()}
+        assert {k: colours[k] for k in classes} == {k: marida_colour(k) for k in classes}
         masked = legend(day.masked)
         assert masked[999] == "Cloud (masked)" and masked[1] == classes[1]
         start = QDateTime(QDate.fromString(day.date, "yyyy-MM-dd"), QTime(0, 0))

@@ -30,7 +30,7 @@ def marida_payload(url) -> dict:
         "dataset_url": str(url), "label_suffix": "_cl.tif", "purpose": "Segmentation",
         "data_sources": [{"bands": HLS_FROM_MARIDA, "connector": "sentinel_aws", "collection": "sentinel-2-l2a",
                           "file_suffix": ".tif", "modality_tag": "S2L2A"}],
-        "label_categories": [{"id": str(i), "name": n, "color": "#%06x" % (0x1f78b4 + 4000 * i), "opacity": 1}
+        "label_categories": [{"id": str(i), "name": n, "color": marida_colour(i), "opacity": 1}
                              for i, n in enumerate(MARIDA_CLASSES, start=1)]
         + [{"id": "0", "name": "Not annotated", "color": "#000000", "opacity": "0"}],
         "onboarding_options": {"ignore_id": 0},
@@ -76,7 +76,13 @@ def marida_stac_payload(name: str = "MARIDA stac bands") -> dict:
         "dataset_name": name, "dataset_url": str(MARIDA), "label_suffix": "_cl.tif", "purpose": "Segmentation",
         "data_sources": [{"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
                           "file_suffix": ".tif", "bands": STAC_MODEL_BANDS}],
-        "label_categories": [{"id": i, "name": n} for i, n in enumerate(MARIDA_CLASSES, start=1)]
+        "label_categories": [{"id": i, "name": n, "color": marida_colour(i)}
+                             for i, n in enumerate(MARIDA_CLASSES, start=1)]
         + [{"id": 0, "name": "Not annotated"}],
         "onboarding_options": {"ignore_id": 0},
     }
+
+
+def marida_colour(class_id: int) -> str:
+    """A distinct colour per MARIDA class, so a test can tell the model's palette reached the map."""
+    return "#%06x" % (0x1f78b4 + 4000 * class_id)
