@@ -28,28 +28,35 @@ def stac(engine_python, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def marida_tune(session_workspace, engine_python) -> str:
+def area_workspace(tmp_path_factory):
+    """A workspace of this module's own, so the session's workspace keeps the models other tests count on."""
+    return tmp_path_factory.mktemp("area-workspace")
+
+
+@pytest.fixture(scope="module")
+def marida_tune(area_workspace, engine_python) -> str:
     """MARIDA onboarded with the STAC collection's band names and a tiny ResNet-18 tuned for one epoch."""
     from conftest import tiny_tune_payload
 
     from geostudio_plugin.engine_client import EngineJob
 
-    onboard = EngineJob("onboard", marida_stac_payload(), python=engine_python, workspace=session_workspace).run()
+    onboard = EngineJob("onboard", marida_stac_payload(), python=engine_python, workspace=area_workspace).run()
     assert onboard.ok, onboard.error_text()
     tune = EngineJob("tune", tiny_tune_payload(onboard.result["summary"]["dataset_id"], name="marida-area"),
-                     python=engine_python, workspace=session_workspace).run()
+                     python=engine_python, workspace=area_workspace).run()
     assert tune.ok, tune.error_text()
     return tune.result["summary"]["tune_id"]
 
 
 @pytest.fixture()
-def dock(plugin, stac, marida_tune, qgis_new_project):
+def dock(plugin, stac, area_workspace, session_workspace, marida_tune, qgis_new_project):
     """The Inference dock in area mode, the STAC endpoint set as a user sets it, the map on the Gulf of
     Honduras in longitude/latitude."""
     from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
 
-    from geostudio_plugin import credentials
+    from geostudio_plugin import credentials, settings
 
+    settings.set_workspace(str(area_workspace))  # set back to the session's after the test
     credentials.set_endpoint("sentinel_aws", stac.stac_url)
     plugin.toggle_dock("inference")
     dock = plugin.docks["inference"]
@@ -64,6 +71,7 @@ def dock(plugin, stac, marida_tune, qgis_new_project):
     dock.ui.modeCombo.setCurrentIndex(dock.ui.modeCombo.findText("Area and dates"))
     yield dock
     credentials.set_endpoint("sentinel_aws", "")
+    settings.set_workspace(str(session_workspace))
     QgsProject.instance().removeAllMapLayers()
     QgsProject.instance().layerTreeRoot().removeAllChildren()
     QgsProject.instance().timeSettings().reset()  # a time-aware run extended the project's time range
