@@ -664,10 +664,13 @@ def _post_processing(post_processing: Optional[Mapping[str, Any]]) -> dict[str, 
 def infer_area_spec(model: str, bbox: Sequence[float], dates: Sequence[str], *, maxcc: float = 100,
                     post_processing: Optional[Mapping[str, Any]] = None, device: str = "auto",
                     description: str = "", endpoints: Optional[Mapping[str, str]] = None,
-                    max_area_sq_km: Optional[float] = None, location: str = "") -> dict[str, Any]:
+                    max_area_sq_km: Optional[float] = None, location: str = "",
+                    temporal_each: bool = False) -> dict[str, Any]:
     """A tuned model over an EPSG:4326 bbox and dates ("YYYY-MM-DD" or "YYYY-MM-DD_YYYY-MM-DD"): the engine
     checks availability, fetches the model's input data, predicts and masks (``post_processing``: cloud_masking,
-    snow_ice_masking, permanent_water_masking). ``maxcc`` 100 is the Studio API's default."""
+    snow_ice_masking, permanent_water_masking). ``maxcc`` 100 is the Studio API's default. ``temporal_each``
+    (GeoStudio's, not the Studio's): a range gives every day in it with data, one output per day, instead of
+    its clearest day."""
     spec: dict[str, Any] = {
         "fine_tuning_id": model, "description": description, "location": location,
         "device": normalise_device(device),
@@ -677,16 +680,19 @@ def infer_area_spec(model: str, bbox: Sequence[float], dates: Sequence[str], *, 
     }
     if max_area_sq_km is not None:
         spec["max_area_sq_km"] = max_area_sq_km
+    if temporal_each:
+        spec["temporal_each"] = True
     return spec
 
 
 def availability_spec(model: str, bbox: Sequence[float], dates: Sequence[str], *, maxcc: float = 80,
-                      endpoints: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+                      endpoints: Optional[Mapping[str, str]] = None, temporal_each: bool = False) -> dict[str, Any]:
     """``check-availability``: which of the dates have data for the model's input over the bbox (the UI's 80 %
     cloud limit by default); the summary lists, per date, the scenes (id, datetime, cloud cover) and, for a
-    date without data, the nearest dates that have some."""
-    return {"fine_tuning_id": model, "spatial_domain": {"bbox": [_bbox(bbox)]}, "temporal_domain": list(dates),
+    date without data, the nearest dates that have some. ``temporal_each``: a range lists every day with data."""
+    spec = {"fine_tuning_id": model, "spatial_domain": {"bbox": [_bbox(bbox)]}, "temporal_domain": list(dates),
             "maxcc": maxcc, "endpoints": dict(endpoints or {})}
+    return {**spec, "temporal_each": True} if temporal_each else spec
 
 
 def export_model_spec(tune_id: str, output_path: Optional[str] = None) -> dict[str, Any]:

@@ -50,6 +50,14 @@ def bbox_problem(bbox: Optional[Sequence[float]]) -> str:
     return ""
 
 
+def place_text(bbox: Sequence[float]) -> str:
+    """The area's centre as a person reads it ("15.805° N, 88.170° W"): the run's place in its group name and
+    map title when nothing better names it (GeoStudio has no geocoder)."""
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
+    return f"{abs(lat):.3f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.3f}° {'E' if lon >= 0 else 'W'}"
+
+
 @dataclass(frozen=True)
 class AreaRequest:
     """A tuned model over an EPSG:4326 bbox and dates, with the cloud-cover limit and the masks asked for."""
@@ -62,6 +70,7 @@ class AreaRequest:
     device: str = "auto"
     description: str = ""
     location: str = ""
+    every_date: bool = False  # a range gives every day with data (temporal_each), not its clearest day
 
     def problem(self) -> str:
         """The first thing to fix, naming the field, or ""."""
@@ -84,9 +93,9 @@ class AreaRequest:
         return contract.infer_area_spec(self.model, self.bbox_4326, self.dates, maxcc=self.maxcc,
                                         post_processing={name: bool(self.masks.get(name, False)) for name in MASKS},
                                         device=self.device, description=self.description, location=self.location,
-                                        endpoints=endpoints)
+                                        endpoints=endpoints, temporal_each=self.every_date)
 
     def availability_payload(self, endpoints: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
         """``check-availability`` for the same model, area, dates and cloud limit."""
         return contract.availability_spec(self.model, self.bbox_4326, self.dates, maxcc=self.maxcc,
-                                          endpoints=endpoints)
+                                          endpoints=endpoints, temporal_each=self.every_date)

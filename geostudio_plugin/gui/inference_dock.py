@@ -96,6 +96,7 @@ class InferenceDock(UiDock):
         self.ui.selectedButton.clicked.connect(lambda: self.use_selected_features())
         self.ui.clearAreaButton.clicked.connect(lambda: self.clear_area())
         self.ui.singleDateCheck.toggled.connect(self.ui.endDateEdit.setDisabled)
+        self.ui.singleDateCheck.toggled.connect(self.ui.everyDateCheck.setDisabled)  # one day: nothing to expand
         today = QDate.currentDate()
         self.ui.endDateEdit.setDate(today)
         self.ui.startDateEdit.setDate(today.addDays(-self.DEFAULT_DAYS))
@@ -207,6 +208,8 @@ class InferenceDock(UiDock):
         request = AreaRequest(model=str(self.ui.tuneCombo.currentData()), bbox_4326=tuple(bbox),
                               dates=(inference_request.date_entry(start, end),), maxcc=self.ui.maxccSpin.value(),
                               masks=masks, device=contract.normalise_device(settings.device()),
+                              every_date=end is not None and self.ui.everyDateCheck.isChecked(),
+                              location=inference_request.place_text(bbox),
                               description=f"{record.get('name') or 'area'} {inference_request.date_entry(start, end)}")
         problem = request.problem()
         if problem:

@@ -21,19 +21,14 @@ from conftest import EXIT_INPUT, EXIT_INVALID_SPEC, REPO, run_engine, run_ok, tu
 from rasterio.warp import transform
 
 from geostudio_plugin.engine.inference import masks, plan
-from geostudio_plugin.engine.inference.availability import pick_date
+from geostudio_plugin.engine.inference.availability import days_with_data, pick_date
 from geostudio_plugin.engine.protocol import EngineError
 
 sys.path.insert(0, str(REPO / "tests" / "support"))
-from payloads import MARIDA, MARIDA_CLASSES  # noqa: E402
+from payloads import STAC_MODEL_BANDS, marida_stac_payload  # noqa: E402
 
 CLOUDY = "2020-11-15"  # MARIDA S2_15-11-20_16PCC_22: 4967 pixels annotated as cloud
-# the model's bands: STAC asset keys at MARIDA's band positions; nir fetched x 2 (its scaling_factor), so the
-# test sees the factor applied
-MODEL_BANDS = [{"index": 1, "band_name": "blue", "RGB_band": "B", "scaling_factor": 1},
-               {"index": 2, "band_name": "green", "RGB_band": "G", "scaling_factor": 1},
-               {"index": 3, "band_name": "red", "RGB_band": "R", "scaling_factor": 1},
-               {"index": 7, "band_name": "nir", "scaling_factor": 2}]
+MODEL_BANDS = STAC_MODEL_BANDS
 BOTH = [-88.19, 15.77, -88.15, 15.84]  # two 16PCC patches, 1.6 km apart, seen on 2018-08-30 and 2018-09-14
 SOURCE_FILES = {"blue": "B02.tif", "green": "B03.tif", "red": "B04.tif", "nir": "B08.tif"}
 
@@ -115,6 +110,14 @@ def test_a_range_takes_its_clearest_day_then_the_latest():
     assert pick_date(plan.parse_date_entry("2018-07-01"), scenes) is None
 
 
+def test_every_day_with_data_of_a_range_oldest_first():
+    request = plan.parse_date_entry("2018-08-01_2018-09-30")
+    scenes = [{"date": "2018-09-14", "cloud_cover": 1.0}, {"date": "2018-08-30", "cloud_cover": 1.0},
+              {"date": "2018-09-14", "cloud_cover": 3.0}, {"date": "2018-10-02", "cloud_cover": 0.0}, {"date": ""}]
+    assert days_with_data(request, scenes) == ["2018-08-30", "2018-09-14"]
+    assert days_with_data(plan.parse_date_entry("2018-07-01_2018-07-31"), scenes) == []
+
+
 def test_masks_write_studio_values_and_keep_nodata():
     prediction = np.array([[1, 2, 3, 255]], dtype="uint8")  # 255: the prediction's nodata
     scl = np.array([[9, 6, 11, 9]], dtype="float32")
@@ -146,15 +149,7 @@ def stac(tmp_path_factory):
 def model(tmp_path_factory):
     """MARIDA onboarded with the STAC collection's band names, a tiny ResNet-18 tuned for one epoch."""
     workspace = tmp_path_factory.mktemp("area") / "workspace"
-    payload = {
-        "dataset_name": "MARIDA stac bands", "dataset_url": str(MARIDA), "label_suffix": "_cl.tif",
-        "purpose": "Segmentation",
-        "data_sources": [{"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
-                          "file_suffix": ".tif", "bands": MODEL_BANDS}],
-        "label_categories": [{"id": i, "name": n} for i, n in enumerate(MARIDA_CLASSES, start=1)]
-        + [{"id": 0, "name": "Not annotated"}],
-        "onboarding_options": {"ignore_id": 0},  # five whole 256 px patches: 3 train, 1 val, 1 test
-    }
+    payload = marida_stac_payload()
     dataset_id = run_ok("onboard", payload, workspace).result["summary"]["dataset_id"]
     tune = run_ok("tune", tune_payload(dataset_id, name="marida-area"), workspace, timeout=600)
     return {"workspace": workspace, "tune_id": tune.result["summary"]["tune_id"]}
@@ -265,6 +260,21 @@ def test_check_availability_lists_scenes_and_the_nearest_dates(model, stac):
     assert scenes[0]["cloud_cover"] == truth["cloud_cover"] and scenes[0]["datetime"].startswith("2018-09-14T16:05")
     assert missing["date"] is None and missing["nearest_dates"] == ["2018-08-30", "2018-09-14"]
     assert window["date"] == "2018-09-14"  # the range's clearest day (a tie: the later one)
+
+
+def test_temporal_each_gives_every_day_with_data_of_a_range(model, stac):
+    spec = {"fine_tuning_id": model["tune_id"], "spatial_domain": {"bbox": [BOTH]},
+            "temporal_domain": ["2018-08-01_2018-09-30", "2018-09-14", "2018-07-01_2018-07-31"],
+            "endpoints": {"sentinel_aws": stac.stac_url}, "temporal_each": True}
+    summary = run_ok("check-availability", spec, model["workspace"]).result["summary"]
+    assert [(e["request"], e["date"]) for e in summary["dates"]] == [
+        ("2018-08-01_2018-09-30", "2018-08-30"), ("2018-08-01_2018-09-30", "2018-09-14"),
+        ("2018-09-14", "2018-09-14"), ("2018-07-01_2018-07-31", None)]  # a range without data stays one entry
+    first, second = summary["dates"][:2]
+    assert [s["date"] for s in first["modalities"]["S2L2A"]["scenes"]] == ["2018-08-30"]
+    assert [s["id"] for s in second["modalities"]["S2L2A"]["scenes"]] == ["S2A_16PCC_20180914_30_L2A"]
+    assert summary["dates"][3]["nearest_dates"][:2] == ["2018-08-30", "2018-09-14"]
+    assert summary["available"] is False
 
 
 def test_a_date_without_data_names_the_nearest_dates(model, stac):

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from geostudio_plugin.engine.inference.spec import InferSpec
-from geostudio_plugin.inference_request import AreaRequest, bbox_problem, date_entry, date_problem
+from geostudio_plugin.inference_request import AreaRequest, bbox_problem, date_entry, date_problem, place_text
 
 
 def test_the_payload_is_a_valid_area_inference_spec():
@@ -22,6 +22,15 @@ def test_the_payload_is_a_valid_area_inference_spec():
     assert spec.spatial_domain.bbox == [[13.146418, 11.799808, 13.215874, 11.871586]]
     assert spec.temporal_domain == ["2024-09-10_2024-09-14"] and spec.maxcc == 30
     assert spec.post_processing == {"cloud_masking": True, "snow_ice_masking": False, "permanent_water_masking": True}
+    assert spec.temporal_each is False and "temporal_each" not in payload  # the Studio's payload, unchanged
+    every = AreaRequest("tune-1", (13.1, 11.8, 13.2, 11.9), ("2024-09-10_2024-09-14",), every_date=True)
+    assert InferSpec.model_validate(every.to_payload()).temporal_each is True
+    assert every.availability_payload()["temporal_each"] is True
+
+
+def test_the_place_is_the_area_centre_in_degrees():
+    assert place_text((-88.19, 15.77, -88.15, 15.84)) == "15.805° N, 88.170° W"
+    assert place_text((13.1, -11.9, 13.2, -11.8)) == "11.850° S, 13.150° E"
 
 
 @pytest.mark.parametrize("start, end, said", [

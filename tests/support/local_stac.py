@@ -131,10 +131,12 @@ class LocalStac:
         self.python = Path(engine_python)
         self.root = Path(root)
         self.procs: list[subprocess.Popen] = []
+        self.logs: list = []  # the servers' log files
         self.truth: dict = {}
 
     def _spawn(self, cmd: list[str], cwd: Path, log_name: str) -> subprocess.Popen:
-        log = open(self.root / log_name, "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.root / log_name, "wb")  # noqa: SIM115 - closed in __exit__, with the process
+        self.logs.append(log)
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
@@ -186,3 +188,5 @@ class LocalStac:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for log in self.logs:
+            log.close()

@@ -30,7 +30,7 @@ def marida_payload(url) -> dict:
         "dataset_url": str(url), "label_suffix": "_cl.tif", "purpose": "Segmentation",
         "data_sources": [{"bands": HLS_FROM_MARIDA, "connector": "sentinel_aws", "collection": "sentinel-2-l2a",
                           "file_suffix": ".tif", "modality_tag": "S2L2A"}],
-        "label_categories": [{"id": str(i), "name": n, "color": "#%06x" % (0x1f78b4 + 4000 * i), "opacity": 1}
+        "label_categories": [{"id": str(i), "name": n, "color": marida_colour(i), "opacity": 1}
                              for i, n in enumerate(MARIDA_CLASSES, start=1)]
         + [{"id": "0", "name": "Not annotated", "color": "#000000", "opacity": "0"}],
         "onboarding_options": {"ignore_id": 0},
@@ -59,3 +59,30 @@ def flood_payload(url) -> dict:
         "onboarding_options": {"chip_size": 256},
         "version": "v2",
     }
+
+
+# The loopback STAC server's sentinel-2-l2a asset keys at MARIDA's band positions (tests/support/stac_data.py);
+# nir is fetched x 2 (its scaling_factor), so a test sees the factor applied.
+STAC_MODEL_BANDS = [{"index": 1, "band_name": "blue", "RGB_band": "B", "scaling_factor": 1},
+                    {"index": 2, "band_name": "green", "RGB_band": "G", "scaling_factor": 1},
+                    {"index": 3, "band_name": "red", "RGB_band": "R", "scaling_factor": 1},
+                    {"index": 7, "band_name": "nir", "scaling_factor": 2}]
+
+
+def marida_stac_payload(name: str = "MARIDA stac bands") -> dict:
+    """MARIDA onboarded with the loopback STAC collection's band names, so a model tuned on it infers over an
+    area fetched from that server (five whole 256 px patches: 3 train, 1 val, 1 test)."""
+    return {
+        "dataset_name": name, "dataset_url": str(MARIDA), "label_suffix": "_cl.tif", "purpose": "Segmentation",
+        "data_sources": [{"connector": "sentinel_aws", "collection": "sentinel-2-l2a", "modality_tag": "S2L2A",
+                          "file_suffix": ".tif", "bands": STAC_MODEL_BANDS}],
+        "label_categories": [{"id": i, "name": n, "color": marida_colour(i)}
+                             for i, n in enumerate(MARIDA_CLASSES, start=1)]
+        + [{"id": 0, "name": "Not annotated"}],
+        "onboarding_options": {"ignore_id": 0},
+    }
+
+
+def marida_colour(class_id: int) -> str:
+    """A distinct colour per MARIDA class, so a test can tell the model's palette reached the map."""
+    return "#%06x" % (0x1f78b4 + 4000 * class_id)

@@ -68,7 +68,7 @@ class AreaStage:
         area = check_area(areas, spec.max_area_sq_km)
         requests = parse_dates(spec.temporal_domain)
         protocol.progress("availability", 0.01, f"checking {len(requests)} date(s) over {area:,.2f} km²")
-        entries = check(sources, areas, requests, spec.maxcc, dict(spec.endpoints), workspace)
+        entries = check(sources, areas, requests, spec.maxcc, dict(spec.endpoints), workspace, spec.temporal_each)
         refuse_missing(entries, spec.maxcc)
         resolution = resolution_m(sources[0], workspace)
         boxes = [sub for box in areas for sub in plan_boxes(box, resolution)]

@@ -3,7 +3,8 @@
 
 For each modality of the model (its connector and collection) and each ``temporal_domain`` entry, the
 connector is searched with the cloud limit (the ``search`` command's code). A day is available when a scene
-covers it; a range takes its clearest day (least cloud cover, then the latest). For an entry without data the
+covers it; a range takes its clearest day (least cloud cover, then the latest), or, with ``temporal_each``, every
+day in it that has data (one entry, and one output, per day: ``expand_ranges``). For an entry without data the
 nearest dates that have data are searched in a widened window; when none exists there either and the area lies
 outside the collection's spatial extent (STAC collections say theirs), that is said instead.
 """
@@ -20,7 +21,7 @@ from ..protocol import EngineError, SpecError
 from ..specs import DataSource, HttpUrl, ItemId, StudioModel
 from ..workspace import Workspace, read_record
 from .plan import MAX_INFERENCE_AREA_SQ_KM, DateRequest, union
-from .spec import SpatialDomain, check_temporal_domain
+from .spec import TEMPORAL_EACH, SpatialDomain, check_temporal_domain
 
 SUGGEST_WITHIN_DAYS = 120  # how far the nearest-dates search looks on each side of an entry
 STAC_CONNECTORS = ("sentinel_aws", "IBMResearchSTAC")
@@ -36,6 +37,7 @@ class AvailabilitySpec(StudioModel):
     maxcc: float = Field(default=80, ge=0, le=100, description="maximum cloud cover, percent (the Studio UI's 80)")
     endpoints: dict[str, HttpUrl] = {}
     max_area_sq_km: float = Field(default=MAX_INFERENCE_AREA_SQ_KM, gt=0, le=1e7)
+    temporal_each: bool = Field(default=False, description=TEMPORAL_EACH)
 
     _dates = field_validator("temporal_domain")(lambda cls, v: check_temporal_domain(v))
 
@@ -141,13 +143,38 @@ def _search(session: Any, area: list[float], start: date, end: date, maxcc: floa
                                              end, maxcc))
 
 
+def days_with_data(request: DateRequest, scenes: list[dict[str, Any]]) -> list[str]:
+    """Every day of the request that has a scene, oldest first."""
+    return sorted({s["date"] for s in scenes if s["date"]
+                   and request.start.isoformat() <= s["date"] <= request.end.isoformat()})
+
+
+def expand_ranges(session: Any, area: list[float], requests: list[DateRequest], maxcc: float
+                  ) -> list[DateRequest]:
+    """``temporal_each``: a range becomes one request per day in it with a scene (the range's text kept, so each
+    entry says what was asked); a range without any stays, for ``no_data`` and its nearest dates."""
+    expanded: list[DateRequest] = []
+    for request in requests:
+        days = []
+        if request.is_range:
+            _, items = _search(session, area, request.start, request.end, maxcc)
+            days = days_with_data(request, [_scene(i) for i in items])
+        expanded += [DateRequest(request.text, date.fromisoformat(d), date.fromisoformat(d)) for d in days] or [request]
+    return expanded
+
+
 def check(sources: list[DataSource], boxes: list[list[float]], requests: list[DateRequest], maxcc: float,
-          endpoints: dict[str, str], workspace: Workspace) -> list[dict[str, Any]]:
-    """One entry per date request: ``date`` (the day to infer on, None without data), ``scenes`` per modality,
-    ``nearest_dates`` (for a request without data). Raises ``area_outside_coverage``."""
+          endpoints: dict[str, str], workspace: Workspace, each: bool = False) -> list[dict[str, Any]]:
+    """One entry per date request (with ``each``, per day with data of a range): ``date`` (the day to infer on,
+    None without data), ``scenes`` per modality, ``nearest_dates`` (for a request without data). Raises
+    ``area_outside_coverage``."""
     from ..connectors.session import open_collection
 
     area = union(boxes)
+    if each and sources and any(r.is_range for r in requests):
+        first = open_collection(sources[0].connector, sources[0].collection, endpoints.get(sources[0].connector),
+                                workspace, announce=lambda message: protocol.progress("availability", 0.01, message))
+        requests = expand_ranges(first, area, requests, maxcc)
     entries = [{"request": r.text, "start": r.start.isoformat(), "end": r.end.isoformat(), "date": None,
                 "modalities": {}, "nearest_dates": []} for r in requests]
     for m, source in enumerate(sources):

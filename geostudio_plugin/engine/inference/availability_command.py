@@ -23,7 +23,7 @@ def run(spec: AvailabilitySpec, workspace: Workspace) -> tuple[dict[str, Any], d
     boxes = spec.spatial_domain.areas()
     area = check_area(boxes, spec.max_area_sq_km)
     requests = parse_dates(spec.temporal_domain)
-    entries = check(sources, boxes, requests, spec.maxcc, dict(spec.endpoints), workspace)
+    entries = check(sources, boxes, requests, spec.maxcc, dict(spec.endpoints), workspace, spec.temporal_each)
     available = [e for e in entries if e["date"]]
     protocol.progress("availability", 1.0, f"{len(available)} of {len(entries)} date(s) have data")
     return {}, {"area_sq_km": round(area, 3), "bbox": union(boxes), "maxcc": spec.maxcc,

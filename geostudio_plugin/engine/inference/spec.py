@@ -15,6 +15,8 @@ from ..device import PATTERN as DEVICE_PATTERN
 from ..specs import MAX_BATCH, DataSource, DisplayName, HttpUrl, ItemId, PathOrUrl, StudioModel, _to_bool
 from .plan import MAX_INFERENCE_AREA_SQ_KM, geometry_bbox, parse_date_entry
 
+TEMPORAL_EACH = ("GeoStudio's, not in the Studio's payload: a temporal_domain range gives every day in it that has "
+                 "data under maxcc (one output per day) instead of its clearest day")
 MASKS = ("cloud_masking", "snow_ice_masking", "permanent_water_masking")  # what post_processing can switch on
 
 
@@ -101,6 +103,7 @@ class InferSpec(StudioModel):
         "(uint8 0-100, nodata 255), loaded in QGIS as a grey layer switched off; regression ignores it"))
     block_size: int = Field(default=512, ge=256, le=8192, multiple_of=256, description=(
         "output rows finished and written at a time (pixels, a multiple of 256); memory grows with it"))
+    temporal_each: bool = Field(default=False, description=TEMPORAL_EACH)
 
     _dates = field_validator("temporal_domain")(lambda cls, v: check_temporal_domain(v))
     _post = field_validator("post_processing", mode="before")(lambda cls, v: post_processing_flags(v or {}))
