@@ -6,6 +6,7 @@ run is one real inference through the dock with the session's tiny model."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,6 @@ TIMINGS = {"load_model_s": 8.4, "predict_s": 22.2, "write_cog_s": 1.3}
 @pytest.fixture()
 def area_run(workspace: Path):
     """An area-and-dates run kept in the workspace as the engine keeps one (inferences/<id>/inference.json)."""
-    import shutil
-
     folder = workspace / "inferences" / RUN_ID
     record = make_run(folder)
     record.update({"inference_id": RUN_ID, "created": "2099-01-01T00:00:00Z", "status": "COMPLETED",
@@ -84,7 +83,8 @@ def test_history_lists_reopens_details_and_deletes_an_area_run(plugin, area_run,
 
 
 def test_history_reopens_a_real_raster_layer_run(plugin, trained_tune, qgis_new_project):
-    from qgis.core import QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsSingleBandPseudoColorRenderer
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer,
+                           QgsRectangle, QgsSingleBandPseudoColorRenderer)
 
     holdout = QgsRasterLayer(str(SAMPLES / "holdout" / "USA_905409_S1Hand.tif"), "USA_905409")
     QgsProject.instance().addMapLayer(holdout)
@@ -92,6 +92,9 @@ def test_history_reopens_a_real_raster_layer_run(plugin, trained_tune, qgis_new_
     dock = plugin.docks["inference"]
     dock.ui.tuneCombo.setCurrentIndex(dock.ui.tuneCombo.findData(trained_tune["tune_id"]))
     dock.ui.layerCombo.setLayer(holdout)
+    full = holdout.extent()  # a quarter of the chip: the run stays short
+    quarter = QgsRectangle(full.xMinimum(), full.center().y(), full.center().x(), full.yMaximum())
+    dock.ui.extentWidget.setOutputExtentFromUser(quarter, QgsCoordinateReferenceSystem("EPSG:4326"))
     assert dock.start_inference() is not None
     wait_for(lambda: dock.task is None, timeout=180)
     run_id = dock.ui.resultLabel.text().split(":")[1].strip()
@@ -99,7 +102,10 @@ def test_history_reopens_a_real_raster_layer_run(plugin, trained_tune, qgis_new_
     first, second = dock.ui.runList.item(0).text().splitlines()
     assert first == f"{trained_tune['name']} — USA_905409 — Completed"
     assert second.strip().startswith("USA_905409_S1Hand.tif, 1 output · load ")
-    assert " · predict " in second and " · total " in second
+    record = json.loads((dock._run_folder({"inference_id": run_id}) / "inference.json").read_text())
+    timings = record["timings"]
+    assert second.strip() == (f"USA_905409_S1Hand.tif, 1 output · load {timings['load_model_s']:.1f} s · "
+                              f"predict {timings['predict_s']:.1f} s · total {record['seconds']:.1f} s")
 
     QgsProject.instance().removeMapLayers([lyr.id() for lyr in dock.loaded_layers])
     dock.export_content = None
@@ -108,8 +114,12 @@ def test_history_reopens_a_real_raster_layer_run(plugin, trained_tune, qgis_new_
     confidence, prediction = dock.reopen_selected()
     assert isinstance(prediction.renderer(), QgsPalettedRasterRenderer)
     assert isinstance(confidence.renderer(), QgsSingleBandPseudoColorRenderer)
-    assert prediction.extent() == holdout.extent() and prediction.crs() == holdout.crs()
+    assert abs(prediction.width() - 256) <= 1 and prediction.crs() == holdout.crs()
+    assert abs(prediction.extent().xMinimum() - full.xMinimum()) < 1e-9
+    assert abs(prediction.extent().yMaximum() - full.yMaximum()) < 1e-9
     group = QgsProject.instance().layerTreeRoot().findLayer(prediction.id()).parent()
     assert group.name().startswith(f"GeoStudio: {trained_tune['name']} — USA_905409_S1Hand.tif — ")
     assert dock.ui.exportButton.isEnabled()
     assert dock.ui.resultLabel.text() == f"Re-opened {run_id}: 2 layer(s)."
+    QgsProject.instance().removeAllMapLayers()
+    shutil.rmtree(dock._run_folder({"inference_id": run_id}))  # the session's workspace as it was
