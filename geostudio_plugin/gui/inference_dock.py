@@ -1,5 +1,6 @@
 """Inference dock: a tuned model on a raster layer (optionally cropped to an area), or on an area drawn on the
-map and dates (the engine fetches the imagery); a run's layers load as one group and export as a map."""
+map and dates (the engine fetches the imagery); a run's layers load as one group and export as a map; the
+workspace's runs are listed below (inference_history: Re-open, Details, Delete)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .. import tasks, workspace_index
 from ..inference_request import AreaRequest
 from .base import UiDock
 from .extent_tool import AreaDrawer
+from .inference_history import InferenceHistory
 from .messages import show_success, show_warning
 
 PROBLEM_STYLE = "color: #b2182b;"
@@ -42,7 +44,7 @@ def availability_line(entry: contract.AvailabilityDate) -> str:
     return f"{day}: {len(scenes)} scene{'' if len(scenes) == 1 else 's'}{cloud}"
 
 
-class InferenceDock(UiDock):
+class InferenceDock(UiDock, InferenceHistory):
     UI_FILE = "inference_dock.ui"
     HELP_SECTION = "inference"  # README: The docks > inference
     TITLE = "Inference"
@@ -73,12 +75,25 @@ class InferenceDock(UiDock):
         self.ui.tuneCombo.currentIndexChanged.connect(lambda _index: self.show_model_info())
         self.ui.runButton.clicked.connect(self.start_inference)
         self.ui.browseButton.clicked.connect(lambda: self.browse_raster())
-        self.visibilityChanged.connect(lambda visible: visible and self.refresh_tunes())
+        self.visibilityChanged.connect(self._on_visible)
         self._on_layer(self.ui.layerCombo.currentLayer())
         self.export_content: Optional[map_export.MapContent] = None  # the last run's map, for Export map…
         self.run: Optional[run_layers.RunLayers] = None  # the last area run's layers
         self.ui.exportButton.clicked.connect(lambda: self.export_map())
         self._set_up_area_mode()
+        self._set_up_history()
+
+    def _on_visible(self, visible: bool) -> None:
+        if visible:
+            self.refresh_tunes()
+            self.refresh_runs()
+
+    def _set_running(self, running: bool) -> None:
+        """A run or a delete that ends (done, failed or cancelled) brings the history up to date."""
+        super()._set_running(running)
+        if not running:
+            self.refresh_runs()
+        self._update_history_buttons()
 
     # ------------------------------------------------------------------ area and dates
     def _set_up_area_mode(self) -> None:
