@@ -26,7 +26,8 @@ def dock(plugin, qgis_new_project):
     QgsProject.instance().layerTreeRoot().removeAllChildren()
     canvas.setDestinationCrs(before[0])  # other tests compare layer and canvas extents in one CRS
     canvas.resize(before[2])
-    canvas.setExtent(before[1])
+    if not before[1].isEmpty():  # the session's canvas starts with none: setting an empty extent corrupted a
+        canvas.setExtent(before[1])  # later raster render (double free in QgsRasterPipe on QGIS 3.22)
 
 
 def _mouse(canvas, kind, x: int, y: int, button=None):

@@ -77,7 +77,8 @@ def dock(plugin, stac, area_workspace, session_workspace, marida_tune, qgis_new_
     QgsProject.instance().timeSettings().reset()  # a time-aware run extended the project's time range
     canvas.setDestinationCrs(before[0])
     canvas.resize(before[2])
-    canvas.setExtent(before[1])
+    if not before[1].isEmpty():  # the session's canvas starts with none: setting an empty extent corrupted a
+        canvas.setExtent(before[1])  # later raster render (double free in QgsRasterPipe on QGIS 3.22)
 
 
 def _mouse(canvas, kind, point):
