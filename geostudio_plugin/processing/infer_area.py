@@ -43,7 +43,8 @@ class InferAreaAlgorithm(EngineAlgorithm):
     INFERENCE_FOLDER = "INFERENCE_FOLDER"
     PREDICTIONS = "PREDICTIONS"
 
-    MASK_PARAMETERS = {"cloud_masking": CLOUD_MASK, "snow_ice_masking": SNOW_MASK, "permanent_water_masking": WATER_MASK}
+    MASK_PARAMETERS = {"cloud_masking": CLOUD_MASK, "snow_ice_masking": SNOW_MASK,
+                       "permanent_water_masking": WATER_MASK}
     #: The field a request check names (inference_request's wording, shared with the dock) -> its parameter.
     FIELD_PARAMETERS = {"Model": MODEL, "Area": EXTENT, "Start date": START_DATE, "End date": END_DATE,
                         "Dates": START_DATE, "Max cloud cover": MAX_CLOUD, "Post-processing": CLOUD_MASK}
@@ -141,7 +142,7 @@ class InferAreaAlgorithm(EngineAlgorithm):
             masks={mask: self.parameterAsBool(parameters, name, context)
                    for mask, name in self.MASK_PARAMETERS.items()},
             device=contract.normalise_device(settings.device()),
-            every_date=end is not None and end != start and self.parameterAsBool(parameters, self.EVERY_DATE, context),
+            every_date=end is not None and self.parameterAsBool(parameters, self.EVERY_DATE, context),
             location=inference_request.place_text(bbox), description=f"{record.get('name') or 'area'} {dates}")
         problem = request.problem()
         if problem:
@@ -171,8 +172,9 @@ class InferAreaAlgorithm(EngineAlgorithm):
         self._run = run_layers.run_record(result)
         self._load = self.parameterAsBool(parameters, self.LOAD, context)
         predictions = [str(o["prediction"]) for o in self._run.get("outputs", []) if o.get("prediction")]
-        feedback.pushInfo(f"Inference {result['summary'].get('inference_id', '')}: "
-                          f"{run_layers.dates_text(run_layers.run_dates(self._run))}, in {outputs.get('inference_dir')}.")
+        dates = run_layers.dates_text(run_layers.run_dates(self._run))
+        feedback.pushInfo(f"Inference {result['summary'].get('inference_id', '')}: {dates}, "
+                          f"in {outputs.get('inference_dir')}.")
         self._results = {self.INFERENCE_JSON: str(outputs.get("inference_json") or ""),
                          self.INFERENCE_FOLDER: str(outputs.get("inference_dir") or ""),
                          self.PREDICTIONS: predictions}
