@@ -99,3 +99,14 @@ def for_payload(payload: dict) -> dict[str, str]:
         if source.get("connector"):
             values.update(load(source["connector"]))
     return values
+
+
+def for_model(record: dict) -> dict[str, str]:
+    """The credentials of the connectors a tuned model's input comes from (its tune record's
+    model_input_data_spec and data_spec.data_source): for an inference over an area, from the dock or Processing."""
+    sources = list(record.get("model_input_data_spec") or [])
+    sources.append(((record.get("data_spec") or {}).get("data_source")) or {})
+    values: dict[str, str] = {}
+    for connector in {str(s.get("connector")) for s in sources if s.get("connector")}:
+        values.update(load(connector))
+    return values

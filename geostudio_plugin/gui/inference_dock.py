@@ -238,13 +238,7 @@ class InferenceDock(UiDock, InferenceHistory):
 
     def _model_secrets(self, model: str) -> dict[str, str]:
         """The credentials of the connectors the model's input comes from (the QGIS auth database; never saved)."""
-        record = self.tunes.get(model, {})
-        sources = list(record.get("model_input_data_spec") or [])
-        sources.append(((record.get("data_spec") or {}).get("data_source")) or {})
-        values: dict[str, str] = {}
-        for connector in {str(s.get("connector")) for s in sources if s.get("connector")}:
-            values.update(credentials.load(connector))
-        return values
+        return credentials.for_model(self.tunes.get(model, {}))
 
     def check_availability(self) -> Optional[tasks.EngineTask]:
         request = self.availability_request()

@@ -1,5 +1,5 @@
-"""Processing provider ``geostudio``: onboarding a dataset, fine-tuning a model and inference on a raster layer
-as algorithms (Model Designer, qgis_process)."""
+"""Processing provider ``geostudio``: onboarding a dataset, fine-tuning a model, inference on a raster layer and
+inference over an area and dates as algorithms (Model Designer, qgis_process)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ class GeoStudioProvider(QgsProcessingProvider):
         return QIcon(icon_path("geostudio.svg"))
 
     def loadAlgorithms(self) -> None:  # noqa: N802
+        from .infer_area import InferAreaAlgorithm
         from .infer_raster import InferRasterAlgorithm
         from .onboard_dataset import OnboardDatasetAlgorithm
         from .tune_model import TuneModelAlgorithm
 
+        self.addAlgorithm(InferAreaAlgorithm())
         self.addAlgorithm(InferRasterAlgorithm())
         self.addAlgorithm(OnboardDatasetAlgorithm())
         self.addAlgorithm(TuneModelAlgorithm())

@@ -184,3 +184,75 @@ def test_a_date_without_data_says_the_nearest_dates(dock):
     assert said.startswith("Failed: No scene over the area below 80% cloud for 2018-09-01: nearest dates with data "
                            "2018-08-30, 2018-09-14."), said
     assert "b2182b" in dock.ui.resultLabel.styleSheet()
+
+
+@pytest.fixture()
+def area_settings(plugin, stac, area_workspace, session_workspace, marida_tune, qgis_new_project, qgis_processing):
+    """The STAC endpoint and the module's workspace set as a user sets them, for Processing; set back after."""
+    from qgis.core import QgsProject
+
+    from geostudio_plugin import credentials, settings
+
+    settings.set_workspace(str(area_workspace))
+    credentials.set_endpoint("sentinel_aws", stac.stac_url)
+    yield marida_tune
+    credentials.set_endpoint("sentinel_aws", "")
+    settings.set_workspace(str(session_workspace))
+    QgsProject.instance().removeAllMapLayers()
+    QgsProject.instance().layerTreeRoot().removeAllChildren()
+    QgsProject.instance().timeSettings().reset()
+
+
+def test_processing_runs_an_area_and_a_date_and_loads_the_run(area_settings):
+    """geostudio:infer_area over the two patches in Web Mercator on a day with data: the run's record, one uint8
+    prediction of the model's class ids on the fetched input's grid, and the run loaded as one group."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import processing
+    from osgeo import gdal
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle,
+                           QgsReferencedRectangle)
+
+    wgs84, mercator = QgsCoordinateReferenceSystem("EPSG:4326"), QgsCoordinateReferenceSystem("EPSG:3857")
+    to_mercator = QgsCoordinateTransform(wgs84, mercator, QgsProject.instance())
+    area = QgsReferencedRectangle(to_mercator.transformBoundingBox(QgsRectangle(*BOTH)), mercator)
+    result = processing.run("geostudio:infer_area", {
+        "MODEL": area_settings, "EXTENT": area, "START_DATE": DAYS[0], "CLOUD_MASK": True})
+
+    record = json.loads(Path(result["INFERENCE_JSON"]).read_text())
+    assert Path(result["INFERENCE_JSON"]).parent == Path(result["INFERENCE_FOLDER"])
+    assert record["tune_id"] == area_settings and [d["date"] for d in record["dates"]] == [DAYS[0]]
+    assert len(result["PREDICTIONS"]) == 1
+    prediction = gdal.Open(result["PREDICTIONS"][0])
+    (fetched,) = record["dates"][0]["inputs"].values()
+    fetched = gdal.Open(str(Path(result["INFERENCE_FOLDER"]) / fetched))
+    assert prediction.GetProjection() == fetched.GetProjection()
+    assert prediction.GetGeoTransform() == fetched.GetGeoTransform()
+    assert (prediction.RasterXSize, prediction.RasterYSize) == (fetched.RasterXSize, fetched.RasterYSize)
+    band = prediction.GetRasterBand(1)
+    assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == 255
+    values = set(np.unique(band.ReadAsArray()).tolist()) - {255}
+    assert values and values <= set(range(1, len(MARIDA_CLASSES) + 1)), values  # the model's class ids
+
+    group = QgsProject.instance().layerTreeRoot().findGroup(
+        f"GeoStudio: marida-area — 15.805° N, 88.170° W — {DAYS[0]}")
+    assert group is not None, [g.name() for g in QgsProject.instance().layerTreeRoot().children()]
+    names = {layer.name() for layer in group.findLayers() for layer in [layer.layer()]}
+    assert {f"Prediction, {DAYS[0]}", f"Masked prediction, {DAYS[0]}", f"Input RGB, {DAYS[0]}"} <= names, names
+
+
+def test_processing_refuses_a_range_into_the_future_naming_the_end_date(area_settings, area_workspace):
+    import datetime as dt
+
+    import processing
+    from qgis.core import QgsProcessingException
+
+    runs = sorted((area_workspace / "inferences").glob("*")) if (area_workspace / "inferences").is_dir() else []
+    tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    with pytest.raises(QgsProcessingException, match=rf"End date: {tomorrow} is in the future.*END_DATE"):
+        processing.run("geostudio:infer_area", {"MODEL": area_settings, "EXTENT": "-88.19,-88.15,15.77,15.84 "
+                                                "[EPSG:4326]", "START_DATE": DAYS[0], "END_DATE": tomorrow})
+    after = sorted((area_workspace / "inferences").glob("*")) if (area_workspace / "inferences").is_dir() else []
+    assert after == runs  # nothing started, nothing half-written

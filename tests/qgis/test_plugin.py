@@ -10,7 +10,7 @@ import time
 
 from conftest import wait_for
 
-ALGORITHMS = ["geostudio:infer_raster", "geostudio:onboard_dataset", "geostudio:tune_model"]
+ALGORITHMS = ["geostudio:infer_area", "geostudio:infer_raster", "geostudio:onboard_dataset", "geostudio:tune_model"]
 HEAVY = ("torch", "terratorch", "terrakit", "rasterio", "lightning", "torchgeo", "pydantic", "timm", "numpy")
 BARE_QGIS_PROBE = """
 import sys

@@ -112,3 +112,44 @@ def test_onboarding_endpoints_follow_one_rule_from_the_dock_and_from_processing(
             ("sentinel_aws", "sentinel-2-l2a"), ("IBMResearchSTAC", "marida-ndvi")]
     assert payload["onboarding_options"]["endpoint"] == "https://payload.example/aws"  # the input is not changed
     dock.deleteLater()
+
+
+def test_area_inference_payload_is_the_same_from_the_dock_and_from_processing(extended_iface):
+    """An area in Web Mercator, a range with every date, a cloud limit and two masks: one payload on both paths."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle, QgsReferencedRectangle
+    from qgis.PyQt.QtCore import QDate
+
+    from geostudio_plugin import credentials
+    from geostudio_plugin.gui.inference_dock import InferenceDock
+    from geostudio_plugin.processing.infer_area import InferAreaAlgorithm
+
+    mercator = QgsCoordinateReferenceSystem("EPSG:3857")
+    area = QgsRectangle(1463000, 1321000, 1471000, 1329000)  # whole metres (the widget keeps what it shows)
+    dock = InferenceDock(extended_iface)
+    dock.ui.tuneCombo.addItem("water (tune-1)", "tune-1")
+    dock.ui.tuneCombo.setCurrentIndex(dock.ui.tuneCombo.findData("tune-1"))
+    dock.ui.modeCombo.setCurrentIndex(dock.ui.modeCombo.findText("Area and dates"))
+    dock.ui.areaExtentWidget.setOutputExtentFromUser(area, mercator)
+    dock.ui.startDateEdit.setDate(QDate(2024, 9, 10))
+    dock.ui.endDateEdit.setDate(QDate(2024, 9, 14))
+    dock.ui.everyDateCheck.setChecked(True)
+    dock.ui.maxccSpin.setValue(30)
+    dock.ui.cloudMaskCheck.setChecked(True)
+    dock.ui.waterMaskCheck.setChecked(True)
+    from_dock = dock.area_request().to_payload(credentials.endpoints())
+
+    algorithm = InferAreaAlgorithm().createInstance()
+    algorithm.initAlgorithm({})
+    from_processing = algorithm.build_payload({
+        "MODEL": "tune-1", "EXTENT": QgsReferencedRectangle(area, mercator), "START_DATE": "2024-09-10",
+        "END_DATE": "2024-09-14", "EVERY_DATE": True, "MAX_CLOUD": 30, "CLOUD_MASK": True, "WATER_MASK": True},
+        processing_context())
+    # the dock's area widget shows the area in degrees and keeps 9 decimals of them (below a millimetre)
+    bbox_dock, bbox_processing = from_dock["spatial_domain"].pop("bbox"), from_processing["spatial_domain"].pop("bbox")
+    assert all(abs(a - b) < 1e-8 for a, b in zip(bbox_dock[0], bbox_processing[0])), (bbox_dock, bbox_processing)
+    assert from_processing == from_dock
+    (minx, miny, maxx, maxy), = bbox_dock
+    assert 13.1 < minx < maxx < 13.3 and 11.7 < miny < maxy < 11.9  # degrees, not metres
+    assert from_dock["temporal_domain"] == ["2024-09-10_2024-09-14"] and from_dock["temporal_each"] is True
+    assert from_dock["maxcc"] == 30 and from_dock["post_processing"]["cloud_masking"] == "True"
+    dock.deleteLater()
