@@ -75,6 +75,23 @@ def layers_for(record: dict[str, Any], spec: InferSpec, outputs: list[dict[str, 
     return layers
 
 
+def run_record(inference_id: str, spec: InferSpec, record: dict[str, Any], device: str,
+               outputs: list[dict[str, Any]], started: float,
+               timings: Optional[dict[str, float]] = None) -> dict[str, Any]:
+    """A completed run as inference.json keeps it (the Studio's inference record, with local paths)."""
+    run = {
+        "inference_id": inference_id, "created": now_iso(), "status": "COMPLETED",
+        "tune_id": record["tune_id"], "model_display_name": spec.model_display_name or record["name"],
+        "description": spec.description, "location": spec.location, "device": device,
+        "spatial_domain": spec.spatial_domain.model_dump(), "temporal_domain": spec.temporal_domain,
+        "classes": record["classes"], "outputs": outputs, "layers": layers_for(record, spec, outputs),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    if timings is not None:
+        run["timings"] = timings
+    return run
+
+
 def confidence_style(n_classes: int) -> dict[str, Any]:
     """A grey ramp over the confidence percent, in the Studio's regression-style shape: black at a coin toss
     between the classes (100 / n), white at 100."""
@@ -168,14 +185,7 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
         try:
             if target is not None:  # every output in place before the run is recorded as completed
                 made = _copy_atomically(stage / Path(outputs[0]["prediction"]).name, target)
-            run = {
-                "inference_id": inference_id, "created": now_iso(), "status": "COMPLETED",
-                "tune_id": record["tune_id"], "model_display_name": spec.model_display_name or record["name"],
-                "description": spec.description, "location": spec.location, "device": device,
-                "spatial_domain": spec.spatial_domain.model_dump(), "temporal_domain": spec.temporal_domain,
-                "classes": record["classes"], "outputs": outputs, "layers": layers_for(record, spec, outputs),
-                "seconds": round(time.monotonic() - started, 2), "timings": timings,
-            }
+            run = run_record(inference_id, spec, record, device, outputs, started, timings)
             if area:  # area + dates stage: masked outputs and the per-date record
                 run.update(area.finish(stage, workspace.dir("inferences") / inference_id, outputs, run["layers"]))
             write_json(stage / "inference.json", run)
@@ -236,14 +246,7 @@ def _infer_scenes(spec: InferSpec, workspace: Workspace, record: dict[str, Any],
         try:
             if target is not None:
                 made = _copy_atomically(stage / Path(outputs[0]["prediction"]).name, target)
-            run = {
-                "inference_id": inference_id, "created": now_iso(), "status": "COMPLETED",
-                "tune_id": record["tune_id"], "model_display_name": spec.model_display_name or record["name"],
-                "description": spec.description, "location": spec.location, "device": device,
-                "spatial_domain": spec.spatial_domain.model_dump(), "temporal_domain": spec.temporal_domain,
-                "classes": record["classes"], "outputs": outputs, "layers": layers_for(record, spec, outputs),
-                "seconds": round(time.monotonic() - started, 2),
-            }
+            run = run_record(inference_id, spec, record, device, outputs, started)
             write_json(stage / "inference.json", run)
         except BaseException:
             if target is not None and made is not None:

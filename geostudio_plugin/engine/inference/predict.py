@@ -158,6 +158,15 @@ def _expected_batches(shape: tuple[int, int], tiles: dict[str, Any], batch_size:
     return max(1, -(-rows * cols // batch_size))
 
 
+def check_band_count(src: Any, bands: list[int], record: dict[str, Any], path: str) -> None:
+    """The file must hold every band position the model reads (said before any pixel is read)."""
+    if src.count < max(bands) + 1:
+        names = record.get("data_spec", {}).get("band_names") or []
+        raise EngineError("band_count", f"{path} has {src.count} band(s); tune {record['tune_id']} reads band "
+                          f"indices {bands}" + (f" ({', '.join(names)})." if names else "."),
+                          "Predict on imagery with the bands the model was trained on.")
+
+
 def predict_file(task: Any, record: dict[str, Any], prep: Preprocessing, path: str, bbox: Optional[list[float]],
                  device: str, batch_size: int, on_batch: Callable[[float], None]
                  ) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
@@ -167,11 +176,7 @@ def predict_file(task: Any, record: dict[str, Any], prep: Preprocessing, path: s
 
     bands = prep.bands
     with open_raster(Path(path)) as src:
-        if src.count < max(bands) + 1:
-            names = record.get("data_spec", {}).get("band_names") or []
-            raise EngineError("band_count", f"{path} has {src.count} band(s); tune {record['tune_id']} reads band "
-                              f"indices {bands}" + (f" ({', '.join(names)})." if names else "."),
-                              "Predict on imagery with the bands the model was trained on.")
+        check_band_count(src, bands, record, path)
         window = window_for_bbox(src, bbox, path)
         data = read(src, Path(path), indexes=[b + 1 for b in bands], window=window, out_dtype="float32")
         nodata = src.nodata
@@ -274,11 +279,7 @@ def stream_file(forward: Callable[[Any], Any], record: dict[str, Any], prep: Pre
     started = time.monotonic()
     bands = prep.bands
     with open_raster(Path(path)) as src:
-        if src.count < max(bands) + 1:
-            names = record.get("data_spec", {}).get("band_names") or []
-            raise EngineError("band_count", f"{path} has {src.count} band(s); tune {record['tune_id']} reads band "
-                              f"indices {bands}" + (f" ({', '.join(names)})." if names else "."),
-                              "Predict on imagery with the bands the model was trained on.")
+        check_band_count(src, bands, record, path)
         window = window_for_bbox(src, bbox, path)
         profile = {"crs": src.crs, "transform": src.window_transform(window) if window else src.transform}
     # GDAL's block cache defaults to 5 % of RAM and would fill with the input's and outputs' blocks (each is
