@@ -92,6 +92,20 @@ def run_record(inference_id: str, spec: InferSpec, record: dict[str, Any], devic
     return run
 
 
+def keep_run(stage: Path, run: dict[str, Any], target: Optional[Path]) -> None:
+    """Write the run's record last: the first prediction is copied to ``output_path`` first (and taken back if
+    the record cannot be written), so a run recorded as completed has every output in place."""
+    made: Optional[list[Path]] = None  # output_path written (and the folders made for it)
+    try:
+        if target is not None:
+            made = _copy_atomically(stage / Path(run["outputs"][0]["prediction"]).name, target)
+        write_json(stage / "inference.json", run)
+    except BaseException:
+        if target is not None and made is not None:
+            _remove(target, made)
+        raise
+
+
 def confidence_style(n_classes: int) -> dict[str, Any]:
     """A grey ramp over the confidence percent, in the Studio's regression-style shape: black at a coin toss
     between the classes (100 / n), white at 100."""
@@ -181,18 +195,10 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
             outputs.append(output)
         timings["predict_s"] = round(sum(o["timings"]["predict_s"] for o in outputs), 3)
         timings["write_cog_s"] = round(sum(o["timings"]["cog_s"] for o in outputs), 3)
-        made: Optional[list[Path]] = None  # output_path written (and the folders made for it)
-        try:
-            if target is not None:  # every output in place before the run is recorded as completed
-                made = _copy_atomically(stage / Path(outputs[0]["prediction"]).name, target)
-            run = run_record(inference_id, spec, record, device, outputs, started, timings)
-            if area:  # area + dates stage: masked outputs and the per-date record
-                run.update(area.finish(stage, workspace.dir("inferences") / inference_id, outputs, run["layers"]))
-            write_json(stage / "inference.json", run)
-        except BaseException:
-            if target is not None and made is not None:
-                _remove(target, made)
-            raise
+        run = run_record(inference_id, spec, record, device, outputs, started, timings)
+        if area:  # area + dates stage: masked outputs and the per-date record
+            run.update(area.finish(stage, workspace.dir("inferences") / inference_id, outputs, run["layers"]))
+        keep_run(stage, run, target)
     protocol.progress("done", 1.0, f"{len(outputs)} prediction(s) written")
     return run
 
@@ -242,16 +248,8 @@ def _infer_scenes(spec: InferSpec, workspace: Workspace, record: dict[str, Any],
                 "class_fraction": {str(c["id"]): (int(k) / total if total else 0.0)
                                    for c, k in zip(record["classes"], counts)},
             })
-        made: Optional[list[Path]] = None
-        try:
-            if target is not None:
-                made = _copy_atomically(stage / Path(outputs[0]["prediction"]).name, target)
-            run = run_record(inference_id, spec, record, device, outputs, started)
-            write_json(stage / "inference.json", run)
-        except BaseException:
-            if target is not None and made is not None:
-                _remove(target, made)
-            raise
+        run = run_record(inference_id, spec, record, device, outputs, started)
+        keep_run(stage, run, target)
     protocol.progress("done", 1.0, f"{len(outputs)} prediction(s) written")
     return run
 
