@@ -79,6 +79,7 @@ class InferenceDock(UiDock, InferenceHistory):
         self._on_layer(self.ui.layerCombo.currentLayer())
         self.export_content: Optional[map_export.MapContent] = None  # the last run's map, for Export map…
         self.run: Optional[run_layers.RunLayers] = None  # the last area run's layers
+        self._source_id = ""  # the running raster inference's input layer
         self.ui.exportButton.clicked.connect(lambda: self.export_map())
         self._set_up_area_mode()
         self._set_up_history()
@@ -392,6 +393,8 @@ class InferenceDock(UiDock, InferenceHistory):
             return None
         self.loaded_layers = []
         self.warnings: list[str] = []
+        # the input is named by its id, not held: the person may remove it while the engine works on its file
+        self._source_id = self.ui.layerCombo.currentLayer().id()
         self._say("Starting…")
         record = self.tunes.get(str(payload.get("fine_tuning_id") or ""), {})
         self._run_name = (f"{record.get('name') or self.ui.tuneCombo.currentText()} on {payload['description']}, "
@@ -426,7 +429,7 @@ class InferenceDock(UiDock, InferenceHistory):
         self._say(f"Done: {summary['inference_id']}: {text} ({summary['seconds']:.1f} s on {summary['device']})"
                   + (f"\nWarning: {' '.join(warned)}" if warned else ""), problem=bool(warned))
         layers.zoom_to(self.iface.mapCanvas(), self.loaded_layers)
-        source = self.ui.layerCombo.currentLayer()
+        source = QgsProject.instance().mapLayer(self._source_id)  # None when the input was removed meanwhile
         self.export_content = map_export.MapContent(
             run_name, self.loaded_layers + ([source] if isinstance(source, QgsMapLayer) else []),
             self.loaded_layers)

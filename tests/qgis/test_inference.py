@@ -144,3 +144,32 @@ def test_processing_reports_an_unknown_model_clearly(plugin, holdout_layer, tmp_
         processing.run("geostudio:infer_raster", {"INPUT": holdout_layer, "MODEL": "nope",
                                                    "OUTPUT": str(tmp_path / "x.tif")})
     assert not (tmp_path / "x.tif").exists()
+
+
+@pytest.mark.engine_bound
+def test_removing_the_input_layer_while_the_task_runs_still_loads_the_prediction(plugin, trained_tune,
+                                                                                 holdout_layer, tmp_path):
+    """Issue 13's bad input: the person removes the input layer from the project while the engine predicts. The
+    task read the layer's file before it started, so the run ends as usual; the map export leaves the removed
+    input out instead of taking whatever layer the combo moved to."""
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    other = QgsRasterLayer(str(SAMPLES / "holdout" / "USA_905409_LabelHand.tif"), "another raster")
+    QgsProject.instance().addMapLayer(other)
+    plugin.toggle_dock("inference")
+    dock = plugin.docks["inference"]
+    dock.ui.tuneCombo.setCurrentIndex(dock.ui.tuneCombo.findData(trained_tune["tune_id"]))
+    dock.ui.layerCombo.setLayer(holdout_layer)
+    dock.ui.runButton.click()
+    assert dock.task is not None, dock.ui.resultLabel.text()
+    QgsProject.instance().removeMapLayer(holdout_layer.id())
+    assert dock.ui.layerCombo.currentLayer() is other  # what the combo shows now
+    wait_for(lambda: dock.task is None, timeout=180)
+    assert dock.ui.resultLabel.text().startswith("Done:"), dock.ui.resultLabel.text()
+    _, prediction = dock.loaded_layers
+    assert prediction.isValid() and (prediction.width(), prediction.height()) == (512, 512)
+    assert QgsProject.instance().mapLayer(prediction.id()) is prediction
+    assert other not in dock.export_content.layers and all(
+        QgsProject.instance().mapLayer(layer.id()) for layer in dock.export_content.layers)
+    png, pdf = dock.export_map(str(tmp_path / "map.png"))
+    assert png.stat().st_size > 10_000 and pdf.read_bytes().startswith(b"%PDF")
