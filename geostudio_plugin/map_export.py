@@ -33,7 +33,7 @@ from qgis.core import (
     QgsRectangle,
     QgsSimpleLegendNode,
 )
-from qgis.PyQt.QtCore import QFile
+from qgis.PyQt.QtCore import QFile, QSize
 from qgis.PyQt.QtGui import QFont
 
 from .run_layers import RunLayers, day_range
@@ -211,9 +211,15 @@ def export_map(content: MapContent, png_path: Path, pdf_path: Optional[Path] = N
     """The map as a PNG (and a PDF when ``pdf_path`` is given); returns the paths written."""
     layout = build_layout(content, project)
     exporter = QgsLayoutExporter(layout)
-    image = QgsLayoutExporter.ImageExportSettings()
-    image.dpi = dpi
-    png = _export(Path(png_path), lambda p: exporter.exportToImage(p, image))
+
+    def write_png(path: str) -> QgsLayoutExporter.ExportResult:
+        # the page rendered and saved by Qt: exportToImage would then georeference the PNG through GDAL, which
+        # cannot update a PNG and prints "ERROR 6" on every export (the image itself was fine)
+        image = exporter.renderPageToImage(0, QSize(), dpi)
+        return (QgsLayoutExporter.ExportResult.Success if not image.isNull() and image.save(path, "PNG")
+                else QgsLayoutExporter.ExportResult.FileError)
+
+    png = _export(Path(png_path), write_png)
     pdf = None
     if pdf_path is not None:
         settings = QgsLayoutExporter.PdfExportSettings()

@@ -3,7 +3,8 @@
 1. onboard the Sen1Floods11 Sentinel-1 water chips (6 events) as a dataset,
 2. fine-tune a ResNet-18 UNet (random init) for a few epochs,
 3. predict the held-out chip (USA_905409, never seen in training),
-4. write a QGIS project (.qgz) with the input and the styled prediction in a group, and a PNG of that map,
+4. write a QGIS project (.qgz) with the input and the styled prediction in a group, and that map as the
+   Inference dock's Export map writes it (A4 layout, PNG and PDF),
 5. print where each output is, how long each step took, and the water IoU next to the majority baseline.
 
 Runs under the QGIS Python (the engine steps go through the same door as the plugin: engine_client).
@@ -61,18 +62,12 @@ def water_iou(prediction: Path, label: Path) -> tuple[float, float, list[int]]:
     return iou(pred), iou(np.full_like(truth, majority)), sorted(int(v) for v in np.unique(pred[valid]))
 
 
-def build_project_and_png(prediction_summary: dict, out_dir: Path) -> tuple[Path, Path]:
-    from qgis.core import (
-        QgsApplication,
-        QgsMapRendererParallelJob,
-        QgsMapSettings,
-        QgsProject,
-        QgsRasterLayer,
-    )
-    from qgis.PyQt.QtCore import QSize
-    from qgis.PyQt.QtGui import QColor
+def build_project_and_map(prediction_summary: dict, out_dir: Path) -> tuple[Path, Path, Path]:
+    """The QGIS project and the map a person would share, through the Inference dock's own Export map (an A4
+    layout: prediction over the input, legend, scale bar, north arrow, title) as PNG and PDF."""
+    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
-    from geostudio_plugin import layers
+    from geostudio_plugin import layers, map_export
 
     app = QgsApplication([], False)
     app.initQgis()
@@ -82,6 +77,7 @@ def build_project_and_png(prediction_summary: dict, out_dir: Path) -> tuple[Path
     scene = QgsRasterLayer(str(HOLDOUT), "Sentinel-1 VV (USA_905409, 2019-05-22)")
     layers.grey_stretch(scene, band=1)
     layers.add_to_group(scene, group, project)
+    predictions = []
     for spec in prediction_summary["layers"]:
         if spec.get("filepath_key") != "model_output_image":  # the map shows the water, not the confidence
             continue
@@ -89,23 +85,17 @@ def build_project_and_png(prediction_summary: dict, out_dir: Path) -> tuple[Path
         layers.apply_style(prediction, spec["geoserver_style"])
         prediction.renderer().setOpacity(0.75)
         layers.add_to_group(prediction, group, project)
+        predictions.append(prediction)
     project.setCrs(scene.crs())
     qgz = out_dir / "geostudio_demo.qgz"
     if not project.write(str(qgz)):
         sys.exit(f"could not write {qgz}")
-    settings = QgsMapSettings()
-    settings.setLayers([group.children()[0].layer(), *(n.layer() for n in group.children()[1:])])
-    settings.setDestinationCrs(scene.crs())
-    settings.setExtent(scene.extent())
-    settings.setOutputSize(QSize(1024, 1024))
-    settings.setBackgroundColor(QColor("white"))
-    job = QgsMapRendererParallelJob(settings)
-    job.start()
-    job.waitForFinished()
-    png = out_dir / "geostudio_demo.png"
-    job.renderedImage().save(str(png))
+    content = map_export.MapContent("demo-water on USA_905409 (Sen1Floods11 hold-out)", [*predictions, scene],
+                                    predictions, subtitle="Sentinel-1, 2019-05-22; ResNet-18 UNet fine-tuned here")
+    png, pdf = map_export.export_map(content, out_dir / "geostudio_demo.png", out_dir / "geostudio_demo.pdf",
+                                     project=project)
     app.exitQgis()
-    return qgz, png
+    return qgz, png, pdf
 
 
 def main() -> None:
@@ -143,14 +133,14 @@ def main() -> None:
 
     print("\n== 4. QGIS project and map", flush=True)
     started = time.monotonic()
-    qgz, png = build_project_and_png(inferred.result["summary"], out_dir)
+    qgz, png, pdf = build_project_and_map(inferred.result["summary"], out_dir)
     timings["4. QGIS project and map"] = time.monotonic() - started
 
     iou, baseline, classes = water_iou(prediction, HOLDOUT_LABEL)
     print("\nOutputs")
     print(f"  prediction GeoTIFF : {prediction}")
     print(f"  QGIS project       : {qgz}")
-    print(f"  map (PNG)          : {png}")
+    print(f"  map (PNG, PDF)     : {png}, {pdf.name}")
     print(f"  workspace          : {workspace}")
     print("Timings")
     for name, seconds in timings.items():
