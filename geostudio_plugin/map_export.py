@@ -53,6 +53,13 @@ class MapContent:
     subtitle: str = ""
 
 
+def date_shown(run: RunLayers, frame: Optional[QgsDateTimeRange]) -> Optional[str]:
+    """The run's date whose layers the Temporal Controller's frame shows (None when it shows none of them)."""
+    if frame is None or run.time_range is None:
+        return None
+    return next((d.date for d in run.dates if d.date and day_range(d.date).overlaps(frame)), None)
+
+
 def map_content(run: RunLayers, date: Optional[str] = None) -> MapContent:
     """One date of an area run (the given one, else the latest): its prediction over its input RGB; the title
     names model, place and that date, the subtitle the run's dates when it has several."""

@@ -292,6 +292,11 @@ class InferenceDock(UiDock, InferenceHistory):
         if self.export_content is None:
             self._say("Export map: run an inference first.", problem=True)
             return None
+        canvas = self.iface.mapCanvas()
+        if self.run is not None and canvas.mapSettings().isTemporal():  # the date the person is looking at
+            shown = map_export.date_shown(self.run, canvas.temporalRange())
+            if shown:
+                self.export_content = map_export.map_content(self.run, shown)
         if not png_path:
             png_path, _ = QFileDialog.getSaveFileName(self, "Export map", "", "PNG image (*.png)")
         if not png_path:
@@ -418,6 +423,7 @@ class InferenceDock(UiDock, InferenceHistory):
 
     def _done(self, result: dict[str, Any]) -> None:
         summary: contract.InferSummary = result["summary"]
+        self.run = None  # the last run is this raster run, not an earlier area run
         run_name = getattr(self, "_run_name", "") or summary["inference_id"]
         self.loaded_layers = layers.load_inference_layers(summary, f"GeoStudio: {run_name}")
         for layer in self.loaded_layers:  # two runs never look alike: model, input and time in every name

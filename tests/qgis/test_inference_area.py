@@ -138,7 +138,7 @@ def test_selected_features_in_a_third_crs_give_the_bbox(dock):
 
 def test_typed_area_dates_and_masks_make_the_payload(dock, monkeypatch):
     from qgis.core import QgsApplication
-    from qgis.PyQt.QtCore import QDate
+    from qgis.PyQt.QtCore import QDate, QDateTime
     from qgis.PyQt.QtTest import QTest
     from qgis.PyQt.QtWidgets import QLineEdit
 
@@ -206,11 +206,13 @@ def test_typed_area_dates_and_masks_make_the_payload(dock, monkeypatch):
 def test_a_finished_area_run_loads_and_exports_its_map_from_the_dock(dock, tmp_path, monkeypatch):
     from run_fixture import make_run
 
-    from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
-    from qgis.PyQt.QtCore import QDate
+    from qgis.core import QgsCoordinateReferenceSystem, QgsDateTimeRange, QgsProject, QgsRectangle
+    from qgis.PyQt.QtCore import QDate, QDateTime
     from qgis.PyQt.QtWidgets import QFileDialog
 
     import json
+
+    from geostudio_plugin import run_layers
 
     assert not dock.ui.exportButton.isEnabled()
     record = make_run(tmp_path / "run")
@@ -239,6 +241,15 @@ def test_a_finished_area_run_loads_and_exports_its_map_from_the_dock(dock, tmp_p
     assert (tmp_path / "maps" / "flood.png").stat().st_size > 10000
     assert (tmp_path / "maps" / "flood.pdf").read_bytes()[:5] == b"%PDF-"
     assert dock.ui.resultLabel.text().startswith("Map exported: ")
+    assert dock.export_content.title.endswith("2024-09-20")  # no frame chosen: the latest date
+    canvas = dock.iface.mapCanvas()
+    try:  # the Temporal Controller on the first date: the export shows that date, the one the person sees
+        canvas.setTemporalRange(run_layers.day_range("2024-09-12"))
+        dock.ui.exportButton.click()
+        assert dock.export_content.title == "flood-resnet — Gulf of Honduras — 2024-09-12"
+        assert [lyr.name() for lyr in dock.export_content.layers][0] == "Masked prediction, 2024-09-12"
+    finally:
+        canvas.setTemporalRange(QgsDateTimeRange(QDateTime(), QDateTime()))  # the controller off again
 
     broken = json.loads((tmp_path / "run" / "inference.json").read_text())
     broken["outputs"][0]["prediction"] = str(tmp_path / "gone_pred.tif")
