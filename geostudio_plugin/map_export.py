@@ -219,7 +219,7 @@ def export_map(content: MapContent, png_path: Path, pdf_path: Optional[Path] = N
     layout = build_layout(content, project)
     exporter = QgsLayoutExporter(layout)
 
-    def write_png(path: str) -> QgsLayoutExporter.ExportResult:
+    def write_png(path: str):  # noqa: ANN202 - a layout export result, as exportToPdf gives
         # the page rendered and saved by Qt: exportToImage would then georeference the PNG through GDAL, which
         # cannot update a PNG and prints "ERROR 6" on every export (the image itself was fine)
         image = exporter.renderPageToImage(0, QSize(), dpi)

@@ -74,25 +74,48 @@ def counts(junit: Path) -> tuple[int, int, int]:
     return total - failures - errors - skipped, failures + errors, skipped
 
 
-def run_version(version: str, suite: str, host: Optional[tuple[str, str]]) -> Outcome:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def on_host(version: str, host: Optional[tuple[str, str]]) -> bool:
+    return host is not None and ".".join(host[0].split(".")[:2]) == version
+
+
+def run_on_host(version: str, host: tuple[str, str]) -> Outcome:
+    """The machine's own QGIS, output streamed: it runs the training and engine-bound tests too."""
     junit = RESULTS / f"qgis-{version}.xml"
     junit.unlink(missing_ok=True)
     started = time.monotonic()
-    on_host = host is not None and ".".join(host[0].split(".")[:2]) == version
-    print(f"\n=== QGIS {version}: {'this machine' if on_host else f'Debian {suite} root'} ===", flush=True)
-    if on_host:
-        subprocess.run(HOST_PYTEST + [f"--junitxml={junit}"], cwd=REPO,
-                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
-        full, python = host
-        where = f"(this machine, Python {python})"
-    else:
-        subprocess.run([str(QGIS_ROOT), "test", version, f"--junitxml={junit}", *ROOT_SELECTION], cwd=REPO)
+    print(f"\n=== QGIS {version}: this machine ===", flush=True)
+    subprocess.run(HOST_PYTEST + [f"--junitxml={junit}"], cwd=REPO, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    full, python = host
+    return Outcome(full, f"(this machine, Python {python})", *counts(junit), time.monotonic() - started)
+
+
+def start_in_root(version: str, index: int) -> tuple[subprocess.Popen, Path, float]:
+    """One version's suite in its Debian root, in the background, its output to a log file (the versions run
+    side by side; each X server gets its own display range)."""
+    junit, log = RESULTS / f"qgis-{version}.xml", RESULTS / f"qgis-{version}.log"
+    junit.unlink(missing_ok=True)
+    env = {**os.environ, "GEOSTUDIO_TEST_XVFB_SERVERNUM": str(200 + 100 * index)}
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen([str(QGIS_ROOT), "test", version, f"--junitxml={junit}", *ROOT_SELECTION], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    return proc, log, time.monotonic()
+
+
+def run_in_roots(wanted: list[str], versions: dict[str, str]) -> list[Outcome]:
+    """The root versions at the same time: their suites are light (no training, no engine-bound tests) and each
+    keeps about one core busy, so two side by side take the time of one. Each log is printed when all end."""
+    running = {v: start_in_root(v, i) for i, v in enumerate(wanted)}
+    print(f"\n=== QGIS {', '.join(wanted)}: Debian roots, side by side (logs in {RESULTS}) ===", flush=True)
+    outcomes = []
+    for version, (proc, log, started) in running.items():
+        proc.wait()
+        seconds = time.monotonic() - started
+        print(f"\n=== QGIS {version}: Debian {versions[version]} root ===\n{log.read_text(errors='replace')}", flush=True)
         facts = root_facts(version)
-        full = facts.get("qgis", version).split("+")[0]
-        where = f"(Debian {suite} root, Python {facts.get('python', '?')}, not training or engine_bound)"
-    passed, failed, skipped = counts(junit)
-    return Outcome(full, where, passed, failed, skipped, time.monotonic() - started)
+        where = f"(Debian {versions[version]} root, Python {facts.get('python', '?')}, not training or engine_bound)"
+        outcomes.append(Outcome(facts.get("qgis", version).split("+")[0], where,
+                                *counts(RESULTS / f"qgis-{version}.xml"), seconds))
+    return outcomes
 
 
 def main(argv: list[str]) -> int:
@@ -102,8 +125,13 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"Unknown QGIS version(s) {', '.join(unknown)}; known: {', '.join(versions)}", file=sys.stderr)
         return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
     host = host_qgis()
-    outcomes = [run_version(v, versions[v], host) for v in wanted]
+    outcomes = [run_on_host(v, host) for v in wanted if on_host(v, host)]  # type: ignore[arg-type]
+    rooted = [v for v in wanted if not on_host(v, host)]
+    for version in rooted:  # build missing roots one at a time first (a build is the only step that downloads)
+        subprocess.run([str(QGIS_ROOT), "build", version], cwd=REPO, stdout=subprocess.DEVNULL, check=False)
+    outcomes += run_in_roots(rooted, versions) if rooted else []
     print("\nQGIS test matrix:")
     for outcome in outcomes:
         print("  " + outcome.line())

@@ -74,7 +74,10 @@ def test_installed_zip_starts_in_a_fresh_profile(tmp_path):
     out = tmp_path / "check.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QGIS_")}
     env.update(CHECK_OUT=str(out), QT_QPA_PLATFORM="xcb")
-    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1280x900x24", "qgis", "--nologo", "--noversioncheck",
+    # QGIS versions tested at the same time share the network namespace, so their X servers' abstract sockets
+    # would clash on xvfb-run's first free display; scripts/qgis_matrix.py gives each version its own range
+    first_display = os.environ.get("GEOSTUDIO_TEST_XVFB_SERVERNUM", "99")
+    proc = subprocess.Popen(["xvfb-run", "-a", "-n", first_display, "-s", "-screen 0 1280x900x24", "qgis", "--nologo", "--noversioncheck",
                              "--profiles-path", str(profiles), "--code",
                              str(Path(__file__).with_name("packaged_check.py"))],
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
