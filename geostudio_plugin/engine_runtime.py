@@ -39,6 +39,9 @@ READY_MARKER = "geostudio-engine.json"
 MIN_PYTHON = (3, 12)
 MAX_PYTHON = (3, 13)  # terrakit 0.2.2 pins tacotoolbox, which caps Python < 3.14
 ENGINE_MODULE = "geostudio_plugin.engine"
+# Jobs run at this lower CPU priority (POSIX nice): torch keeps every core busy, and QGIS's main thread must still
+# get one the moment it needs it (measured in tests/qgis/test_inference.py). GEOSTUDIO_ENGINE_NICE overrides it.
+ENGINE_NICE = 10
 # Measured on a 2-core Linux machine with PyPI's CUDA build of torch.
 ENV_SIZE_NOTE = "about 7 GB on Linux (PyPI's torch is the CUDA build), about 1.5 GB on Windows and macOS"
 
@@ -289,6 +292,7 @@ def engine_environ(
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     env["HF_HUB_OFFLINE"] = "0" if allow_downloads else "1"
+    env.setdefault("GEOSTUDIO_ENGINE_NICE", str(ENGINE_NICE))
     env.update(extra or {})
     return env
 

@@ -96,7 +96,22 @@ def _credential_values() -> list[str]:
     return [os.environ[n] for n in names if os.environ.get(n)]
 
 
+def _background_priority() -> None:
+    """A job started by the plugin runs at a lower CPU priority (GEOSTUDIO_ENGINE_NICE, set by the plugin's
+    engine_runtime): the desktop stays responsive while torch keeps every core busy. POSIX only."""
+    step = os.environ.get("GEOSTUDIO_ENGINE_NICE", "")
+    if not step or not hasattr(os, "nice"):
+        return
+    try:
+        now = os.nice(int(step))
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(f"geostudio-engine: CPU priority unchanged ({exc})\n")
+        return
+    sys.stderr.write(f"geostudio-engine: running at CPU priority nice {now}\n")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    _background_priority()
     protocol.claim_stdout()
     protocol.set_secrets(_credential_values())
     sys.stderr = sys.stdout = protocol.RedactingStream(sys.stderr)
