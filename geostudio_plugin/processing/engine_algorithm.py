@@ -90,7 +90,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def checkParameterValues(self, parameters: dict[str, Any],  # noqa: N802
                              context: QgsProcessingContext) -> tuple[bool, str]:
-        """Processing's own check, first; then an unknown workspace item and a bad payload, each named."""
+        """An unknown workspace item and a bad payload, each named; then Processing's own check (an empty choice
+        counts as not given: the algorithm's own check says what to pick)."""
+        parameters = {k: v for k, v in parameters.items() if not (k in self.CHOICES and v == "")}
         for name, noun in self.CHOICES.items():
             definition = self.parameterDefinition(name)
             value = parameters.get(name)
@@ -127,7 +129,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             elif is_log(event):
                 feedback.pushInfo(str(event.get("message", "")))
 
-        job = EngineJob(command, spec, python=settings.engine_python(), workspace=settings.workspace(),
+        python = settings.engine_python()
+        if python is None and settings.engine_python_override():  # not the managed engine in its place, silently
+            raise QgsProcessingException(engine_missing_text())
+        job = EngineJob(command, spec, python=python, workspace=settings.workspace(),
                         secrets=secrets, allow_downloads=settings.allow_downloads())
         try:
             outcome = job.run(on_event, feedback.isCanceled)
