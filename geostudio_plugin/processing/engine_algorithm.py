@@ -48,7 +48,8 @@ def engine_missing_text() -> str:
                 f"(downloads {engine_runtime.ENV_SIZE_NOTE}).")
     if QgsApplication.platform() != "desktop":  # qgis_process, a script: no Settings dialog at hand
         text += (f" From the command line: {setup_command()} (in a clone of the repository: make engine)"
-                 + (", after clearing the 'Engine Python' setting." if override else "."))
+                 + (", after clearing the 'Engine Python' setting (engine\\python under [GeoStudio] in the profile's "
+                    "QGIS3.ini)." if override else "."))
     return text
 
 

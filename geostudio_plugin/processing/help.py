@@ -27,14 +27,15 @@ class AlgorithmHelp:
 
     def html(self) -> str:
         """The text Processing shows beside the parameters (it renders a small subset of HTML)."""
-        parts = [f"<p>{escape(self.what)}</p>"]
-        parts += [f"<p>{escape(note)}</p>" for note in self.notes]
+        parts = [f"<p>{escape(self.what, quote=False)}</p>"]
+        parts += [f"<p>{escape(note, quote=False)}</p>" for note in self.notes]
         for title, rows in (("Inputs", self.inputs), ("Outputs", self.outputs)):
             if rows:
-                items = "".join(f"<li><b>{escape(name)}</b>: {escape(text)}</li>" for name, text in rows)
+                items = "".join(f"<li><b>{escape(name, quote=False)}</b>: {escape(text, quote=False)}</li>"
+                                for name, text in rows)
                 parts.append(f"<h3>{title}</h3><ul>{items}</ul>")
         if self.example:
-            parts.append(f"<h3>Example</h3><p><code>{escape(self.example)}</code></p>")
+            parts.append(f"<h3>Example</h3><p><code>{escape(self.example, quote=False)}</code></p>")
         return "".join(parts)
 
     def url(self) -> str:
