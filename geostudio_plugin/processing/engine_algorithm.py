@@ -105,12 +105,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                                f"The workspace has: {known}.")
         if self.parameterDefinition(PAYLOAD) is not None:
             try:
-                self.payload(parameters, context)
+                self.studio_payload(parameters, context)
             except QgsProcessingException as exc:
                 return False, str(exc)
         return super().checkParameterValues(parameters, context)
 
-    def payload(self, parameters: dict[str, Any], context: QgsProcessingContext) -> Optional[dict[str, Any]]:
+    def studio_payload(self, parameters: dict[str, Any], context: QgsProcessingContext) -> Optional[dict[str, Any]]:
         """The PAYLOAD parameter as a dict (None when empty); bad JSON or a missing file names the parameter."""
         text = self.parameterAsString(parameters, PAYLOAD, context) if PAYLOAD in parameters else ""
         try:

@@ -1,7 +1,13 @@
 """One shape for every GeoStudio algorithm's help: what it does, its inputs, its outputs, an example, and the
 README section it links to. Each algorithm gives an ``AlgorithmHelp``; the base class (engine_algorithm) turns it
 into ``shortHelpString`` and ``helpUrl``, so the toolbox, the Model Designer and ``qgis_process help`` all say the
-same thing and no algorithm writes its own HTML."""
+same thing and no algorithm writes its own HTML.
+
+A new algorithm (subclass of ``engine_algorithm.EngineAlgorithm``) sets two class attributes and nothing else:
+``GROUP_ID = "data"`` (one of ``engine_algorithm.GROUPS``: data, datasets, finetuning, inference) and
+``HELP = AlgorithmHelp("what it does", inputs=(("NAME", "what"), ...), outputs=(...),
+example=qgis_process_example("its_name", "NAME=value", ...))``. tests/qgis/test_processing_provider.py checks that
+every name the help lists, and every one its example sets, is a real parameter or output."""
 
 from __future__ import annotations
 

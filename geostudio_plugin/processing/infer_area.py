@@ -170,7 +170,7 @@ class InferAreaAlgorithm(EngineAlgorithm):
     def build_payload(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
         """The ``infer`` payload, by the dock's builder (AreaRequest.to_payload) with the user's endpoints; or the
         Studio payload given in PAYLOAD, by the contract's one rule (the endpoint rule applied to it too)."""
-        studio = self.payload(parameters, context)
+        studio = self.studio_payload(parameters, context)
         if studio is None:
             return self.build_request(parameters, context).to_payload(credentials.endpoints())
         user = credentials.endpoints()

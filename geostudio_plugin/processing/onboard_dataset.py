@@ -106,7 +106,7 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
     def form(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
         """The onboarding form: the Studio payload by the contract's one rule (SOURCE applies over it), else the
         fields."""
-        studio = self.payload(parameters, context)
+        studio = self.studio_payload(parameters, context)
         if studio is not None:
             source = self.parameterAsString(parameters, self.SOURCE, context).strip()
             return contract.with_studio_payload(studio, overrides={"dataset_url": source})
@@ -139,6 +139,7 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
         if result is None:
             return {}
         summary: contract.OnboardSummary = result["summary"]
-        feedback.pushInfo(f"Dataset {summary['dataset_id']}: {summary['n_samples']} samples, splits {summary['splits']}")
+        feedback.pushInfo(f"Dataset {summary['dataset_id']}: {summary['n_samples']} samples, "
+                          f"splits {summary['splits']}")
         self.workspace_changed()
         return {self.DATASET_ID: summary["dataset_id"], self.DATASET_FOLDER: result["outputs"]["dataset_dir"]}

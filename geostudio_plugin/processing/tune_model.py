@@ -123,7 +123,7 @@ class TuneModelAlgorithm(EngineAlgorithm):
         """The ``tune`` spec, by the builder the Fine-tuning dock uses; or the Studio payload given in PAYLOAD, by
         the contract's one rule (DEVICE fills its device when it names none)."""
         device = contract.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
-        studio = self.payload(parameters, context)
+        studio = self.studio_payload(parameters, context)
         if studio is not None:
             spec = contract.with_studio_payload(studio, defaults={"device": device})
             return contract.tune_dry_run_spec(spec) if self.parameterAsBool(parameters, self.DRY_RUN, context) \
