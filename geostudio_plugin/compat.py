@@ -20,6 +20,7 @@ from qgis.core import (
     Qgis,
     QgsColorRampShader,
     QgsMapLayerProxyModel,
+    QgsProcessing,
     QgsProcessingParameterNumber,
     QgsRasterBandStats,
     QgsRasterLayerTemporalProperties,
@@ -29,7 +30,7 @@ from qgis.core import (
 
 __all__ = ["LAYER_FILTER_RASTER", "SHADER_INTERPOLATED", "BAND_STAT_MIN", "BAND_STAT_MAX",
            "RANGE_LIMIT_CUMULATIVE_CUT", "NUMBER_INTEGER", "NUMBER_DOUBLE",
-           "GEOMETRY_POLYGON", "RASTER_TEMPORAL_FIXED"]
+           "GEOMETRY_POLYGON", "RASTER_TEMPORAL_FIXED", "SOURCE_TYPE_TABLE"]
 
 
 def _enum(*candidates: tuple[Any, str, str]) -> Any:
@@ -75,3 +76,7 @@ GEOMETRY_POLYGON = _enum((Qgis, "GeometryType", "Polygon"), (QgsWkbTypes, "Geome
 #: else QgsRasterLayerTemporalProperties.TemporalMode (3.22).
 RASTER_TEMPORAL_FIXED = _enum((Qgis, "RasterTemporalMode", "FixedTemporalRange"),
                               (QgsRasterLayerTemporalProperties, "TemporalMode", "ModeFixedTemporalRange"))
+
+#: A Processing source or sink of any vector, tables without geometry included: Qgis.ProcessingSourceType (3.36),
+#: else QgsProcessing.SourceType (3.22).
+SOURCE_TYPE_TABLE = _enum((Qgis, "ProcessingSourceType", "Vector"), (QgsProcessing, "SourceType", "TypeVector"))

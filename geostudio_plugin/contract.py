@@ -14,6 +14,7 @@ import it and check every builder against the engine's own spec models (tests/en
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "tune_dry_run_spec", "tune_resume_spec", "is_resumable", "is_model", "kept_item", "weights_spec",
     "infer_spec", "delete_spec", "dataset_sample_paths", "EngineFailure",
     "export_model_spec", "import_model_spec", "import_studio_model_spec",
+    "studio_payload", "with_studio_payload",
 ]
 
 # The engine's commands (``python -m geostudio_plugin.engine <command>``) the QGIS side runs.
@@ -534,6 +536,44 @@ def propose_modality(band_names: Sequence[str], collection: Optional[Mapping[str
 
 def prescan_spec(dataset_url: str, label_suffix: str, data_suffixes: Sequence[str]) -> dict[str, Any]:
     return {"dataset_url": dataset_url, "label_suffix": label_suffix, "training_data_suffixes": list(data_suffixes)}
+
+
+def studio_payload(text: Optional[str]) -> Optional[dict[str, Any]]:
+    """A Studio payload given as is (Processing's "Studio payload (JSON)" parameter): the JSON text of an object,
+    or the path of a .json file holding one; None when empty. Raises ValueError saying what is wrong."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    where = ""
+    if not text.startswith(("{", "[")):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ValueError(f"'{text[:80]}' is neither JSON nor an existing file: give the payload's JSON text "
+                             "(an object, {...}) or the path of a .json file holding it.")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the payload file {path}: {exc}") from None
+        where = f" in {path}"
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"the payload{where} is not valid JSON ({exc}); give a JSON object such as "
+                         '{"dataset_id": "..."}.') from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"the payload{where} must be a JSON object ({{...}}), not a {type(payload).__name__}.")
+    return payload
+
+
+def with_studio_payload(payload: Mapping[str, Any], *, defaults: Optional[Mapping[str, Any]] = None,
+                        overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """The one rule for a Studio payload given instead of a form (the Processing algorithms' PAYLOAD): the payload
+    is the spec and its fields win over the form's, which are not used; ``defaults`` (what the settings give, such
+    as the device) fill only the top-level fields the payload does not name; ``overrides`` are the few parameters
+    an algorithm documents as applying over the payload (Onboard dataset's SOURCE: a local copy of the payload's
+    dataset), used only when given (not None or ""). Nested objects are not merged."""
+    given = {k: v for k, v in (overrides or {}).items() if v not in (None, "")}
+    return {**dict(defaults or {}), **dict(payload), **given}
 
 
 def onboard_payload(form: Mapping[str, Any], endpoints: Mapping[str, str]) -> dict[str, Any]:

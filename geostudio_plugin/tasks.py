@@ -17,11 +17,15 @@ from typing import Any, Optional
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from . import engine_runtime, settings
+from . import contract, engine_runtime, settings, workspace_index
 from .contract import EngineFailure, is_progress
 from .engine_client import EngineJob, EngineNotReady, JobOutcome
 
 log = logging.getLogger(__name__)
+
+# Commands whose end (finished, failed or cancelled) may add or remove a model, a dataset or a template.
+WORKSPACE_COMMANDS = frozenset({contract.ONBOARD, contract.TUNE, contract.IMPORT_MODEL, contract.DELETE,
+                                contract.TEMPLATE_IMPORT})
 
 # Tasks must stay referenced from Python until they end, or finished() may never run (qgis/QGIS#59464).
 _alive: set[QgsTask] = set()
@@ -93,6 +97,8 @@ class EngineTask(QgsTask):
 
     # main thread ---------------------------------------------------------
     def finished(self, result: bool) -> None:
+        if self.command in WORKSPACE_COMMANDS:  # before the dock hears of it: the Processing lists follow
+            workspace_index.changed()
         if result and self.outcome and self.outcome.result is not None:
             log.info("%s finished in %.1f s", self.description(), self.outcome.seconds)
             self.succeeded.emit(self.outcome.result)

@@ -25,7 +25,8 @@ from qgis.core import (
 
 from .. import compat, contract, credentials, inference_request, qgis_inputs, run_layers, settings, workspace_index
 from ..inference_request import AreaRequest
-from .engine_algorithm import EngineAlgorithm
+from .engine_algorithm import PAYLOAD, PAYLOAD_HELP, EngineAlgorithm
+from .help import AlgorithmHelp, qgis_process_example
 
 
 class InferAreaAlgorithm(EngineAlgorithm):
@@ -49,6 +50,31 @@ class InferAreaAlgorithm(EngineAlgorithm):
     FIELD_PARAMETERS = {"Model": MODEL, "Area": EXTENT, "Start date": START_DATE, "End date": END_DATE,
                         "Dates": START_DATE, "Max cloud cover": MAX_CLOUD, "Post-processing": CLOUD_MASK}
 
+    GROUP_ID = "inference"
+    CHOICES = {MODEL: "tuned model"}
+    HELP = AlgorithmHelp(
+        "Runs a model fine-tuned with GeoStudio over an area and a date or a range of dates, as the Inference "
+        "dock's 'Area and dates' mode does: the engine finds the scenes under the cloud-cover limit, fetches the "
+        "model's input bands for the area (with the endpoints and credentials set in the Connectors dock), "
+        "predicts, and applies the masks asked for. A range gives its clearest day, or every day with data when "
+        "'Every date' is on. The run is kept in the GeoStudio workspace and, when loading is on, loads into the "
+        "project as one layer group (time-aware for several dates). Bad input is refused before the engine "
+        "starts, naming the parameter; cancelling stops the engine and keeps nothing.",
+        inputs=(("MODEL", "a finished tune of the workspace, by id"),
+                ("EXTENT", "the area, in any CRS (turned into an EPSG:4326 bbox)"),
+                ("START_DATE, END_DATE", "YYYY-MM-DD; no end date: that one day"),
+                ("EVERY_DATE", "every day of the range with data, one prediction each"),
+                ("MAX_CLOUD", "max scene cloud cover, 0-100 %"),
+                ("CLOUD_MASK, SNOW_MASK, WATER_MASK", "masks written into the masked predictions"),
+                ("LOAD", "load the run as one layer group"),
+                (PAYLOAD, PAYLOAD_HELP + " (the Studio's inference payload: fine_tuning_id, spatial_domain, "
+                 "temporal_domain, maxcc, post_processing); then MODEL, EXTENT and the dates may stay empty")),
+        outputs=(("INFERENCE_JSON", "the run's inference.json"), ("INFERENCE_FOLDER", "the run's folder"),
+                 ("PREDICTIONS", "one prediction GeoTIFF per date")),
+        example=qgis_process_example("infer_area", "MODEL=<tune id>",
+                                     "'EXTENT=-88.19,-88.15,15.77,15.84 [EPSG:4326]'", "START_DATE=2024-09-10",
+                                     "END_DATE=2024-09-14", "LOAD=false"))
+
     def __init__(self) -> None:
         super().__init__()
         self._run: Optional[dict[str, Any]] = None  # the run record, for postProcessAlgorithm
@@ -61,31 +87,14 @@ class InferAreaAlgorithm(EngineAlgorithm):
     def displayName(self) -> str:  # noqa: N802
         return "Run inference (area and dates)"
 
-    def group(self) -> str:
-        return "Inference"
-
-    def groupId(self) -> str:  # noqa: N802
-        return "inference"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("Runs a model fine-tuned with GeoStudio over an area and a date or a range of dates, as the Inference "
-                "dock's 'Area and dates' mode does: the engine finds the scenes under the cloud-cover limit, fetches "
-                "the model's input bands for the area (the connectors' endpoints and credentials set in the "
-                "Connectors dock are used), predicts, and applies the masks asked for. A range gives its clearest "
-                "day, or every day with data when 'Every date' is on. Dates are YYYY-MM-DD; leave the end date empty "
-                "for one day. The run is kept in the GeoStudio workspace (inference.json and one prediction GeoTIFF "
-                "per date) and, when loading is on and there is a project, loads into it as one layer group "
-                "(time-aware for several dates). Cancelling stops the engine.")
-
     def createInstance(self) -> "InferAreaAlgorithm":  # noqa: N802
         return InferAreaAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802, ANN001
-        tunes = workspace_index.models()
-        self.addParameter(QgsProcessingParameterString(
-            self.MODEL, "Tuned model (tune id or name)", defaultValue=tunes[0]["tune_id"] if tunes else None))
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Area"))
-        self.addParameter(QgsProcessingParameterString(self.START_DATE, "Start date (YYYY-MM-DD)"))
+        # optional for Processing: a Studio payload may give them; build_request refuses them missing otherwise
+        self.add_choice(self.MODEL, "Tuned model", [t["tune_id"] for t in workspace_index.models()], optional=True)
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Area", optional=True))
+        self.addParameter(QgsProcessingParameterString(self.START_DATE, "Start date (YYYY-MM-DD)", optional=True))
         self.addParameter(QgsProcessingParameterString(self.END_DATE, "End date (YYYY-MM-DD; empty: the start date "
                                                                       "only)", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(self.EVERY_DATE, "Every date of the range with data (not "
@@ -98,6 +107,7 @@ class InferAreaAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(self.WATER_MASK, "Mask permanent water", defaultValue=False))
         self.addParameter(QgsProcessingParameterBoolean(self.LOAD, "Load the run into the project as one layer group",
                                                         defaultValue=True))
+        self.add_payload("inference request")
         self.addOutput(QgsProcessingOutputFile(self.INFERENCE_JSON, "Run record (inference.json)"))
         self.addOutput(QgsProcessingOutputFolder(self.INFERENCE_FOLDER, "Run folder"))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.PREDICTIONS, "Predictions (one per date)"))
@@ -158,8 +168,18 @@ class InferAreaAlgorithm(EngineAlgorithm):
         return {}
 
     def build_payload(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
-        """The ``infer`` payload, by the dock's builder (AreaRequest.to_payload) with the user's endpoints."""
-        return self.build_request(parameters, context).to_payload(credentials.endpoints())
+        """The ``infer`` payload, by the dock's builder (AreaRequest.to_payload) with the user's endpoints; or the
+        Studio payload given in PAYLOAD, by the contract's one rule (the endpoint rule applied to it too)."""
+        studio = self.studio_payload(parameters, context)
+        if studio is None:
+            return self.build_request(parameters, context).to_payload(credentials.endpoints())
+        user = credentials.endpoints()
+        spec = contract.with_studio_payload(studio, defaults={"device": contract.normalise_device(settings.device())})
+        spec["endpoints"] = contract.resolve_endpoints(user, user, dict(studio.get("endpoints") or {}))
+        if not str(spec.get("fine_tuning_id") or "").strip():
+            raise QgsProcessingException(f"{PAYLOAD}: the payload names no model (fine_tuning_id); add it, e.g. "
+                                         '"fine_tuning_id": "<tune id>".')
+        return spec
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:

@@ -12,11 +12,11 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
 )
 
 from .. import contract, layers, qgis_inputs, settings, workspace_index
 from .engine_algorithm import EngineAlgorithm
+from .help import AlgorithmHelp, qgis_process_example
 
 
 class _StylePrediction(QgsProcessingLayerPostProcessorInterface):
@@ -38,31 +38,33 @@ class InferRasterAlgorithm(EngineAlgorithm):
 
     _post_processors: list[_StylePrediction] = []  # QGIS does not own them; keep them alive
 
+    GROUP_ID = "inference"
+    CHOICES = {"MODEL": "tuned model"}
+    HELP = AlgorithmHelp(
+        "Runs a model fine-tuned with GeoStudio on a raster layer (optionally only inside an extent) and writes a "
+        "georeferenced prediction GeoTIFF with the input's grid and CRS, styled with the model's classes when "
+        "loaded. The work runs in the GeoStudio engine, a separate process; cancelling stops it and leaves no "
+        "prediction. In batch mode each row is one raster.",
+        inputs=(("INPUT", "the raster layer (its bands as the model was trained on)"),
+                ("MODEL", "a finished tune of the workspace, by id (the list is read when the toolbox loads)"),
+                ("EXTENT", "optional: predict only inside this extent, in any CRS"),
+                ("OUTPUT", "where the prediction GeoTIFF goes")),
+        outputs=(("OUTPUT", "the prediction raster: class ids (segmentation) or values (regression)"),),
+        example=qgis_process_example("infer_raster", "INPUT=/data/USA_905409_S1Hand.tif", "MODEL=<tune id>",
+                                     "OUTPUT=/tmp/prediction.tif"))
+
     def name(self) -> str:
         return "infer_raster"
 
     def displayName(self) -> str:  # noqa: N802
         return "Run inference on raster layer"
 
-    def group(self) -> str:
-        return "Inference"
-
-    def groupId(self) -> str:  # noqa: N802
-        return "inference"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("Runs a model fine-tuned with GeoStudio on a raster layer (optionally only inside an extent) and "
-                "writes a georeferenced prediction GeoTIFF with the input's grid and CRS. The work runs in the "
-                "GeoStudio engine, a separate process; cancelling stops it.")
-
     def createInstance(self) -> "InferRasterAlgorithm":  # noqa: N802
         return InferRasterAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802, ANN001
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
-        tunes = workspace_index.models()
-        self.addParameter(QgsProcessingParameterString(
-            self.MODEL, "Tuned model (tune id or name)", defaultValue=tunes[0]["tune_id"] if tunes else None))
+        self.add_choice(self.MODEL, "Tuned model", [t["tune_id"] for t in workspace_index.models()])
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only inside this extent", optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Prediction"))
 

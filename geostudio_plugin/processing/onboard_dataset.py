@@ -5,9 +5,7 @@ Either a whole Studio onboarding payload (a JSON file), or the common single-sou
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -17,13 +15,13 @@ from qgis.core import (
     QgsProcessingOutputFolder,
     QgsProcessingOutputString,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
 from .. import contract, credentials
-from .engine_algorithm import EngineAlgorithm
+from .engine_algorithm import PAYLOAD, PAYLOAD_HELP, EngineAlgorithm
+from .help import AlgorithmHelp, qgis_process_example
 
 PURPOSES = ["Segmentation", "Regression"]
 
@@ -40,7 +38,7 @@ def parse_categories(text: str) -> list[dict[str, Any]]:
 
 
 class OnboardDatasetAlgorithm(EngineAlgorithm):
-    PAYLOAD = "PAYLOAD"
+    PAYLOAD = PAYLOAD
     NAME = "NAME"
     SOURCE = "SOURCE"
     PURPOSE = "PURPOSE"
@@ -54,33 +52,40 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
     DATASET_ID = "DATASET_ID"
     DATASET_FOLDER = "DATASET_FOLDER"
 
+    GROUP_ID = "datasets"
+    HELP = AlgorithmHelp(
+        "Turns paired image and label GeoTIFFs (a folder, a zip or tar, or a URL) into a TerraTorch-ready dataset "
+        "in the GeoStudio workspace: pairing by stem, checks, a seeded 60/20/20 split, per-band statistics of the "
+        "training split. Give a Studio onboarding payload, or fill the fields for one data source. To onboard from "
+        "labels alone (imagery fetched by the connectors: onboarding_options.from_labels), give a payload; the "
+        "credentials set in the Connectors dock are used, and so are its endpoint overrides, which win over "
+        "endpoints the payload names. The new dataset appears in Fine-tune model's DATASET list.",
+        inputs=((PAYLOAD, PAYLOAD_HELP + " (the Studio's onboarding v2 payload); SOURCE, when given, replaces its "
+                 "dataset_url"),
+                ("NAME", "the dataset's name"), ("SOURCE", "folder, zip/tar or URL of the image and label files"),
+                ("PURPOSE", "Segmentation or Regression"),
+                ("LABEL_SUFFIX, DATA_SUFFIX", "how label and image files end, e.g. _LabelHand.tif, _S1Hand.tif"),
+                ("MODALITY", "the modality tag, e.g. S1GRD"), ("BANDS", "band names in file order, e.g. VV, VH"),
+                ("CATEGORIES", "label categories 'id:name:#colour', comma separated"),
+                ("IGNORE_ID", "a label value that is not a class (-1: none)"),
+                ("CHIP_SIZE", "cut scenes into chips of this size (0: keep them)")),
+        outputs=(("DATASET_ID", "the new dataset's id"), ("DATASET_FOLDER", "its folder in the workspace")),
+        example=qgis_process_example(
+            "onboard_dataset", "'NAME=water'", "SOURCE=resources/sample_data/sen1floods11/train",
+            "LABEL_SUFFIX=_LabelHand.tif", "DATA_SUFFIX=_S1Hand.tif", "MODALITY=S1GRD", "'BANDS=VV,VH'",
+            "'CATEGORIES=0:Not water:#d9d9d9,1:Water:#1f78b4'"))
+
     def name(self) -> str:
         return "onboard_dataset"
 
     def displayName(self) -> str:  # noqa: N802
         return "Onboard dataset"
 
-    def group(self) -> str:
-        return "Datasets"
-
-    def groupId(self) -> str:  # noqa: N802
-        return "datasets"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("Turns paired image and label GeoTIFFs (a folder, a zip or tar, or a URL) into a TerraTorch-ready "
-                "dataset in the GeoStudio workspace: pairing by stem, checks, a seeded 60/20/20 split, per-band "
-                "statistics of the training split. Give a Studio onboarding payload (JSON), or fill the fields for "
-                "one data source. Categories: 'id:name:#colour' separated by commas. To onboard from labels alone "
-                "(imagery fetched by the connectors: onboarding_options.from_labels), give a payload; the credentials "
-                "set in the Connectors dock are used, and so are its endpoint overrides, which win over endpoints "
-                "the payload names.")
-
     def createInstance(self) -> "OnboardDatasetAlgorithm":  # noqa: N802
         return OnboardDatasetAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802, ANN001
-        self.addParameter(QgsProcessingParameterFile(self.PAYLOAD, "Studio onboarding payload (JSON; optional)",
-                                                     extension="json", optional=True))
+        self.add_payload("onboarding payload")
         self.addParameter(QgsProcessingParameterString(self.NAME, "Dataset name", optional=True))
         self.addParameter(QgsProcessingParameterString(self.SOURCE, "Source: folder, zip/tar or URL", optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.PURPOSE, "Purpose", PURPOSES, defaultValue=0))
@@ -98,15 +103,13 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.DATASET_ID, "Dataset id"))
         self.addOutput(QgsProcessingOutputFolder(self.DATASET_FOLDER, "Dataset folder"))
 
-    def payload(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
-        path = self.parameterAsFile(parameters, self.PAYLOAD, context)
-        if path:
-            try:
-                payload = json.loads(Path(path).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise QgsProcessingException(f"Cannot read the payload {path}: {exc}") from None
+    def form(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+        """The onboarding form: the Studio payload by the contract's one rule (SOURCE applies over it), else the
+        fields."""
+        studio = self.studio_payload(parameters, context)
+        if studio is not None:
             source = self.parameterAsString(parameters, self.SOURCE, context).strip()
-            return {**payload, **({"dataset_url": source} if source else {})}
+            return contract.with_studio_payload(studio, overrides={"dataset_url": source})
         bands = [b.strip() for b in self.parameterAsString(parameters, self.BANDS, context).split(",") if b.strip()]
         options: dict[str, Any] = {"ignore_id": self.parameterAsInt(parameters, self.IGNORE_ID, context)}
         chip = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
@@ -127,7 +130,7 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
 
     def build_payload(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
         """The ``onboard`` payload, with the endpoint rule the Datasets dock uses (contract.onboard_payload)."""
-        return contract.onboard_payload(self.payload(parameters, context), credentials.endpoints())
+        return contract.onboard_payload(self.form(parameters, context), credentials.endpoints())
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
@@ -136,5 +139,7 @@ class OnboardDatasetAlgorithm(EngineAlgorithm):
         if result is None:
             return {}
         summary: contract.OnboardSummary = result["summary"]
-        feedback.pushInfo(f"Dataset {summary['dataset_id']}: {summary['n_samples']} samples, splits {summary['splits']}")
+        feedback.pushInfo(f"Dataset {summary['dataset_id']}: {summary['n_samples']} samples, "
+                          f"splits {summary['splits']}")
+        self.workspace_changed()
         return {self.DATASET_ID: summary["dataset_id"], self.DATASET_FOLDER: result["outputs"]["dataset_dir"]}

@@ -1,5 +1,7 @@
-"""Processing provider ``geostudio``: onboarding a dataset, fine-tuning a model, inference on a raster layer and
-inference over an area and dates as algorithms (Model Designer, qgis_process)."""
+"""Processing provider ``geostudio``: every GeoStudio workflow as an algorithm, in four groups (Data, Datasets,
+Fine-tuning, Inference; engine_algorithm.GROUPS), for the toolbox, the Model Designer, batch mode and qgis_process.
+Registered by the plugin's initProcessing, removed by its unload. Algorithms read the workspace's models, datasets
+and templates when they load; ``workspace_index.changed()`` reloads them after a job changes those."""
 
 from __future__ import annotations
 
@@ -23,12 +25,16 @@ class GeoStudioProvider(QgsProcessingProvider):
         return QIcon(icon_path("geostudio.svg"))
 
     def loadAlgorithms(self) -> None:  # noqa: N802
+        from .export_model import ExportModelAlgorithm
         from .infer_area import InferAreaAlgorithm
         from .infer_raster import InferRasterAlgorithm
         from .onboard_dataset import OnboardDatasetAlgorithm
+        from .prescan_dataset import PrescanDatasetAlgorithm
         from .tune_model import TuneModelAlgorithm
 
         self.addAlgorithm(InferAreaAlgorithm())
         self.addAlgorithm(InferRasterAlgorithm())
         self.addAlgorithm(OnboardDatasetAlgorithm())
         self.addAlgorithm(TuneModelAlgorithm())
+        self.addAlgorithm(PrescanDatasetAlgorithm())
+        self.addAlgorithm(ExportModelAlgorithm())

@@ -210,3 +210,28 @@ def test_contract_imports_only_the_standard_library_and_wire():
     assert package == {".engine.wire"}
     assert {n.split(".")[0] for n in names - package} <= set(sys.stdlib_module_names) | {"__future__"}
     assert not re.search(r"^\s*(import|from)\s+(qgis|pydantic)", source, re.M)
+
+
+def test_a_studio_payload_given_as_is_becomes_the_engine_spec_by_one_rule(tmp_path):
+    """Processing's PAYLOAD parameter: JSON text or a .json file, read by contract.studio_payload; the payload's
+    fields win, defaults fill only what it does not name, the named overrides apply over it when given."""
+    import json
+
+    tune = {"name": "studio tune", "dataset_id": "ds-1", "base_model_id": "timm_resnet18",
+            "tune_template_id": "timm_resnet_seg", "model_parameters": {"runner": {"max_epochs": 2}}}
+    spec = contract.with_studio_payload(contract.studio_payload(json.dumps(tune)), defaults={"device": "cpu",
+                                                                                             "name": "not used"})
+    assert validate("tune", spec).device == "cpu" and spec["name"] == "studio tune"
+    path = tmp_path / "onboard.json"
+    path.write_text(DEMO_ONBOARD.read_text())
+    form = contract.with_studio_payload(contract.studio_payload(f"  {path}\n"),
+                                        overrides={"dataset_url": str(TRAIN_DIR)})
+    assert validate("onboard", contract.onboard_payload(form, {})).dataset_url == str(TRAIN_DIR)
+    assert contract.with_studio_payload({"dataset_url": "a"}, overrides={"dataset_url": ""}) == {"dataset_url": "a"}
+    infer = {"fine_tuning_id": "tune-1", "spatial_domain": {"bbox": [BBOX]}, "temporal_domain": ["2018-09-14"]}
+    validate("infer", contract.with_studio_payload(infer, defaults={"device": "auto", "endpoints": {}}))
+    assert contract.studio_payload("") is None and contract.studio_payload("  ") is None
+    for text, expected in (("[1]", "must be a JSON object"), ('{"a": ', "is not valid JSON"),
+                           ("no/such.json", "neither JSON nor an existing file")):
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            contract.studio_payload(text)

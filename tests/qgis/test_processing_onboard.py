@@ -21,6 +21,10 @@ def test_onboard_dataset_from_fields(plugin, qgis_processing):
     assert record["n_samples"] == 24 and record["modalities"] == ["S1GRD"]
     assert [c["name"] for c in record["classes"]] == ["Not water", "Water"]
     assert record["training_params"]["S1GRD"]["band_names"] == ["VV", "VH"]
+    from qgis.core import QgsApplication  # the toolbox's Fine-tune model lists it at once (workspace_index.changed)
+
+    tune = QgsApplication.processingRegistry().algorithmById("geostudio:tune_model")
+    assert result["DATASET_ID"] in tune.parameterDefinition("DATASET").options()
 
 
 def test_onboard_dataset_from_a_studio_payload_file(plugin, qgis_processing, tmp_path):
