@@ -40,7 +40,9 @@ class CatalogStore(QObject):
         self.failed.emit(failure.message)
 
 
-def catalog_spec() -> dict[str, Any]:
-    """The user's endpoints and which connectors have credentials in QGIS (never the values)."""
+def catalog_spec(check_access: bool = True) -> dict[str, Any]:
+    """The user's endpoints and which connectors have credentials in QGIS (never the values); the dock and
+    Processing's "List connectors and collections" both ask with it."""
     return contract.catalog_spec(credentials.endpoints(),
-                                 {c["id"]: credentials.configured(c["id"]) for c in connector_facts()})
+                                 {c["id"]: credentials.configured(c["id"]) for c in connector_facts()},
+                                 check_access=check_access)

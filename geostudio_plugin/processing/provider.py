@@ -23,6 +23,9 @@ class GeoStudioProvider(QgsProcessingProvider):
         return QIcon(icon_path("geostudio.svg"))
 
     def loadAlgorithms(self) -> None:  # noqa: N802
+        from .check_availability import CheckAvailabilityAlgorithm
+        from .fetch_imagery import FetchImageryAlgorithm
+        from .list_collections import ListCollectionsAlgorithm
         from .infer_area import InferAreaAlgorithm
         from .infer_raster import InferRasterAlgorithm
         from .onboard_dataset import OnboardDatasetAlgorithm
@@ -32,3 +35,6 @@ class GeoStudioProvider(QgsProcessingProvider):
         self.addAlgorithm(InferRasterAlgorithm())
         self.addAlgorithm(OnboardDatasetAlgorithm())
         self.addAlgorithm(TuneModelAlgorithm())
+        self.addAlgorithm(ListCollectionsAlgorithm())
+        self.addAlgorithm(CheckAvailabilityAlgorithm())
+        self.addAlgorithm(FetchImageryAlgorithm())

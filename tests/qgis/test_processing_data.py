@@ -1,0 +1,204 @@
+"""Processing's Data group: "List connectors and collections", "Check data availability" and "Fetch imagery"
+through processing.run against the loopback STAC server (tests/support/local_stac.py, the bundled MARIDA patches),
+the endpoint set as the Connectors dock sets it; the area given in Web Mercator, so the one extent -> EPSG:4326
+rule is on the path. And what each asks for, and bad input refused before the engine starts."""
+
+from __future__ import annotations
+
+import pytest
+
+BOTH = (-88.19, 15.77, -88.15, 15.84)  # two 16PCC patches, seen on 2018-08-30 and on 2018-09-14 (stac_data.py)
+DAYS = ("2018-08-30", "2018-09-14")
+DATA_ALGORITHMS = {"geostudio:list_collections": "List connectors and collections",
+                   "geostudio:check_availability": "Check data availability",
+                   "geostudio:fetch_imagery": "Fetch imagery"}
+
+
+def mercator(box):
+    """The box as a Web Mercator QgsReferencedRectangle (its bounding box, transformed)."""
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle,
+                           QgsReferencedRectangle)
+
+    wgs84, web = QgsCoordinateReferenceSystem("EPSG:4326"), QgsCoordinateReferenceSystem("EPSG:3857")
+    to_web = QgsCoordinateTransform(wgs84, web, QgsProject.instance())
+    return QgsReferencedRectangle(to_web.transformBoundingBox(QgsRectangle(*box)), web)
+
+
+@pytest.fixture()
+def data_settings(plugin, qgis_processing, marida_stac):
+    """The loopback catalogue as the user's endpoint for Sentinel AWS and IBM Research STAC; set back after."""
+    from geostudio_plugin import credentials
+
+    for connector in ("sentinel_aws", "IBMResearchSTAC"):
+        credentials.set_endpoint(connector, marida_stac.stac_url)
+    yield marida_stac
+    for connector in ("sentinel_aws", "IBMResearchSTAC"):
+        credentials.set_endpoint(connector, "")
+
+
+def features(path) -> list[dict]:
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(str(path), "out", "ogr")
+    assert layer.isValid(), path
+    names = layer.fields().names()
+    return [{**dict(zip(names, f.attributes())), "_geometry": f.geometry()} for f in layer.getFeatures()]
+
+
+# ------------------------------------------------------------------------------- parameters (no engine)
+def test_the_data_group_lists_its_algorithms_with_their_parameters(plugin, qgis_processing):
+    from qgis.core import QgsApplication
+
+    registry = QgsApplication.processingRegistry()
+    for algorithm_id, title in DATA_ALGORITHMS.items():
+        algorithm = registry.algorithmById(algorithm_id)
+        assert algorithm is not None and algorithm.displayName() == title
+        assert (algorithm.group(), algorithm.groupId()) == ("Data", "data")
+        assert "qgis_process.bin run " + algorithm_id in algorithm.shortHelpString()
+    check = registry.algorithmById("geostudio:check_availability")
+    assert [p.name() for p in check.parameterDefinitions()] == [
+        "CONNECTOR", "COLLECTION", "EXTENT", "START_DATE", "END_DATE", "MAX_CLOUD", "FOOTPRINTS", "DATES"]
+    connector = check.parameterDefinition("CONNECTOR")
+    assert connector.usesStaticStrings() and connector.defaultValue() == "sentinel_aws"
+    assert {"sentinelhub", "nasa_earthdata", "sentinel_aws", "IBMResearchSTAC"} <= set(connector.options())
+    assert check.parameterDefinition("START_DATE").type() == "datetime"
+    fetch = registry.algorithmById("geostudio:fetch_imagery")
+    assert [p.name() for p in fetch.destinationParameterDefinitions()] == ["OUTPUT"]
+    assert fetch.parameterDefinition("OUTPUT").type() == "folderDestination"
+    assert [o.name() for o in fetch.outputDefinitions()] == ["OUTPUT", "OUTPUT_RASTER", "RASTERS", "DATE_LIST"]
+    assert fetch.outputDefinition("OUTPUT_RASTER").type() == "outputRaster"
+
+
+@pytest.mark.parametrize("algorithm_id", ["geostudio:check_availability", "geostudio:fetch_imagery"])
+@pytest.mark.parametrize("change, expected", [
+    ({"END_DATE": "2018-08-01"}, r"End date: 2018-08-01 is before the start date 2018-09-14\. \(parameter END_DATE\)"),
+    ({"COLLECTION": " "}, r"Collection: name one of the sentinel_aws collections .*\(parameter COLLECTION\)"),
+    ({"EXTENT": "-88.19,-88.19,15.77,15.84 [EPSG:4326]"}, r"Area: the rectangle is empty.*\(parameter EXTENT\)"),
+])
+def test_bad_input_names_its_parameter_before_the_engine_starts(plugin, qgis_processing, workspace, algorithm_id,
+                                                                change, expected):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    fetched = workspace / "fetched"
+    before = sorted(fetched.iterdir()) if fetched.is_dir() else []
+    parameters = {"CONNECTOR": "sentinel_aws", "COLLECTION": "sentinel-2-l2a", "EXTENT": mercator(BOTH),
+                  "START_DATE": "2018-09-14", "FOOTPRINTS": "TEMPORARY_OUTPUT", "DATES": "TEMPORARY_OUTPUT",
+                  "OUTPUT": "TEMPORARY_OUTPUT", **change}
+    with pytest.raises(QgsProcessingException, match=expected):
+        processing.run(algorithm_id, parameters)
+    assert (sorted(fetched.iterdir()) if fetched.is_dir() else []) == before
+
+
+# -------------------------------------------------------------------------------------- engine jobs
+@pytest.mark.engine_bound
+def test_list_collections_gives_a_row_per_collection_with_credentials_and_endpoint(data_settings, tmp_path):
+    import processing
+
+    result = processing.run("geostudio:list_collections", {"CHECK_ACCESS": True,
+                                                            "OUTPUT": str(tmp_path / "collections.gpkg")})
+    rows = features(result["OUTPUT"])
+    by_key = {(r["connector"], r["collection"]): r for r in rows}
+    aws = by_key[("sentinel_aws", "sentinel-2-l2a")]
+    assert aws["modality_tag"] == "S2L2A" and aws["endpoint"] == data_settings.stac_url
+    assert aws["access"] == "ready" and aws["credentials_configured"] == "not needed"
+    assert {"red", "green", "blue", "nir", "scl"} <= set(aws["bands"].split(", "))
+    hub = by_key[("sentinelhub", "s2_l1c")]
+    assert hub["credentials_needed"] == "OAuth client id, OAuth client secret"
+    assert hub["credentials_configured"] == "no" and hub["access"] == "credentials missing"
+    assert {("sentinelhub", "s1_grd"), ("nasa_earthdata", "HLSL30_2.0"), ("IBMResearchSTAC", "marida-ndvi")} \
+        <= set(by_key)  # marida-ndvi: discovered from the endpoint at run time
+    assert all(not r["_geometry"] or r["_geometry"].isNull() for r in rows)  # a table
+
+
+@pytest.mark.engine_bound
+def test_check_availability_gives_the_footprints_and_dates_of_the_area(data_settings, tmp_path):
+    import processing
+    from qgis.core import QgsGeometry, QgsRectangle
+
+    result = processing.run("geostudio:check_availability", {
+        "CONNECTOR": "sentinel_aws", "COLLECTION": "sentinel-2-l2a", "EXTENT": mercator(BOTH),
+        "START_DATE": "2018-08-01", "END_DATE": "2018-09-30", "MAX_CLOUD": 80,
+        "FOOTPRINTS": str(tmp_path / "scenes.gpkg"), "DATES": str(tmp_path / "dates.gpkg")})
+    assert result["DATE_LIST"] == ",".join(DAYS) and result["SCENE_COUNT"] == 2
+    truth = data_settings.truth
+    area = QgsGeometry.fromRect(QgsRectangle(*BOTH))
+    scenes = features(result["FOOTPRINTS"])
+    assert sorted(s["date"] for s in scenes) == list(DAYS)
+    for scene in scenes:
+        item = truth[scene["scene_id"]]  # a real item of the server, on its own date
+        assert item["date"] == scene["date"] and scene["datetime"].startswith(scene["date"])
+        assert scene["cloud_cover"] == item["cloud_cover"]
+        assert scene["_geometry"].intersects(area)
+        box = scene["_geometry"].boundingBox()
+        assert [round(v, 6) for v in (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())] == \
+            [round(v, 6) for v in item["bbox"]]
+    dates = features(result["DATES"])
+    assert [(d["date"], d["scenes"]) for d in dates] == [(DAYS[0], 1), (DAYS[1], 1)]
+
+    nothing = processing.run("geostudio:check_availability", {
+        "CONNECTOR": "sentinel_aws", "COLLECTION": "sentinel-2-l2a", "EXTENT": mercator(BOTH),
+        "START_DATE": "2018-10-01", "END_DATE": "2018-10-10", "FOOTPRINTS": "TEMPORARY_OUTPUT",
+        "DATES": "TEMPORARY_OUTPUT"})
+    assert nothing["DATE_LIST"] == "" and nothing["SCENE_COUNT"] == 0
+
+
+def sampler(path: str):
+    """value(x, y, band) of a raster at a point given in EPSG:4326, and the layer."""
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY, QgsProject,
+                           QgsRasterLayer)
+
+    layer = QgsRasterLayer(path, "r")
+    to_layer = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"), layer.crs(), QgsProject.instance())
+
+    def value(x: float, y: float, band: int, dx: float = 0, dy: float = 0) -> float:
+        point = to_layer.transform(QgsPointXY(x, y))
+        found, ok = layer.dataProvider().sample(QgsPointXY(point.x() + dx, point.y() + dy), band)
+        assert ok, (path, x, y)
+        return found
+
+    return value
+
+
+@pytest.mark.engine_bound
+def test_fetch_imagery_writes_the_server_pixels_per_date_into_the_folder(data_settings, tmp_path):
+    import processing
+    from osgeo import gdal
+
+    out = tmp_path / "fetched"
+    result = processing.run("geostudio:fetch_imagery", {
+        "CONNECTOR": "sentinel_aws", "COLLECTION": "sentinel-2-l2a", "EXTENT": mercator(BOTH),
+        "START_DATE": "2018-08-01", "END_DATE": "2018-09-30", "BANDS": "red, green, blue, nir", "OUTPUT": str(out)})
+    assert result["OUTPUT"] == str(out) and result["DATE_LIST"] == ",".join(DAYS)
+    expected = [str(out / f"sentinel_aws_sentinel-2-l2a_{day}.tif") for day in DAYS]
+    assert result["RASTERS"] == expected and result["OUTPUT_RASTER"] == expected[0]
+    assert sorted(p.name for p in out.iterdir()) == [p.rsplit("/", 1)[-1] for p in expected]  # no .part left
+
+    truth = {item["date"]: item for key, item in data_settings.truth.items() if key.startswith("S2")
+             and item["source"].endswith(("16PCC_35.tif", "16PCC_30.tif"))}
+    for day, path in zip(DAYS, expected):
+        raster = gdal.Open(path)
+        assert raster.RasterCount == 4
+        assert [raster.GetRasterBand(i).GetDescription() for i in (1, 2, 3, 4)] == ["red", "green", "blue", "nir"]
+        assert raster.GetRasterBand(1).DataType == gdal.GDT_Float32 and raster.GetRasterBand(1).GetNoDataValue() == -9999
+        srs = raster.GetSpatialRef()
+        assert (srs.GetAuthorityName(None), srs.GetAuthorityCode(None)) == ("EPSG", "4326")
+        left, dx, _, top, _, dy = raster.GetGeoTransform()
+        right, bottom = left + dx * raster.RasterXSize, top + dy * raster.RasterYSize
+        assert left <= BOTH[0] + dx and right >= BOTH[2] - dx and bottom <= BOTH[1] - dy and top >= BOTH[3] + dy
+        # pixels: MARIDA's reflectances as the server serves them (DN x 0.0001 - 0.1), at the centres of fetched
+        # pixels across the date's own patch; red, green, blue, nir are MARIDA's bands 4, 3, 2, 8
+        west, south, east, north = truth[day]["bbox"]
+        fetched, source = sampler(path), sampler(truth[day]["source"])
+        near = [(0, 0), (10, 0), (-10, 0), (0, 10), (0, -10)]  # the source pixel, or a 10 m neighbour (resampling)
+        matches = total = 0
+        for fx in (0.2, 0.35, 0.5, 0.65, 0.8):
+            for fy in (0.25, 0.5, 0.75):
+                col = int((west + fx * (east - west) - left) / dx)
+                row = int((south + fy * (north - south) - top) / dy)
+                x, y = left + (col + 0.5) * dx, top + (row + 0.5) * dy
+                for band, source_band in ((1, 4), (2, 3), (3, 2), (4, 8)):
+                    total += 1
+                    value = fetched(x, y, band)
+                    matches += any(abs(value - source(x, y, source_band, *d)) < 1e-3 for d in near)
+        assert matches == total, (day, matches, total)
