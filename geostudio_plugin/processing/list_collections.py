@@ -21,7 +21,6 @@ from qgis.core import (
 )
 
 from .. import compat, contract, credentials
-from ..gui.catalog_store import catalog_spec
 from .engine_algorithm import EngineAlgorithm
 
 COLUMNS = [("connector", compat.FIELD_STRING), ("connector_name", compat.FIELD_STRING),
@@ -97,8 +96,9 @@ class ListCollectionsAlgorithm(EngineAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        result = self.run_engine(contract.CATALOG, catalog_spec(self.parameterAsBool(parameters, self.CHECK_ACCESS,
-                                                                                       context)), feedback)
+        spec = contract.catalog_spec(credentials.endpoints(), credentials.configured_connectors(),
+                                     check_access=self.parameterAsBool(parameters, self.CHECK_ACCESS, context))
+        result = self.run_engine(contract.CATALOG, spec, feedback)
         if result is None:
             return {}
         sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, table_fields(), compat.WKB_NO_GEOMETRY,
