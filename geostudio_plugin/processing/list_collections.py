@@ -38,9 +38,11 @@ def table_fields() -> QgsFields:
     return fields
 
 
-def rows(summary: contract.CatalogSummary, user_endpoints: Mapping[str, str]) -> list[list[Any]]:
+def rows(summary: contract.CatalogSummary, user_endpoints: Mapping[str, str],
+         configured: Mapping[str, bool]) -> list[list[Any]]:
     """One row per collection of each connector (COLUMNS' order); a connector without collections gets one. The
-    endpoint is the one a job uses: the user's (contract.resolve_endpoints), else the connector's own."""
+    endpoint is the one a job uses: the user's (contract.resolve_endpoints), else the connector's own;
+    ``configured``: whether QGIS holds the connector's credentials (credentials.configured_connectors)."""
     out = []
     for connector in summary.get("connectors") or []:
         cid = str(connector.get("id") or "")
@@ -48,8 +50,8 @@ def rows(summary: contract.CatalogSummary, user_endpoints: Mapping[str, str]) ->
         needed = [str(c.get("label") or c.get("env")) for c in connector.get("credentials") or []]
         access = connector.get("access") or {}
         state = str(access.get("state") or "")
-        configured = "not needed" if not needed else ("no" if state == "credentials missing" else "yes")
-        common = [", ".join(needed), configured, state, str(endpoint)]
+        held = "not needed" if not needed else ("yes" if configured.get(cid) else "no")
+        common = [", ".join(needed), held, state, str(endpoint)]
         for collection in connector.get("collections") or [{}]:
             title = str(collection.get("long_name") or collection.get("description") or "").strip()
             out.append([cid, str(connector.get("name") or ""),
@@ -96,14 +98,15 @@ class ListCollectionsAlgorithm(EngineAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        spec = contract.catalog_spec(credentials.endpoints(), credentials.configured_connectors(),
+        endpoints, configured = credentials.endpoints(), credentials.configured_connectors()
+        spec = contract.catalog_spec(endpoints, configured,
                                      check_access=self.parameterAsBool(parameters, self.CHECK_ACCESS, context))
         result = self.run_engine(contract.CATALOG, spec, feedback)
         if result is None:
             return {}
         sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, table_fields(), compat.WKB_NO_GEOMETRY,
                                           QgsCoordinateReferenceSystem())
-        table = rows(result["summary"], credentials.endpoints())
+        table = rows(result["summary"], endpoints, configured)
         for row in table:
             feature = QgsFeature(table_fields())
             feature.setAttributes(row)

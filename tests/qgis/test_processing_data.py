@@ -90,6 +90,30 @@ def test_bad_input_names_its_parameter_before_the_engine_starts(plugin, qgis_pro
     assert (sorted(fetched.iterdir()) if fetched.is_dir() else []) == before
 
 
+def test_table_rows_say_what_qgis_holds_and_the_endpoint_a_job_uses(plugin):
+    """Credentials held come from QGIS, not from an access check (which CHECK_ACCESS=false skips); the endpoint
+    is the user's where set (contract.resolve_endpoints), else the connector's."""
+    from geostudio_plugin.processing.list_collections import COLUMNS, rows
+
+    summary = {"connectors": [
+        {"id": "sentinelhub", "name": "Sentinel Hub", "endpoint": "https://hub", "access": {},
+         "credentials": [{"env": "SH_CLIENT_ID", "label": "OAuth client id"}, {"env": "SH_CLIENT_SECRET"}],
+         "collections": [{"collection": "s2_l1c", "modality_tag": "S2L1C", "resolution_m": 10,
+                          "bands": [{"band_name": "B02"}, {"band_name": "B03"}]}, {"collection": "dem"}]},
+        {"id": "sentinel_aws", "name": "Sentinel AWS", "endpoint": "https://aws", "credentials": [],
+         "collections": [{"collection": "sentinel-2-l2a", "long_name": "Sentinel-2 L2A\nmore"}]},
+        {"id": "IBMResearchSTAC", "name": "IBM Research STAC", "credentials": [{"env": "CLIENT_ID"}],
+         "collections": []}]}
+    table = [dict(zip([c for c, _ in COLUMNS], row)) for row in rows(summary, {"sentinel_aws": "http://mirror/"},
+                                                                      {"sentinelhub": True})]
+    assert [(r["connector"], r["collection"]) for r in table] == [
+        ("sentinelhub", "s2_l1c"), ("sentinelhub", "dem"), ("sentinel_aws", "sentinel-2-l2a"), ("IBMResearchSTAC", "")]
+    assert table[0]["credentials_needed"] == "OAuth client id, SH_CLIENT_SECRET" and table[0]["bands"] == "B02, B03"
+    assert [r["credentials_configured"] for r in table] == ["yes", "yes", "not needed", "no"]
+    assert [r["endpoint"] for r in table] == ["https://hub", "https://hub", "http://mirror/", ""]
+    assert table[2]["title"] == "Sentinel-2 L2A"
+
+
 # -------------------------------------------------------------------------------------- engine jobs
 @pytest.mark.engine_bound
 def test_list_collections_gives_a_row_per_collection_with_credentials_and_endpoint(data_settings, tmp_path):
@@ -135,12 +159,6 @@ def test_check_availability_gives_the_footprints_and_dates_of_the_area(data_sett
             [round(v, 6) for v in item["bbox"]]
     dates = features(result["DATES"])
     assert [(d["date"], d["scenes"]) for d in dates] == [(DAYS[0], 1), (DAYS[1], 1)]
-
-    nothing = processing.run("geostudio:check_availability", {
-        "CONNECTOR": "sentinel_aws", "COLLECTION": "sentinel-2-l2a", "EXTENT": mercator(BOTH),
-        "START_DATE": "2018-10-01", "END_DATE": "2018-10-10", "FOOTPRINTS": "TEMPORARY_OUTPUT",
-        "DATES": "TEMPORARY_OUTPUT"})
-    assert nothing["DATE_LIST"] == "" and nothing["SCENE_COUNT"] == 0
 
 
 def sampler(path: str):
