@@ -40,12 +40,17 @@ DATE_FIELDS = [("date", compat.FIELD_STRING), ("scenes", compat.FIELD_INT), ("mi
                ("max_cloud", compat.FIELD_DOUBLE)]
 
 
+def search_spec(request: SourceRequest) -> dict[str, Any]:
+    """The ``search`` spec, by the Connectors dock's builder (tests/qgis/test_same_specs.py compares them)."""
+    return contract.search_spec(request.connector, request.collection, request.bbox, request.start, request.end,
+                                maxcc=request.maxcc, endpoint=request.endpoint)
+
+
 def search(algorithm: EngineAlgorithm, request: SourceRequest, feedback: QgsProcessingFeedback
            ) -> Optional[contract.SearchSummary]:
     """The engine's search for the request, as the Connectors dock runs it; None when cancelled."""
-    spec = contract.search_spec(request.connector, request.collection, request.bbox, request.start, request.end,
-                                maxcc=request.maxcc, endpoint=request.endpoint)
-    result = algorithm.run_engine(contract.SEARCH, spec, feedback, secrets=credentials.load(request.connector))
+    result = algorithm.run_engine(contract.SEARCH, search_spec(request), feedback,
+                                  secrets=credentials.load(request.connector))
     return None if result is None else result["summary"]
 
 

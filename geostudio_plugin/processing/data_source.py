@@ -100,4 +100,4 @@ def read_source(algorithm: QgsProcessingAlgorithm, parameters: dict[str, Any],
         raise QgsProcessingException(f"End date: {end} is before the start date {start}. (parameter {END_DATE})")
     return SourceRequest(connector=connector, collection=collection, endpoint=credentials.endpoint(connector),
                          bbox=bbox, start=start.isoformat(), end=end.isoformat(),
-                         maxcc=float(algorithm.parameterAsInt(parameters, MAX_CLOUD, context)))
+                         maxcc=algorithm.parameterAsInt(parameters, MAX_CLOUD, context))

@@ -30,6 +30,7 @@ from qgis.core import (
 
 from .. import contract, credentials, layers
 from . import data_source
+from .data_source import SourceRequest
 from .check_availability import nothing_found, search
 from .engine_algorithm import EngineAlgorithm
 
@@ -43,6 +44,17 @@ class _ShowBands(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802, ANN001 - QGIS API
         layers.show_bands(layer, self.rgb)
+
+
+def fetch_spec(request: SourceRequest, days: list[str], bands: list[str]) -> dict[str, Any]:
+    """The ``fetch`` spec of the days found, by the Connectors dock's builder (test_same_specs.py compares them)."""
+    return contract.fetch_spec(request.connector, request.collection, request.bbox, days, bands=bands,
+                               maxcc=request.maxcc, endpoint=request.endpoint)
+
+
+def band_list(text: str) -> list[str]:
+    """'red, green;blue nir' -> the band names, as the Connectors dock splits its Bands field."""
+    return [b for b in re.split(r"[,;\s]+", text) if b]
 
 
 def copy_all(files: list[str], folder: Path, feedback: QgsProcessingFeedback) -> Optional[list[str]]:
@@ -123,7 +135,7 @@ class FetchImageryAlgorithm(EngineAlgorithm):
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
         request = data_source.read_source(self, parameters, context)
-        bands = [b for b in re.split(r"[,;\s]+", self.parameterAsString(parameters, self.BANDS, context)) if b]
+        bands = band_list(self.parameterAsString(parameters, self.BANDS, context))
         folder = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
         steps = QgsProcessingMultiStepFeedback(2, feedback)
         summary = search(self, request, steps)
@@ -135,9 +147,8 @@ class FetchImageryAlgorithm(EngineAlgorithm):
                                          f"{data_source.END_DATE}, {data_source.MAX_CLOUD})")
         feedback.pushInfo(f"Fetching {request.collection} for {len(days)} date(s): {', '.join(days)}.")
         steps.setCurrentStep(1)
-        spec = contract.fetch_spec(request.connector, request.collection, request.bbox, days, bands=bands,
-                                   maxcc=request.maxcc, endpoint=request.endpoint)
-        result = self.run_engine(contract.FETCH, spec, steps, secrets=credentials.load(request.connector))
+        result = self.run_engine(contract.FETCH, fetch_spec(request, days, bands), steps,
+                                 secrets=credentials.load(request.connector))
         if result is None:
             return {}
         fetched: contract.FetchSummary = result["summary"]

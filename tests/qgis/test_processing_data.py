@@ -1,7 +1,9 @@
-"""Processing's Data group: "List connectors and collections", "Check data availability" and "Fetch imagery"
-through processing.run against the loopback STAC server (tests/support/local_stac.py, the bundled MARIDA patches),
-the endpoint set as the Connectors dock sets it; the area given in Web Mercator, so the one extent -> EPSG:4326
-rule is on the path. And what each asks for, and bad input refused before the engine starts."""
+"""Processing's Data group: "List connectors and collections" and "Check data availability" through processing.run
+against the loopback STAC server (tests/support/local_stac.py, the bundled MARIDA patches), the endpoint set as
+the Connectors dock sets it; the area given in Web Mercator, so the one extent -> EPSG:4326 rule is on the path.
+What each Data algorithm asks for, and bad input refused before the engine starts. "Fetch imagery" runs through
+processing.run in the graphical model (test_processing_model.py) and through qgis_process
+(test_processing_qgis_process.py), both checked against the server's pixels with assert_server_pixels below."""
 
 from __future__ import annotations
 
@@ -178,45 +180,40 @@ def sampler(path: str):
     return value
 
 
-@pytest.mark.engine_bound
-def test_fetch_imagery_writes_the_server_pixels_per_date_into_the_folder(data_settings, tmp_path):
-    import processing
+def assert_server_pixels(path: str, truth: dict, bands: dict[int, int], area) -> None:
+    """A fetched raster holds the server's data: EPSG:4326 (the engine's output grid), float32, nodata -9999,
+    covering ``area``, and at fetched pixel centres across the date's patch the MARIDA reflectances the server
+    serves (DN x 0.0001 - 0.1) for ``bands`` {fetched band: MARIDA band}, 10 m bands only (20 m ones are served
+    as 2x2 means). ``truth``: the server's record of the item of that date."""
     from osgeo import gdal
 
-    out = tmp_path / "fetched"
-    result = processing.run("geostudio:fetch_imagery", {
-        "CONNECTOR": "sentinel_aws", "COLLECTION": "sentinel-2-l2a", "EXTENT": mercator(BOTH),
-        "START_DATE": "2018-08-01", "END_DATE": "2018-09-30", "BANDS": "red, green, blue, nir", "OUTPUT": str(out)})
-    assert result["OUTPUT"] == str(out) and result["DATE_LIST"] == ",".join(DAYS)
-    expected = [str(out / f"sentinel_aws_sentinel-2-l2a_{day}.tif") for day in DAYS]
-    assert result["RASTERS"] == expected and result["OUTPUT_RASTER"] == expected[0]
-    assert sorted(p.name for p in out.iterdir()) == [p.rsplit("/", 1)[-1] for p in expected]  # no .part left
+    raster = gdal.Open(path)
+    assert raster.GetRasterBand(1).DataType == gdal.GDT_Float32 and raster.GetRasterBand(1).GetNoDataValue() == -9999
+    srs = raster.GetSpatialRef()
+    assert (srs.GetAuthorityName(None), srs.GetAuthorityCode(None)) == ("EPSG", "4326")
+    left, dx, _, top, _, dy = raster.GetGeoTransform()
+    right, bottom = left + dx * raster.RasterXSize, top + dy * raster.RasterYSize
+    assert left <= area[0] + dx and right >= area[2] - dx and bottom <= area[1] - dy and top >= area[3] + dy
+    west, south, east, north = truth["bbox"]
+    fetched, source = sampler(path), sampler(truth["source"])
+    near = [(0, 0), (10, 0), (-10, 0), (0, 10), (0, -10)]  # the source pixel, or a 10 m neighbour (resampling)
+    matches = total = 0
+    for fx in (0.2, 0.35, 0.5, 0.65, 0.8):
+        for fy in (0.25, 0.5, 0.75):
+            x, y = west + fx * (east - west), south + fy * (north - south)
+            if not (area[0] < x < area[2] and area[1] < y < area[3]):
+                continue
+            col, row = int((x - left) / dx), int((y - top) / dy)
+            x, y = left + (col + 0.5) * dx, top + (row + 0.5) * dy
+            for band, source_band in bands.items():
+                total += 1
+                value = fetched(x, y, band)
+                matches += any(abs(value - source(x, y, source_band, *d)) < 1e-3 for d in near)
+    assert total >= 20 and matches == total, (path, matches, total)
 
-    truth = {item["date"]: item for key, item in data_settings.truth.items() if key.startswith("S2")
-             and item["source"].endswith(("16PCC_35.tif", "16PCC_30.tif"))}
-    for day, path in zip(DAYS, expected):
-        raster = gdal.Open(path)
-        assert raster.RasterCount == 4
-        assert [raster.GetRasterBand(i).GetDescription() for i in (1, 2, 3, 4)] == ["red", "green", "blue", "nir"]
-        assert raster.GetRasterBand(1).DataType == gdal.GDT_Float32 and raster.GetRasterBand(1).GetNoDataValue() == -9999
-        srs = raster.GetSpatialRef()
-        assert (srs.GetAuthorityName(None), srs.GetAuthorityCode(None)) == ("EPSG", "4326")
-        left, dx, _, top, _, dy = raster.GetGeoTransform()
-        right, bottom = left + dx * raster.RasterXSize, top + dy * raster.RasterYSize
-        assert left <= BOTH[0] + dx and right >= BOTH[2] - dx and bottom <= BOTH[1] - dy and top >= BOTH[3] + dy
-        # pixels: MARIDA's reflectances as the server serves them (DN x 0.0001 - 0.1), at the centres of fetched
-        # pixels across the date's own patch; red, green, blue, nir are MARIDA's bands 4, 3, 2, 8
-        west, south, east, north = truth[day]["bbox"]
-        fetched, source = sampler(path), sampler(truth[day]["source"])
-        near = [(0, 0), (10, 0), (-10, 0), (0, 10), (0, -10)]  # the source pixel, or a 10 m neighbour (resampling)
-        matches = total = 0
-        for fx in (0.2, 0.35, 0.5, 0.65, 0.8):
-            for fy in (0.25, 0.5, 0.75):
-                col = int((west + fx * (east - west) - left) / dx)
-                row = int((south + fy * (north - south) - top) / dy)
-                x, y = left + (col + 0.5) * dx, top + (row + 0.5) * dy
-                for band, source_band in ((1, 4), (2, 3), (3, 2), (4, 8)):
-                    total += 1
-                    value = fetched(x, y, band)
-                    matches += any(abs(value - source(x, y, source_band, *d)) < 1e-3 for d in near)
-        assert matches == total, (day, matches, total)
+
+def server_item(stac, day: str) -> dict:
+    """The server's record of the Sentinel-2 item of ``day`` over BOTH (tests/support/stac_data.py)."""
+    (item,) = [i for k, i in stac.truth.items() if k.startswith("S2") and i["date"] == day
+               and i["source"].endswith(("16PCC_35.tif", "16PCC_30.tif"))]
+    return item

@@ -1,6 +1,7 @@
 """The graphical model resources/models/fetch_infer_polygonize.model3 (Fetch imagery -> Run inference on raster
 layer -> GDAL Polygonize) loads and runs through processing.run: Sentinel-2 bands fetched from the loopback STAC
-server in the order the MARIDA model reads them, the model's prediction, and polygons of its classes."""
+server in the order the MARIDA model reads them (the server's pixels), the model's prediction on their grid, and
+polygons of its classes."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_the_model_chains_fetch_inference_and_polygonize(plugin, qgis_processing
     assert children["infer"].parameterSources()["INPUT"][0].outputName() == "OUTPUT_RASTER"
     assert children["polygonize"].parameterSources()["INPUT"][0].outputChildId() == "infer"
     assert sorted(p.name() for p in model.parameterDefinitions()) == [
-        "BANDS", "DATE", "EXTENT", "MAX_CLOUD", "MODEL", "infer:prediction", "polygonize:polygons"]
+        "BANDS", "DATE", "EXTENT", "MAX_CLOUD", "MODEL", "fetch:fetched", "infer:prediction", "polygonize:polygons"]
     assert model.parameterDefinition("BANDS").defaultValue().split(", ") == [  # MARIDA's positions 0-7
         "coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir"]
     assert children["fetch"].parameterSources()["LOAD"][0].staticValue() is False  # intermediate: not loaded
@@ -80,24 +81,34 @@ def raster_values(path: str) -> set[int]:
 
 
 @pytest.mark.engine_bound
-def test_the_model_runs_and_its_polygons_carry_the_predicted_classes(marida_settings, tmp_path):
+def test_the_model_runs_and_its_polygons_carry_the_predicted_classes(marida_settings, marida_stac, tmp_path):
     import processing
     from osgeo import gdal
     from qgis.core import QgsGeometry, QgsProcessingException, QgsRectangle, QgsVectorLayer
-    from test_processing_data import mercator
+    from test_processing_data import assert_server_pixels, mercator, server_item
 
     feedback = Said()
     try:
         result = processing.run(load_model(), {
             "EXTENT": mercator(PATCH), "DATE": "2018-09-14", "MODEL": marida_settings,
-            "infer:prediction": str(tmp_path / "prediction.tif"),
+            "fetch:fetched": str(tmp_path / "fetched"), "infer:prediction": str(tmp_path / "prediction.tif"),
             "polygonize:polygons": str(tmp_path / "classes.gpkg")}, feedback=feedback)
     except QgsProcessingException as error:
         pytest.fail(f"{error}: {feedback.errors}")
+    # Fetch imagery (run by processing in the model): the date's raster in the folder, the model's bands in its
+    # order, the server's pixels
+    assert result["fetch:fetched"] == str(tmp_path / "fetched")
+    (fetched,) = sorted((tmp_path / "fetched").iterdir())  # one date, nothing half-copied
+    assert fetched.name == "sentinel_aws_sentinel-2-l2a_2018-09-14.tif"
+    source = gdal.Open(str(fetched))
+    assert [source.GetRasterBand(i + 1).GetDescription() for i in range(source.RasterCount)] == \
+        load_model().parameterDefinition("BANDS").defaultValue().split(", ")
+    assert_server_pixels(str(fetched), server_item(marida_stac, "2018-09-14"),
+                         {2: 2, 3: 3, 4: 4, 8: 8}, PATCH)  # blue, green, red, nir: MARIDA's 10 m bands
+    # Run inference on raster layer: the fetched grid, the model's class ids
     prediction = gdal.Open(result["infer:prediction"])
-    left, dx, _, top, _, dy = prediction.GetGeoTransform()
-    right, bottom = left + dx * prediction.RasterXSize, top + dy * prediction.RasterYSize
-    assert left <= PATCH[0] and right >= PATCH[2] and bottom <= PATCH[1] and top >= PATCH[3]  # the fetched area
+    assert prediction.GetGeoTransform() == source.GetGeoTransform()
+    assert (prediction.RasterXSize, prediction.RasterYSize) == (source.RasterXSize, source.RasterYSize)
     classes = raster_values(result["infer:prediction"])
     assert classes and classes <= set(range(1, len(MARIDA_CLASSES) + 1)), classes  # the model's class ids
 

@@ -18,7 +18,6 @@ from test_package import install_zip_in_a_fresh_profile, qgis_process_command
 sys.path.insert(0, str(REPO / "tests" / "support"))
 from payloads import MARIDA_CLASSES  # noqa: E402
 
-PATCH = "-88.18,-88.161,15.817,15.836 [EPSG:4326]"  # inside the 16PCC patch seen on 2018-09-14 (stac_data.py)
 MARIDA_ORDER = "coastal,blue,green,red,rededge1,rededge2,rededge3,nir"  # the bands the MARIDA model reads, 0-7
 
 pytestmark = pytest.mark.skipif(qgis_process_command() is None, reason="needs qgis_process (Debian package qgis)")
@@ -55,20 +54,29 @@ def results(done: subprocess.CompletedProcess) -> dict:
 
 
 @pytest.mark.engine_bound
-def test_fetch_then_inference_from_the_command_line(command_line, marida_tune, tmp_path):
+def test_fetch_then_inference_from_the_command_line(command_line, marida_stac, marida_tune, tmp_path):
+    """Fetch imagery over two patches in Web Mercator for a range: one raster per day with data, the server's
+    pixels; then Run inference on raster layer on the first."""
     from osgeo import gdal
+    from test_processing_data import BOTH, DAYS, assert_server_pixels, mercator, server_item
 
+    area = mercator(BOTH)
+    extent = f"{area.xMinimum()!r},{area.xMaximum()!r},{area.yMinimum()!r},{area.yMaximum()!r} [EPSG:3857]"
     fetched = results(command_line("--json", "run", "geostudio:fetch_imagery", "--", "CONNECTOR=sentinel_aws",
-                                   "COLLECTION=sentinel-2-l2a", f"EXTENT={PATCH}", "START_DATE=2018-09-14",
-                                   f"BANDS={MARIDA_ORDER}", f"OUTPUT={tmp_path / 'fetched'}"))
-    raster = tmp_path / "fetched" / "sentinel_aws_sentinel-2-l2a_2018-09-14.tif"
-    assert fetched["OUTPUT_RASTER"] == str(raster) and fetched["RASTERS"] == [str(raster)]
-    assert fetched["DATE_LIST"] == "2018-09-14"
-    source = gdal.Open(str(raster))
-    assert source.RasterCount == 8
-    assert [source.GetRasterBand(i + 1).GetDescription() for i in range(8)] == MARIDA_ORDER.split(",")
+                                   "COLLECTION=sentinel-2-l2a", f"EXTENT={extent}", "START_DATE=2018-08-01",
+                                   "END_DATE=2018-09-30", f"BANDS={MARIDA_ORDER}", f"OUTPUT={tmp_path / 'fetched'}"))
+    rasters = [str(tmp_path / "fetched" / f"sentinel_aws_sentinel-2-l2a_{day}.tif") for day in DAYS]
+    assert fetched["RASTERS"] == rasters and fetched["OUTPUT_RASTER"] == rasters[0]
+    assert fetched["DATE_LIST"] == ",".join(DAYS) and fetched["OUTPUT"] == str(tmp_path / "fetched")
+    assert sorted(str(p) for p in (tmp_path / "fetched").iterdir()) == rasters  # nothing else, no .part
+    for day, path in zip(DAYS, rasters):
+        source = gdal.Open(path)
+        assert [source.GetRasterBand(i + 1).GetDescription() for i in range(source.RasterCount)] == \
+            MARIDA_ORDER.split(",")
+        assert_server_pixels(path, server_item(marida_stac, day), {2: 2, 3: 3, 4: 4, 8: 8}, BOTH)
 
-    predicted = results(command_line("--json", "run", "geostudio:infer_raster", "--", f"INPUT={raster}",
+    source = gdal.Open(rasters[0])
+    predicted = results(command_line("--json", "run", "geostudio:infer_raster", "--", f"INPUT={rasters[0]}",
                                      f"MODEL={marida_tune}", f"OUTPUT={tmp_path / 'prediction.tif'}"))
     assert predicted["OUTPUT"] == str(tmp_path / "prediction.tif")
     prediction = gdal.Open(predicted["OUTPUT"])
