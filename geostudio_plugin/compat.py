@@ -21,16 +21,19 @@ from qgis.core import (
     QgsColorRampShader,
     QgsMapLayerProxyModel,
     QgsProcessing,
+    QgsProcessingParameterDateTime,
     QgsProcessingParameterNumber,
     QgsRasterBandStats,
     QgsRasterLayerTemporalProperties,
     QgsRasterMinMaxOrigin,
     QgsWkbTypes,
 )
+from qgis.PyQt.QtCore import QMetaType, QVariant
 
 __all__ = ["LAYER_FILTER_RASTER", "SHADER_INTERPOLATED", "BAND_STAT_MIN", "BAND_STAT_MAX",
            "RANGE_LIMIT_CUMULATIVE_CUT", "NUMBER_INTEGER", "NUMBER_DOUBLE",
-           "GEOMETRY_POLYGON", "RASTER_TEMPORAL_FIXED", "SOURCE_TYPE_TABLE"]
+           "GEOMETRY_POLYGON", "RASTER_TEMPORAL_FIXED", "DATETIME_DATE", "WKB_POLYGON", "WKB_NO_GEOMETRY",
+           "FIELD_STRING", "FIELD_INT", "FIELD_DOUBLE", "SOURCE_TABLE", "SOURCE_POLYGON"]
 
 
 def _enum(*candidates: tuple[Any, str, str]) -> Any:
@@ -77,6 +80,23 @@ GEOMETRY_POLYGON = _enum((Qgis, "GeometryType", "Polygon"), (QgsWkbTypes, "Geome
 RASTER_TEMPORAL_FIXED = _enum((Qgis, "RasterTemporalMode", "FixedTemporalRange"),
                               (QgsRasterLayerTemporalProperties, "TemporalMode", "ModeFixedTemporalRange"))
 
-#: A Processing source or sink of any vector, tables without geometry included: Qgis.ProcessingSourceType (3.36),
-#: else QgsProcessing.SourceType (3.22).
-SOURCE_TYPE_TABLE = _enum((Qgis, "ProcessingSourceType", "Vector"), (QgsProcessing, "SourceType", "TypeVector"))
+#: A Processing date parameter (no time): Qgis.ProcessingDateTimeParameterDataType (3.36), else
+#: QgsProcessingParameterDateTime.Type (3.22).
+DATETIME_DATE = _enum((Qgis, "ProcessingDateTimeParameterDataType", "Date"),
+                      (QgsProcessingParameterDateTime, "Type", "Date"))
+
+#: Feature sink geometry types: Qgis.WkbType (3.30), else QgsWkbTypes.Type (3.22).
+WKB_POLYGON = _enum((Qgis, "WkbType", "Polygon"), (QgsWkbTypes, "Type", "Polygon"))
+WKB_NO_GEOMETRY = _enum((Qgis, "WkbType", "NoGeometry"), (QgsWkbTypes, "Type", "NoGeometry"))
+
+#: QgsField types: QMetaType.Type from QGIS 3.38 (QVariant.Type is gone in Qt 6), QVariant.Type before (3.22's
+#: QgsField takes nothing else). Both exist in PyQt5, so the choice is by version, not by lookup.
+_FIELD_TYPES = (QMetaType, "Type", ("QString", "Int", "Double")) if Qgis.QGIS_VERSION_INT >= 33800 else \
+    (QVariant, "Type", ("String", "Int", "Double"))
+FIELD_STRING, FIELD_INT, FIELD_DOUBLE = (_enum((_FIELD_TYPES[0], _FIELD_TYPES[1], name)) for name in _FIELD_TYPES[2])
+
+#: Feature sink layer types: Qgis.ProcessingSourceType (3.36), else QgsProcessing.SourceType (3.22). A table
+#: (no geometry) is a "vector" sink.
+SOURCE_TABLE = _enum((Qgis, "ProcessingSourceType", "Vector"), (QgsProcessing, "SourceType", "TypeVector"))
+SOURCE_POLYGON = _enum((Qgis, "ProcessingSourceType", "VectorPolygon"),
+                       (QgsProcessing, "SourceType", "TypeVectorPolygon"))

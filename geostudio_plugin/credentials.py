@@ -66,6 +66,14 @@ def configured(connector_id: str) -> bool:
     return bool(config_id) and config_id in _manager().configIds()
 
 
+def configured_connectors() -> dict[str, bool]:
+    """Whether QGIS holds credentials, for every connector of the catalog (what ``contract.catalog_spec`` takes;
+    never the values)."""
+    from .engine.catalog import connector_facts  # the engine's data file; plain JSON, no engine dependency
+
+    return {c["id"]: configured(c["id"]) for c in connector_facts()}
+
+
 def clear(connector_id: str) -> None:
     config_id = authcfg_id(connector_id)
     if config_id:

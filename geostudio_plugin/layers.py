@@ -20,6 +20,7 @@ from qgis.core import (
     QgsFeature,
     QgsFields,
     QgsFillSymbol,
+    QgsGeometry,
     QgsJsonUtils,
     QgsPalLayerSettings,
     QgsVectorLayer,
@@ -161,17 +162,21 @@ def show_bands(layer: QgsRasterLayer, rgb: Optional[list[int]]) -> None:
     layer.triggerRepaint()
 
 
+def footprint_shapes(collection: dict[str, Any]) -> list[QgsGeometry]:
+    """The geometries of a GeoJSON FeatureCollection (a search's footprints), in its order. Only the geometry is
+    read: QGIS's JSON reader rewrites ISO dates as 2018/08/30, so callers set attributes from the properties."""
+    return [f.geometry() for f in QgsJsonUtils.stringToFeatureList(json.dumps(collection), QgsFields())]
+
+
 def footprints_layer(collection: dict[str, Any], name: str) -> QgsVectorLayer:
     """A temporary layer of scene footprints (id, date, cloud cover), outlined and labelled by date."""
     layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=id:string(80)&field=date:string(10)"
                            "&field=cloud_cover:double", name, "memory")
     fields: QgsFields = layer.fields()
-    # geometry from GeoJSON; attributes set here (QGIS's JSON reader rewrites ISO dates as 2018/08/30)
-    shapes = QgsJsonUtils.stringToFeatureList(json.dumps(collection), QgsFields())
     features = []
-    for shape, source in zip(shapes, collection["features"]):
+    for shape, source in zip(footprint_shapes(collection), collection["features"]):
         feature = QgsFeature(fields)
-        feature.setGeometry(shape.geometry())
+        feature.setGeometry(shape)
         props = source["properties"]
         feature.setAttributes([props.get("id"), props.get("date"), props.get("cloud_cover")])
         features.append(feature)

@@ -7,7 +7,6 @@ from typing import Any, Optional
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .. import contract, credentials, tasks
-from ..engine.catalog import connector_facts  # the engine's data file; plain JSON, no engine dependency
 
 
 class CatalogStore(QObject):
@@ -41,6 +40,6 @@ class CatalogStore(QObject):
 
 
 def catalog_spec() -> dict[str, Any]:
-    """The user's endpoints and which connectors have credentials in QGIS (never the values)."""
-    return contract.catalog_spec(credentials.endpoints(),
-                                 {c["id"]: credentials.configured(c["id"]) for c in connector_facts()})
+    """The user's endpoints and which connectors have credentials in QGIS (never the values), as Processing's
+    "List connectors and collections" asks too."""
+    return contract.catalog_spec(credentials.endpoints(), credentials.configured_connectors())

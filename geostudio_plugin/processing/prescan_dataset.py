@@ -125,7 +125,7 @@ class PrescanDatasetAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(self.REPORT, "Report",
                                                                 "HTML files (*.html);;JSON files (*.json)"))
         self.addParameter(QgsProcessingParameterFeatureSink(self.TABLE, "What the pre-scan found",
-                                                            compat.SOURCE_TYPE_TABLE))
+                                                            compat.SOURCE_TABLE))
         self.addOutput(QgsProcessingOutputNumber(self.PAIRS, "Pairs found"))
         self.addOutput(QgsProcessingOutputNumber(self.PROBLEMS, "Problems found"))
 

@@ -5,10 +5,22 @@ and templates when they load; ``workspace_index.changed()`` reloads them after a
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..paths import icon_path
+
+
+#: The algorithms, module:class, by group: adding one is adding its entry here (imported when the toolbox loads).
+ALGORITHMS = (
+    "list_collections:ListCollectionsAlgorithm", "check_availability:CheckAvailabilityAlgorithm",
+    "fetch_imagery:FetchImageryAlgorithm",  # Data
+    "prescan_dataset:PrescanDatasetAlgorithm", "onboard_dataset:OnboardDatasetAlgorithm",  # Datasets
+    "tune_model:TuneModelAlgorithm", "export_model:ExportModelAlgorithm",  # Fine-tuning
+    "infer_area:InferAreaAlgorithm", "infer_raster:InferRasterAlgorithm",  # Inference
+)
 
 
 class GeoStudioProvider(QgsProcessingProvider):
@@ -25,16 +37,6 @@ class GeoStudioProvider(QgsProcessingProvider):
         return QIcon(icon_path("geostudio.svg"))
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        from .export_model import ExportModelAlgorithm
-        from .infer_area import InferAreaAlgorithm
-        from .infer_raster import InferRasterAlgorithm
-        from .onboard_dataset import OnboardDatasetAlgorithm
-        from .prescan_dataset import PrescanDatasetAlgorithm
-        from .tune_model import TuneModelAlgorithm
-
-        self.addAlgorithm(InferAreaAlgorithm())
-        self.addAlgorithm(InferRasterAlgorithm())
-        self.addAlgorithm(OnboardDatasetAlgorithm())
-        self.addAlgorithm(TuneModelAlgorithm())
-        self.addAlgorithm(PrescanDatasetAlgorithm())
-        self.addAlgorithm(ExportModelAlgorithm())
+        for entry in ALGORITHMS:
+            module, name = entry.split(":")
+            self.addAlgorithm(getattr(import_module(f"{__package__}.{module}"), name)())

@@ -132,3 +132,40 @@ def tiny_tune_payload(dataset_id: str, epochs: int = 1, name: str = "tiny-test")
             "model_parameters": {"runner": {"max_epochs": epochs}, "data": {"batch_size": 4, "crop_size": 64},
                                  "model": {"decode_head": {"channels": 32}}, "optimizer": {"lr": 0.001}},
             "train_options": {"accelerator": "cpu"}}
+
+
+@pytest.fixture(scope="session")
+def marida_stac(engine_python, tmp_path_factory):
+    """The loopback STAC API serving the bundled MARIDA patches (tests/support/local_stac.py), one per session:
+    the area-inference tests and the Processing Data tests share it. Started with the engine's Python (its
+    rustac and RangeHTTPServer live there)."""
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from local_stac import LocalStac
+
+    with LocalStac(engine_python, tmp_path_factory.mktemp("marida-localstac")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def marida_workspace(tmp_path_factory) -> Path:
+    """A workspace of its own for the MARIDA model, so the session's workspace keeps the models other tests
+    count on."""
+    return tmp_path_factory.mktemp("area-workspace")
+
+
+@pytest.fixture(scope="session")
+def marida_tune(marida_workspace, engine_python) -> str:
+    """MARIDA onboarded with the STAC collection's band names and a tiny ResNet-18 tuned for one epoch: a model
+    whose input the loopback STAC server serves. Trained once per session (the area-inference tests, the
+    Processing model and qgis_process tests use it)."""
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from payloads import marida_stac_payload
+
+    from geostudio_plugin.engine_client import EngineJob
+
+    onboard = EngineJob("onboard", marida_stac_payload(), python=engine_python, workspace=marida_workspace).run()
+    assert onboard.ok, onboard.error_text()
+    tune = EngineJob("tune", tiny_tune_payload(onboard.result["summary"]["dataset_id"], name="marida-area"),
+                     python=engine_python, workspace=marida_workspace).run()
+    assert tune.ok, tune.error_text()
+    return tune.result["summary"]["tune_id"]

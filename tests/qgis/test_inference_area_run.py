@@ -11,8 +11,7 @@ import pytest
 from conftest import REPO, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "support"))
-from local_stac import LocalStac  # noqa: E402
-from payloads import MARIDA_CLASSES, marida_colour, marida_stac_payload  # noqa: E402
+from payloads import MARIDA_CLASSES, marida_colour  # noqa: E402
 
 BOTH = (-88.19, 15.77, -88.15, 15.84)  # two 16PCC patches, seen on 2018-08-30 and on 2018-09-14 (stac_data.py)
 DAYS = ("2018-08-30", "2018-09-14")
@@ -21,31 +20,15 @@ pytestmark = pytest.mark.training
 
 
 @pytest.fixture(scope="module")
-def stac(engine_python, tmp_path_factory):
-    """The loopback STAC API; started with the engine's Python (its rustac and RangeHTTPServer live there)."""
-    with LocalStac(engine_python, tmp_path_factory.mktemp("inference-localstac")) as server:
-        yield server
+def stac(marida_stac):
+    """The loopback STAC API (conftest: one per session, shared with the Processing Data tests)."""
+    return marida_stac
 
 
 @pytest.fixture(scope="module")
-def area_workspace(tmp_path_factory):
-    """A workspace of this module's own, so the session's workspace keeps the models other tests count on."""
-    return tmp_path_factory.mktemp("area-workspace")
-
-
-@pytest.fixture(scope="module")
-def marida_tune(area_workspace, engine_python) -> str:
-    """MARIDA onboarded with the STAC collection's band names and a tiny ResNet-18 tuned for one epoch."""
-    from conftest import tiny_tune_payload
-
-    from geostudio_plugin.engine_client import EngineJob
-
-    onboard = EngineJob("onboard", marida_stac_payload(), python=engine_python, workspace=area_workspace).run()
-    assert onboard.ok, onboard.error_text()
-    tune = EngineJob("tune", tiny_tune_payload(onboard.result["summary"]["dataset_id"], name="marida-area"),
-                     python=engine_python, workspace=area_workspace).run()
-    assert tune.ok, tune.error_text()
-    return tune.result["summary"]["tune_id"]
+def area_workspace(marida_workspace):
+    """The MARIDA model's workspace (conftest), so the session's workspace keeps the models other tests count on."""
+    return marida_workspace
 
 
 @pytest.fixture()

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-ALGORITHMS = ["geostudio:export_model", "geostudio:infer_area", "geostudio:infer_raster", "geostudio:onboard_dataset",
-              "geostudio:prescan_dataset", "geostudio:tune_model"]
+ALGORITHMS = ["geostudio:check_availability", "geostudio:export_model", "geostudio:fetch_imagery",
+              "geostudio:infer_area", "geostudio:infer_raster", "geostudio:list_collections",
+              "geostudio:onboard_dataset", "geostudio:prescan_dataset", "geostudio:tune_model"]
 
 
 def test_zip_holds_one_plugin_folder_with_everything(tmp_path):

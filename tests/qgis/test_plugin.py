@@ -10,8 +10,9 @@ import time
 
 from conftest import wait_for
 
-ALGORITHMS = ["geostudio:export_model", "geostudio:infer_area", "geostudio:infer_raster", "geostudio:onboard_dataset",
-              "geostudio:prescan_dataset", "geostudio:tune_model"]
+ALGORITHMS = ["geostudio:check_availability", "geostudio:export_model", "geostudio:fetch_imagery",
+              "geostudio:infer_area", "geostudio:infer_raster", "geostudio:list_collections",
+              "geostudio:onboard_dataset", "geostudio:prescan_dataset", "geostudio:tune_model"]
 HEAVY = ("torch", "terratorch", "terrakit", "rasterio", "lightning", "torchgeo", "pydantic", "timm", "numpy")
 BARE_QGIS_PROBE = """
 import sys

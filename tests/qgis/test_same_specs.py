@@ -153,3 +153,63 @@ def test_area_inference_payload_is_the_same_from_the_dock_and_from_processing(ex
     assert from_dock["temporal_domain"] == ["2024-09-10_2024-09-14"] and from_dock["temporal_each"] is True
     assert from_dock["maxcc"] == 30 and from_dock["post_processing"]["cloud_masking"] == "True"
     dock.deleteLater()
+
+
+def test_search_and_fetch_specs_are_the_same_from_the_connectors_dock_and_from_processing(extended_iface,
+                                                                                         monkeypatch):
+    """Check availability and Fetch, from the Connectors dock and from Processing's Data algorithms: one builder,
+    one extent rule (a Web Mercator area), the user's endpoint for the connector."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle, QgsReferencedRectangle
+    from qgis.PyQt.QtCore import QDate, Qt
+    from qgis.PyQt.QtWidgets import QListWidgetItem
+
+    from geostudio_plugin import credentials
+    from geostudio_plugin.gui.catalog_store import CatalogStore
+    from geostudio_plugin.gui.connectors_dock import ConnectorsDock
+    from geostudio_plugin.processing import check_availability, data_source, fetch_imagery
+
+    web = QgsCoordinateReferenceSystem("EPSG:3857")
+    area = QgsRectangle(-9817000, 1779000, -9812000, 1786000)  # whole metres (the extent widget rounds)
+    credentials.set_endpoint("sentinel_aws", "http://127.0.0.1:9/stac/")
+    dock = ConnectorsDock(extended_iface, CatalogStore())
+    try:
+        sent = []
+        monkeypatch.setattr(dock, "start_engine_task", lambda _title, command, spec, *_a, **_k: sent.append(
+            (command, spec)))
+        dock.selected = {"kind": "collection", "connector": "sentinel_aws", "collection": "sentinel-2-l2a"}
+        dock.ui.extentWidget.setOutputExtentFromUser(area, web)
+        dock.ui.dateStartEdit.setDate(QDate(2018, 8, 1))
+        dock.ui.dateEndEdit.setDate(QDate(2018, 9, 30))
+        dock.ui.maxccSpin.setValue(40)
+        dock.check_availability()
+        for day in ("2018-08-30", "2018-09-14"):  # the dates a search found, ticked
+            item = QListWidgetItem(day)
+            item.setData(Qt.ItemDataRole.UserRole, day)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            dock.ui.datesList.addItem(item)
+        dock.ui.bandsEdit.setText("red, green nir")
+        dock.fetch_checked()
+
+        algorithm = fetch_imagery.FetchImageryAlgorithm()
+        algorithm.initAlgorithm({})
+        parameters = {"CONNECTOR": "sentinel_aws", "COLLECTION": "sentinel-2-l2a",
+                      "EXTENT": QgsReferencedRectangle(area, web), "START_DATE": "2018-08-01",
+                      "END_DATE": "2018-09-30", "MAX_CLOUD": 40}
+        request = data_source.read_source(algorithm, parameters, processing_context())
+        from_processing = [("search", check_availability.search_spec(request)),
+                           ("fetch", fetch_imagery.fetch_spec(request, ["2018-08-30", "2018-09-14"],
+                                                              fetch_imagery.band_list("red, green nir")))]
+        for (_, dock_spec), (_, processing_spec) in zip(sent, from_processing):  # the extent widget's rounding
+            bbox_dock, bbox_processing = dock_spec.pop("bbox"), processing_spec.pop("bbox")
+            assert all(abs(a - b) < 1e-8 for a, b in zip(bbox_dock, bbox_processing)), (bbox_dock, bbox_processing)
+            dock_spec["bbox"] = bbox_dock
+        assert [(c, {k: v for k, v in s.items() if k != "bbox"}) for c, s in sent] == from_processing
+        search = sent[0][1]
+        assert search["endpoint"] == "http://127.0.0.1:9/stac/" and search["maxcc"] == 40
+        minx, miny, maxx, maxy = search["bbox"]
+        assert -88.2 < minx < maxx < -88.1 and 15.7 < miny < maxy < 15.9  # degrees, not metres
+        assert sent[1][1]["bands"] == ["red", "green", "nir"]
+    finally:
+        credentials.set_endpoint("sentinel_aws", "")
+        dock.deleteLater()
