@@ -25,6 +25,7 @@ from .. import compat, contract, credentials, layers
 from . import data_source
 from .data_source import SourceRequest
 from .engine_algorithm import EngineAlgorithm
+from .help import AlgorithmHelp, qgis_process_example
 
 
 def _fields(columns: list[tuple[str, Any]]) -> QgsFields:
@@ -38,6 +39,19 @@ FOOTPRINT_FIELDS = [("date", compat.FIELD_STRING), ("scene_id", compat.FIELD_STR
                     ("datetime", compat.FIELD_STRING), ("cloud_cover", compat.FIELD_DOUBLE)]
 DATE_FIELDS = [("date", compat.FIELD_STRING), ("scenes", compat.FIELD_INT), ("min_cloud", compat.FIELD_DOUBLE),
                ("max_cloud", compat.FIELD_DOUBLE)]
+
+#: The help of the source parameters (data_source.add_source_parameters), shared by the Data algorithms.
+SOURCE_INPUTS = (
+    (data_source.CONNECTOR, "the data connector, by id (e.g. sentinel_aws: open data, no credentials)"),
+    (data_source.COLLECTION, "one of the connector's collections, as 'List connectors and collections' names it"),
+    (data_source.EXTENT, "the area, in any CRS (it is turned into a longitude/latitude box)"),
+    (f"{data_source.START_DATE}, {data_source.END_DATE}", "the first and last day (YYYY-MM-DD; the end day "
+                                                          "included; no end date: the start date only)"),
+    (data_source.MAX_CLOUD, "the most cloud cover a scene may have, in %"),
+)
+#: The source arguments of the Data algorithms' qgis_process examples (README's Processing section).
+EXAMPLE_SOURCE = ("CONNECTOR=sentinel_aws", "COLLECTION=sentinel-2-l2a",
+                  "'EXTENT=-88.19,-88.15,15.77,15.84 [EPSG:4326]'")
 
 
 def search_spec(request: SourceRequest) -> dict[str, Any]:
@@ -67,28 +81,27 @@ class CheckAvailabilityAlgorithm(EngineAlgorithm):
     DATE_LIST = "DATE_LIST"
     SCENE_COUNT = "SCENE_COUNT"
 
+    GROUP_ID = "data"
+    HELP = AlgorithmHelp(
+        "Finds the scenes of a collection over an area between two days (the end day included) under a cloud-cover "
+        "limit, as the Connectors dock's Check availability does, with its endpoints and credentials. When nothing "
+        "is found the log says the nearest dates with data.",
+        inputs=(*SOURCE_INPUTS,
+                ("FOOTPRINTS", "where the scene footprints go"),
+                ("DATES", "where the dates table goes")),
+        outputs=(("FOOTPRINTS", "one polygon per scene, in EPSG:4326: date, scene id, acquisition time, cloud cover"),
+                 ("DATES", "one row per day with data: date, scenes, least and most cloud"),
+                 ("DATE_LIST", "the days with data, comma separated"),
+                 ("SCENE_COUNT", "the number of scenes")),
+        example=qgis_process_example("check_availability", *EXAMPLE_SOURCE, "START_DATE=2018-08-01",
+                                     "END_DATE=2018-09-30", "MAX_CLOUD=80", "FOOTPRINTS=scenes.gpkg",
+                                     "DATES=dates.csv"))
+
     def name(self) -> str:
         return "check_availability"
 
     def displayName(self) -> str:  # noqa: N802
         return "Check data availability"
-
-    def group(self) -> str:
-        return "Data"
-
-    def groupId(self) -> str:  # noqa: N802
-        return "data"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("Finds the scenes of a collection over an area between two days (the end day included) under a "
-                "cloud-cover limit, as the Connectors dock's Check availability does, with its endpoints and "
-                "credentials. The area may be in any CRS (it is turned into a longitude/latitude box). Outputs: the "
-                "scene footprints (polygons in EPSG:4326: date, scene id, acquisition time, cloud cover), a dates "
-                "table (one row per day with data: scenes, least and most cloud), the dates as text and the number "
-                "of scenes. When nothing is found the log says the nearest dates with data.\n\n"
-                "Example: qgis_process.bin run geostudio:check_availability -- CONNECTOR=sentinel_aws "
-                "COLLECTION=sentinel-2-l2a EXTENT='-88.19,-88.15,15.77,15.84 [EPSG:4326]' START_DATE=2018-08-01 "
-                "END_DATE=2018-09-30 MAX_CLOUD=80 FOOTPRINTS=scenes.gpkg DATES=dates.csv")
 
     def createInstance(self) -> "CheckAvailabilityAlgorithm":  # noqa: N802
         return CheckAvailabilityAlgorithm()

@@ -31,8 +31,9 @@ from qgis.core import (
 from .. import contract, credentials, layers
 from . import data_source
 from .data_source import SourceRequest
-from .check_availability import nothing_found, search
+from .check_availability import EXAMPLE_SOURCE, SOURCE_INPUTS, nothing_found, search
 from .engine_algorithm import EngineAlgorithm
+from .help import AlgorithmHelp, qgis_process_example
 
 
 class _ShowBands(QgsProcessingLayerPostProcessorInterface):
@@ -93,30 +94,30 @@ class FetchImageryAlgorithm(EngineAlgorithm):
 
     _post_processors: list[_ShowBands] = []  # QGIS does not own them; keep them alive
 
+    GROUP_ID = "data"
+    HELP = AlgorithmHelp(
+        "Fetches a collection's bands over an area for every day with data between two dates (the end day "
+        "included) under a cloud-cover limit: one Cloud-Optimized GeoTIFF per day (float32 in physical units as "
+        "the catalogue documents them, nodata -9999, bands named). The Connectors dock's endpoints and credentials "
+        "are used. Cancelling stops the engine and leaves nothing in the folder.",
+        inputs=(*SOURCE_INPUTS,
+                ("BANDS", "band names as 'List connectors and collections' gives them, separated by commas (empty: "
+                          "the collection's red, green and blue)"),
+                ("LOAD", "load the rasters into the project, in true colour"),
+                ("OUTPUT", "the folder the rasters go into, as <connector>_<collection>_<date>.tif")),
+        outputs=(("OUTPUT", "the folder"),
+                 ("OUTPUT_RASTER", "the first day's raster, to chain in the Model Designer into 'Run inference on "
+                                   "raster layer'"),
+                 ("RASTERS", "every day's raster"),
+                 ("DATE_LIST", "the days fetched, comma separated")),
+        example=qgis_process_example("fetch_imagery", *EXAMPLE_SOURCE, "START_DATE=2018-09-14",
+                                     "BANDS=blue,green,red,nir", "OUTPUT=fetched"))
+
     def name(self) -> str:
         return "fetch_imagery"
 
     def displayName(self) -> str:  # noqa: N802
         return "Fetch imagery"
-
-    def group(self) -> str:
-        return "Data"
-
-    def groupId(self) -> str:  # noqa: N802
-        return "data"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("Fetches a collection's bands over an area for every day with data between two dates (the end day "
-                "included) under a cloud-cover limit: one Cloud-Optimized GeoTIFF per day (float32 in physical "
-                "units as the catalogue documents them, nodata -9999, bands named), written into the output "
-                "folder as <connector>_<collection>_<date>.tif. Bands: names as 'List connectors and collections' "
-                "gives them, separated by commas (empty: the collection's red, green and blue). The area may be in "
-                "any CRS. The first day's raster is the main output (OUTPUT_RASTER), to chain in the Model Designer "
-                "into 'Run inference on raster layer'; RASTERS lists them all. The Connectors dock's endpoints and "
-                "credentials are used. Cancelling stops the engine and leaves nothing in the folder.\n\n"
-                "Example: qgis_process.bin run geostudio:fetch_imagery -- CONNECTOR=sentinel_aws "
-                "COLLECTION=sentinel-2-l2a EXTENT='-88.19,-88.15,15.77,15.84 [EPSG:4326]' START_DATE=2018-09-14 "
-                "BANDS=blue,green,red,nir OUTPUT=/tmp/fetched")
 
     def createInstance(self) -> "FetchImageryAlgorithm":  # noqa: N802
         return FetchImageryAlgorithm()

@@ -22,6 +22,7 @@ from qgis.core import (
 
 from .. import compat, contract, credentials
 from .engine_algorithm import EngineAlgorithm
+from .help import AlgorithmHelp, qgis_process_example
 
 COLUMNS = [("connector", compat.FIELD_STRING), ("connector_name", compat.FIELD_STRING),
            ("collection", compat.FIELD_STRING), ("title", compat.FIELD_STRING),
@@ -65,27 +66,26 @@ class ListCollectionsAlgorithm(EngineAlgorithm):
     CHECK_ACCESS = "CHECK_ACCESS"
     OUTPUT = "OUTPUT"
 
+    GROUP_ID = "data"
+    HELP = AlgorithmHelp(
+        "Lists every data connector GeoStudio knows (Terrakit's: Sentinel Hub, NASA Earthdata, Sentinel AWS, IBM "
+        "Research STAC, ...) and its collections as a table without geometry. The collection names are what 'Check "
+        "data availability' and 'Fetch imagery' take.",
+        inputs=(("CHECK_ACCESS", "on (the default): ask each connector's endpoint whether it answers (a few "
+                                 "seconds without a network)"),
+                ("OUTPUT", "where the table goes (.csv, .gpkg, ...)")),
+        outputs=(("OUTPUT", "one row per collection: connector, collection, title, modality tag, resolution, bands, "
+                            "the credentials it needs and whether QGIS holds them (set in GeoStudio > Connectors > "
+                            "Credentials…), its access state and its endpoint (yours where you set one in the "
+                            "Connectors dock); a connector that lists no collection until asked gets one row with "
+                            "an empty collection"),),
+        example=qgis_process_example("list_collections", "CHECK_ACCESS=false", "OUTPUT=collections.csv"))
+
     def name(self) -> str:
         return "list_collections"
 
     def displayName(self) -> str:  # noqa: N802
         return "List connectors and collections"
-
-    def group(self) -> str:
-        return "Data"
-
-    def groupId(self) -> str:  # noqa: N802
-        return "data"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("Lists every data connector GeoStudio knows (Terrakit's: Sentinel Hub, NASA Earthdata, Sentinel AWS, "
-                "IBM Research STAC, ...) and its collections as a table without geometry: connector, collection, "
-                "title, modality tag, resolution, bands, the credentials it needs and whether QGIS holds them (set in "
-                "GeoStudio > Connectors > Credentials…), its access state and its endpoint (yours where you set one "
-                "in the Connectors dock). The collection names are what 'Check data availability' and 'Fetch imagery' "
-                "take. With 'Check access' on, each connector's endpoint is asked whether it answers (a few seconds "
-                "without a network).\n\nExample: qgis_process.bin run geostudio:list_collections -- "
-                "OUTPUT=collections.csv")
 
     def createInstance(self) -> "ListCollectionsAlgorithm":  # noqa: N802
         return ListCollectionsAlgorithm()

@@ -12,6 +12,7 @@ from conftest import REPO, SAMPLES
 from fake_workspace import write_dataset, write_model
 
 GROUPS = {
+    "geostudio:list_collections": "Data", "geostudio:check_availability": "Data", "geostudio:fetch_imagery": "Data",
     "geostudio:prescan_dataset": "Datasets", "geostudio:onboard_dataset": "Datasets",
     "geostudio:tune_model": "Fine-tuning", "geostudio:export_model": "Fine-tuning",
     "geostudio:infer_area": "Inference", "geostudio:infer_raster": "Inference",
@@ -50,7 +51,7 @@ def test_every_algorithm_is_listed_in_its_group_with_help_and_an_example(plugin)
     for algorithm_id, group in GROUPS.items():
         algorithm = listed[algorithm_id]
         assert algorithm.group() == group, algorithm_id
-        assert algorithm.groupId() == {"Datasets": "datasets", "Fine-tuning": "finetuning",
+        assert algorithm.groupId() == {"Data": "data", "Datasets": "datasets", "Fine-tuning": "finetuning",
                                        "Inference": "inference"}[group]
         text = algorithm.shortHelpString()
         assert "<h3>Inputs</h3>" in text and "<h3>Outputs</h3>" in text and "<h3>Example</h3>" in text, algorithm_id
