@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from secrets import token_hex
 import select
 import socket
 import subprocess
@@ -44,6 +45,12 @@ def supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork") and hasattr(socket, "send_fds")
 
 
+def preload_enabled() -> bool:
+    """GEOSTUDIO_WARM_PRELOAD=0 starts a server that imports nothing heavy (its jobs import for themselves):
+    for tests of the channel and lifecycle, where waiting for torch would prove nothing."""
+    return os.environ.get("GEOSTUDIO_WARM_PRELOAD", "1") != "0"
+
+
 def enabled_by_environment() -> bool:
     """Scripts (demo, bench) use the warm engine unless GEOSTUDIO_WARM_ENGINE=0; the plugin asks its settings."""
     return os.environ.get("GEOSTUDIO_WARM_ENGINE", "1") != "0"
@@ -58,13 +65,14 @@ def runtime_dir() -> Path:
     return base
 
 
-def server_key(python: Path, env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
+def server_key(python: Path, env: Mapping[str, str], secrets: Mapping[str, str], options: tuple = ()) -> str:
     shared = {k: v for k, v in env.items() if k not in secrets and k not in PER_JOB_ENV}
     try:
         lock = engine_runtime.lock_hash()
     except engine_runtime.EngineSetupError:
         lock = "no-lock"
-    text = json.dumps([str(python), str(engine_runtime.plugin_parent()), lock, sorted(shared.items())])
+    text = json.dumps([str(python), str(engine_runtime.plugin_parent()), lock, preload_enabled(), list(options),
+                       sorted(shared.items())])
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -78,11 +86,12 @@ class WarmServer:
         folder = runtime_dir()
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(folder, 0o700)
-        self.socket_path = folder / f"engine-{key}-{os.getpid()}.sock"
+        # unique per start: a stopping server removes its own socket, never its successor's
+        self.socket_path = folder / f"engine-{key}-{os.getpid()}-{token_hex(3)}.sock"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / "engine-server.log"
         cmd = [str(python), "-m", SERVER_MODULE, "--socket", str(self.socket_path), "--idle", str(idle_s),
-               "--max-jobs", str(max_jobs)]
+               "--max-jobs", str(max_jobs)] + ([] if preload_enabled() else ["--no-preload"])
         with open(self.log_path, "a", encoding="utf-8") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(cmd)}\n")
             log.flush()
@@ -143,18 +152,19 @@ class WarmServer:
         return self.request({"op": "status"})
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            try:
-                assert self.process.stdin is not None
-                self.process.stdin.close()  # end of file: the server stops its jobs and leaves
-            except OSError:
-                pass
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                engine_runtime.terminate_group(self.process, 3.0)
-        elif self.process.stdin is not None:
-            self.process.stdin.close()
+        """End of file on its stdin: the server stops its jobs and leaves. Waits up to ``timeout`` (0: not at
+        all), then stops it outright."""
+        try:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        except OSError:
+            pass
+        if timeout <= 0 or self.process.poll() is not None:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            engine_runtime.terminate_group(self.process, 3.0)
 
 
 def read_message(sock: socket.socket) -> Optional[dict[str, Any]]:
@@ -168,34 +178,46 @@ def read_message(sock: socket.socket) -> Optional[dict[str, Any]]:
     return json.loads(data.split(b"\n", 1)[0])
 
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards _server and _starting; held for moments only (the GUI thread takes it)
+_start_lock = threading.Lock()  # one start at a time: two jobs starting together share one server
 _server: Optional[WarmServer] = None
+_starting: Optional[WarmServer] = None
 
 
 def warm_server(python: Path, env: Mapping[str, str], secrets: Mapping[str, str], *, idle_s: float = DEFAULT_IDLE_S,
                 max_jobs: int = 0, log_dir: Optional[Path] = None, is_canceled: Any = lambda: False) -> WarmServer:
-    """The running server for this engine and environment, started (or restarted) when needed.
+    """The running server for this engine and environment, started (or restarted) when needed. Called from
+    worker threads (a task's run, a script): it may wait for the server's imports.
 
     Raises ServerUnavailable when none can be had; the caller then runs the job as its own process."""
-    global _server
+    global _server, _starting
     if not supported():
         raise ServerUnavailable("this platform has no fork server")
-    key = server_key(python, env, secrets)
+    key = server_key(python, env, secrets, (idle_s, max_jobs))
     base_env = {k: v for k, v in env.items() if k not in secrets}
-    with _lock:  # two jobs starting together share one server
-        if _server is not None and (_server.key != key or not _server.alive()):
-            _server.stop()
-            _server = None
-        if _server is None:
-            server = WarmServer(python, base_env, key, idle_s, max_jobs,
-                                log_dir or engine_runtime.user_data_dir() / "logs")
-            try:
-                server.wait_ready(is_canceled)
-            except ServerUnavailable:
-                server.stop(timeout=3.0)
-                raise
+    with _start_lock:
+        with _lock:
+            old, server = _server, _server
+            if server is not None and (server.key != key or not server.alive()):
+                _server = server = None
+        if server is not None:
+            return server
+        if old is not None:
+            old.stop()
+        server = WarmServer(python, base_env, key, idle_s, max_jobs, log_dir or engine_runtime.user_data_dir() / "logs")
+        with _lock:
+            _starting = server
+        try:
+            server.wait_ready(is_canceled)
+        except (ServerUnavailable, OSError):
+            server.stop(timeout=3.0)
+            raise
+        finally:
+            with _lock:
+                _starting = None
+        with _lock:
             _server = server
-        return _server
+        return server
 
 
 def current() -> Optional[WarmServer]:
@@ -204,13 +226,15 @@ def current() -> Optional[WarmServer]:
     return server if server is not None and server.alive() else None
 
 
-def stop() -> None:
-    """Stop this session's server (plugin unload, Settings > Stop); its running jobs are cancelled."""
+def stop(wait: bool = True) -> None:
+    """Stop this session's server (plugin unload, Settings > Stop); its running jobs are cancelled by it.
+    ``wait=False`` (the GUI thread) only tells it to go: it stops its jobs and ends by itself."""
     global _server
     with _lock:
-        if _server is not None:
-            _server.stop()
-            _server = None
+        servers = [s for s in (_server, _starting) if s is not None]
+        _server = None
+    for server in servers:
+        server.stop(timeout=10.0 if wait else 0.0)
 
 
 def state() -> dict[str, Any]:
