@@ -72,14 +72,22 @@ def main() -> int:
     tune_id = tiny_model(python, args.workspace)
     spec = {"fine_tuning_id": tune_id, "device": "cpu", "spatial_domain": {"urls": [str(CHIP)]}}
     engine_server_client.stop()
-    process = run(python, args.workspace, "infer", spec, warm=False).seconds
-    first = run(python, args.workspace, "infer", spec, warm=True).seconds
-    second = run(python, args.workspace, "infer", spec, warm=True).seconds
+    seconds = {}
+    for label, warm in (("process-per-job", False), ("warm first", True), ("warm second", True)):
+        outcome = run(python, args.workspace, "infer", spec, warm=warm)
+        seconds[label] = outcome.seconds
+        record = Path(outcome.result["outputs"]["inference_dir"]) / "inference.json"
+        timings = json.loads(record.read_text()).get("timings", {})
+        cpu = f", job CPU {outcome.cpu_seconds:.2f} s" if outcome.cpu_seconds is not None else ""
+        print(f"{label:<16} {outcome.seconds:6.2f} s end to end; inside the command: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()) + cpu, flush=True)
+    process, first, second = seconds["process-per-job"], seconds["warm first"], seconds["warm second"]
     server = engine_server_client.current()
     if server is not None:
         info = server.status()
         print(f"warm engine: pid {info['pid']}, {info['rss_kb'] / 1024:.0f} MB resident, "
-              f"{info['jobs_served']} jobs served; {os.cpu_count()} CPU cores", flush=True)
+              f"{info['jobs_served']} jobs served; {os.cpu_count()} CPU cores, load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
     engine_server_client.stop()
     print(f"latency: process-per-job {process:.1f} s, warm first {first:.1f} s, warm second {second:.1f} s")
     return 0

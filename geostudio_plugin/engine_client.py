@@ -46,6 +46,7 @@ class JobOutcome:
     log_path: Optional[Path] = None
     events: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: Optional[float] = None  # the job process's own CPU time, where known (the warm engine's wait4)
 
     @property
     def ok(self) -> bool:
@@ -270,6 +271,7 @@ class EngineJob:
                             self.pid = pid
                         elif "returncode" in message:
                             outcome.returncode = int(message["returncode"])
+                            outcome.cpu_seconds = message.get("cpu_s")
                             answered = True
                         elif "error" in message and pid is None:
                             log.info("warm engine refused %s: %s", self.command, message["error"])

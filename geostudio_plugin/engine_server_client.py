@@ -159,7 +159,10 @@ class WarmServer:
                 self.process.stdin.close()
         except OSError:
             pass
-        if timeout <= 0 or self.process.poll() is not None:
+        if self.process.poll() is not None:
+            return
+        if timeout <= 0:  # reaped when it ends, by a thread that only waits
+            threading.Thread(target=self.process.wait, name="geostudio-engine-reaper", daemon=True).start()
             return
         try:
             self.process.wait(timeout)

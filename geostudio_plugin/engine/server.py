@@ -9,7 +9,8 @@ line on stdout, then serves. A request is one JSON line sent with two file descr
 job's stdout pipe and its log file. The server forks; the child makes its own session (process group),
 puts the two descriptors on 1 and 2, takes the job's environment and folder and runs the engine's
 ``main`` exactly as ``python -m geostudio_plugin.engine`` would. The server answers ``{"pid": N}`` when the
-job starts and ``{"returncode": R}`` when it ends (negative: the signal that killed it, as Popen says).
+job starts and ``{"returncode": R, "cpu_s": C, "max_rss_kb": M}`` when it ends (negative R: the signal that killed it, as
+Popen says; C and M from wait4, the job's own CPU time and peak memory).
 The client cancels as it always did: SIGTERM to the job's group, SIGKILL after the grace.
 
 Fork safety. A CUDA context and running threads do not survive a fork, so the server never has either:
@@ -223,17 +224,19 @@ def _refresh_env_readers() -> None:
 _server_streams: list[Any] = []  # the server's stdio objects, kept alive in a child: freed, they would close 0-2
 
 
-def run_child(job: Job, ready_fd: int) -> None:
+def run_child(job: Job, ready_fd: int, server_pid: int) -> None:
     """In the forked child (the server's own descriptors already closed): become the job, run it, and never
     return into the server's loop."""
     code = 1
     try:
         os.setsid()  # its own session and process group: the client's killpg(pid) reaches the job and only it
-        os.write(ready_fd, b"x")
-        os.close(ready_fd)
-        _set_pdeathsig(signal.SIGTERM)  # the server killed outright: the job cancels itself (rollback) and ends
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, signal.SIG_DFL)  # a TERM before main() installs its own handler ends the job
+        _set_pdeathsig(signal.SIGTERM)  # the server killed outright: the job cancels itself (rollback) and ends
+        if os.getppid() != server_pid:  # the server died before the line above: nobody waits for this job
+            os._exit(1)
+        os.write(ready_fd, b"x")  # only now may the client learn the pid and signal the group
+        os.close(ready_fd)
         _server_streams.extend([sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__])
         out_fd, err_fd = job.fds
         null = os.open(os.devnull, os.O_RDONLY)
@@ -279,6 +282,8 @@ class Server:
         self.idle_s = idle_s
         self.max_jobs = max(1, max_jobs)
         self.parent = os.getppid()
+        self.pid = os.getpid()
+        self.kill_at: dict[int, float] = {}  # jobs whose client went away: SIGKILL at this time if still there
         self.selector = selectors.DefaultSelector()
         self.listener = listen(path)
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
@@ -304,6 +309,12 @@ class Server:
                 else:
                     self._readable(key.fileobj)  # type: ignore[arg-type]
             self._reap()
+            for pid, when in list(self.kill_at.items()):
+                if pid not in self.running:
+                    del self.kill_at[pid]
+                elif time.monotonic() > when:
+                    _kill_group(pid, signal.SIGKILL)
+                    del self.kill_at[pid]
             self._start_queued()
             if os.getppid() != self.parent:
                 self.stopping = True
@@ -408,7 +419,7 @@ class Server:
         pid = os.fork()
         if pid == 0:
             self._close_in_child(job, ready_r)
-            run_child(job, ready_w)
+            run_child(job, ready_w, self.pid)
         os.close(ready_w)
         os.read(ready_r, 1)  # the child has its own group before anyone may signal it
         os.close(ready_r)
@@ -435,7 +446,7 @@ class Server:
     def _reap(self) -> None:
         while self.running:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -444,7 +455,8 @@ class Server:
             if job is None:
                 continue
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            _send(job.conn, {"returncode": code})
+            _send(job.conn, {"returncode": code, "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+                             "max_rss_kb": usage.ru_maxrss})
             self._forget(job.conn)
             self.last_activity = time.monotonic()
 
@@ -455,6 +467,11 @@ class Server:
             job.close_fds()
         elif job is not None and job.pid is not None:
             _kill_group(job.pid, signal.SIGTERM)
+            self.kill_at.setdefault(job.pid, time.monotonic() + CANCEL_GRACE_S)
+            try:
+                self.selector.unregister(conn)  # end of file stays readable: stop watching it
+            except (KeyError, ValueError):
+                pass
             return  # reaped later; its connection is forgotten then
         self._forget(conn)
 

@@ -145,3 +145,4 @@ def test_a_qgis_killed_hard_leaves_no_server(engine_python, tmp_path):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+        holder.stdout.close()
