@@ -34,6 +34,8 @@ START_TIMEOUT_S = 180.0  # the imports: 10-20 s on two cores, more on a cold dis
 DEFAULT_IDLE_S = 15 * 60
 # Variables that differ per job and that the forked child sets for itself (see server._refresh_env_readers).
 PER_JOB_ENV = ("HF_HUB_OFFLINE",)
+# Variables that change under a running session without meaning anything to the engine's imports.
+VOLATILE_ENV = ("PYTEST_CURRENT_TEST",)
 
 
 class ServerUnavailable(Exception):
@@ -66,7 +68,7 @@ def runtime_dir() -> Path:
 
 
 def server_key(python: Path, env: Mapping[str, str], secrets: Mapping[str, str], options: tuple = ()) -> str:
-    shared = {k: v for k, v in env.items() if k not in secrets and k not in PER_JOB_ENV}
+    shared = {k: v for k, v in env.items() if k not in secrets and k not in PER_JOB_ENV and k not in VOLATILE_ENV}
     try:
         lock = engine_runtime.lock_hash()
     except engine_runtime.EngineSetupError:
