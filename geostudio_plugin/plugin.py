@@ -100,7 +100,7 @@ class GeoStudioPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
-        engine_server_client.stop()  # a reloaded plugin starts a new server with its new code
+        engine_server_client.stop(wait=False)  # it stops its jobs and ends by itself; a reload starts a new one
         logs.teardown()
 
     # ------------------------------------------------------------------ docks
