@@ -91,7 +91,7 @@ class WarmServer:
         # unique per start: a stopping server removes its own socket, never its successor's
         self.socket_path = folder / f"engine-{key}-{os.getpid()}-{token_hex(3)}.sock"
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / "engine-server.log"
+        self.log_path = log_dir / "warm-engine-server.log"  # not engine-*.log: job logs are pruned by that name
         cmd = [str(python), "-m", SERVER_MODULE, "--socket", str(self.socket_path), "--idle", str(idle_s),
                "--max-jobs", str(max_jobs)] + ([] if preload_enabled() else ["--no-preload"])
         with open(self.log_path, "a", encoding="utf-8") as log:
