@@ -9,8 +9,8 @@ line on stdout, then serves. A request is one JSON line sent with two file descr
 job's stdout pipe and its log file. The server forks; the child makes its own session (process group),
 puts the two descriptors on 1 and 2, takes the job's environment and folder and runs the engine's
 ``main`` exactly as ``python -m geostudio_plugin.engine`` would. The server answers ``{"pid": N}`` when the
-job starts and ``{"returncode": R, "cpu_s": C, "max_rss_kb": M}`` when it ends (negative R: the signal that killed it, as
-Popen says; C and M from wait4, the job's own CPU time and peak memory).
+job starts and ``{"returncode": R, "cpu_s": C, "max_rss_kb": M}`` when it ends (negative R: the signal that
+killed it, as Popen says; C and M from wait4, the job's own CPU time and peak memory).
 The client cancels as it always did: SIGTERM to the job's group, SIGKILL after the grace.
 
 Fork safety. A CUDA context and running threads do not survive a fork, so the server never has either:
