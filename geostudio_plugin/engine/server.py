@@ -3,8 +3,8 @@
 ``python -m geostudio_plugin.engine.server --socket PATH [--idle S] [--max-jobs N]``
 
 Started by the plugin (``geostudio_plugin.engine_server_client``), one per QGIS session and engine
-environment. It imports torch, Lightning, TerraTorch, Terrakit and rasterio, binds a Unix socket in a
-private folder (0700, the socket 0600, and the peer's uid checked with SO_PEERCRED), prints one ``ready``
+environment. It imports torch, Lightning, TerraTorch and rasterio (not Terrakit: see ``preload``), binds a
+Unix socket in a private folder (0700, the socket 0600, and the peer's uid checked with SO_PEERCRED), prints one ``ready``
 line on stdout, then serves. A request is one JSON line sent with two file descriptors (SCM_RIGHTS): the
 job's stdout pipe and its log file. The server forks; the child makes its own session (process group),
 puts the two descriptors on 1 and 2, takes the job's environment and folder and runs the engine's
@@ -51,7 +51,7 @@ from typing import Any, Optional
 READY = "ready"
 CANCEL_GRACE_S = 3.0
 MAX_REQUEST_BYTES = 1 << 20
-PRELOAD = ("numpy", "rasterio", "torch", "lightning", "terratorch", "terrakit")
+PRELOAD = ("numpy", "rasterio", "torch", "lightning", "terratorch")  # not terrakit: see preload()
 PRELOAD_LATE = ("rasterio.shutil", "torch.utils.serialization", "terratorch.tasks.tiled_inference")
 # Read by native libraries when they load: set before the imports so nothing starts a thread (see above).
 _NO_THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false"}
@@ -88,7 +88,9 @@ def fork_unsafe_reasons() -> list[str]:
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
-    """Import the heavy libraries (the 10-15 s every job used to pay); the names that failed."""
+    """Import the heavy libraries (the 10-15 s every job used to pay); the names that failed. Not Terrakit:
+    importing it rewires logging and GDAL's settings for the whole process, which a job that never uses a
+    connector must not inherit (a connector job imports it itself, about 1 s)."""
     import importlib
 
     failed = []
@@ -229,6 +231,34 @@ def _refresh_env_readers() -> None:
         torch.seed()  # a spawned job started from fresh entropy; a forked one must not share the server's
 
 
+class ImportState:
+    """What the imports changed that a job must see as a spawned engine would: variables the libraries set
+    in os.environ (LD_LIBRARY_PATH, KMP_*, PYTORCH_*), and the root logger as it was before them (a library
+    that configures logging at import would otherwise pre-empt the engine's own logging setup)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.environ = dict(os.environ)
+        root = logging.getLogger()
+        self.root_handlers, self.root_level = list(root.handlers), root.level
+        self.added_environ: dict[str, str] = {}
+
+    def after_imports(self) -> None:
+        self.added_environ = {k: v for k, v in os.environ.items()
+                              if self.environ.get(k) != v and k not in _NO_THREADS_ENV}
+
+    def apply(self, job_environ: dict[str, str]) -> None:
+        import logging
+
+        os.environ.clear()
+        os.environ.update({**self.added_environ, **job_environ})  # the job's own values win
+        root = logging.getLogger()
+        root.handlers[:] = self.root_handlers
+        root.setLevel(self.root_level)
+
+
+IMPORT_STATE: Optional[ImportState] = None
 _server_streams: list[Any] = []  # the server's stdio objects, kept alive in a child: freed, they would close 0-2
 
 
@@ -257,8 +287,12 @@ def run_child(job: Job, ready_fd: int, server_pid: int) -> None:
         sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", buffering=1, closefd=False)
         sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", buffering=1, closefd=False)
         request = job.request
-        os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in request.get("env", {}).items()})
+        job_environ = {str(k): str(v) for k, v in request.get("env", {}).items()}
+        if IMPORT_STATE is not None:
+            IMPORT_STATE.apply(job_environ)
+        else:
+            os.environ.clear()
+            os.environ.update(job_environ)
         os.chdir(request.get("cwd") or "/")
         _refresh_env_readers()
         argv = [str(a) for a in request["argv"]]
@@ -539,10 +573,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-jobs", type=int, default=0, help="jobs at once (0: 1 with a GPU, 2 without)")
     parser.add_argument("--no-preload", action="store_true", help="import nothing heavy (tests of the channel)")
     args = parser.parse_args(argv)
+    global IMPORT_STATE
+    IMPORT_STATE = ImportState()
     for name, value in _NO_THREADS_ENV.items():
         os.environ.setdefault(name, value)
     started = time.monotonic()
     failed = [] if args.no_preload else preload()
+    IMPORT_STATE.after_imports()
     reasons = fork_unsafe_reasons()
     if reasons:
         print(json.dumps({"error": "not fork-safe after the imports: " + ", ".join(reasons)}), flush=True)
