@@ -4,8 +4,8 @@
 
 Started by the plugin (``geostudio_plugin.engine_server_client``), one per QGIS session and engine
 environment. It imports torch, Lightning, TerraTorch and rasterio (not Terrakit: see ``preload``), binds a
-Unix socket in a private folder (0700, the socket 0600, and the peer's uid checked with SO_PEERCRED), prints one ``ready``
-line on stdout, then serves. A request is one JSON line sent with two file descriptors (SCM_RIGHTS): the
+Unix socket in a private folder (0700, the socket 0600, and the peer's uid checked with SO_PEERCRED), prints
+one ``ready`` line on stdout, then serves. A request is one JSON line sent with two file descriptors (SCM_RIGHTS): the
 job's stdout pipe and its log file. The server forks; the child makes its own session (process group),
 puts the two descriptors on 1 and 2, takes the job's environment and folder and runs the engine's
 ``main`` exactly as ``python -m geostudio_plugin.engine`` would. The server answers ``{"pid": N}`` when the
