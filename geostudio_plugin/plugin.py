@@ -14,7 +14,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QMenu, QToolBar
 
-from . import logs, tasks
+from . import engine_server_client, logs, tasks
 from .paths import icon_path
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class GeoStudioPlugin:
         self.actions["settings"] = self._action("Settings…", "settings.svg", lambda _checked: self.open_settings())
         self.actions["help"] = self._action("Help", "geostudio.svg", lambda _checked: self.open_help())
         self.actions["about"] = self._action("About GeoStudio…", "geostudio.svg", lambda _checked: self.open_about())
+        tasks.start_warm_engine()  # opt-in (Settings); otherwise the first job starts it
 
     def _action(self, text: str, icon: str, slot: Callable[[bool], None], checkable: bool = False) -> QAction:
         action = QAction(QIcon(icon_path(icon)), text, self.iface.mainWindow())
@@ -99,6 +100,7 @@ class GeoStudioPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        engine_server_client.stop(wait=False)  # it stops its jobs and ends by itself; a reload starts a new one
         logs.teardown()
 
     # ------------------------------------------------------------------ docks

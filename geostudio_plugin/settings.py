@@ -72,6 +72,37 @@ def set_device(value: str) -> None:
     _set("engine/device", normalise_device(value))
 
 
+def warm_engine() -> bool:
+    """Whether jobs run in the warm engine (a fork server that keeps torch loaded); on by default where it
+    works (Linux), jobs run as their own processes otherwise."""
+    return _get("engine/warm", "true").lower() in ("true", "1")
+
+
+def set_warm_engine(value: bool) -> None:
+    _set("engine/warm", bool(value))
+
+
+def warm_engine_at_start() -> bool:
+    """Start the warm engine when QGIS starts (opt-in: it holds about 1 GB while idle)."""
+    return _get("engine/warm_at_start", "false").lower() in ("true", "1")
+
+
+def set_warm_engine_at_start(value: bool) -> None:
+    _set("engine/warm_at_start", bool(value))
+
+
+def warm_engine_idle_minutes() -> int:
+    """Minutes without a job after which the warm engine ends and frees its memory (default 15)."""
+    try:
+        return max(1, int(float(_get("engine/warm_idle_minutes", "15"))))
+    except ValueError:
+        return 15
+
+
+def set_warm_engine_idle_minutes(minutes: int) -> None:
+    _set("engine/warm_idle_minutes", max(1, int(minutes)))
+
+
 # Where a backbone's training starts (the Fine-tuning dock's Weights choice), remembered per backbone.
 WEIGHTS_RANDOM, WEIGHTS_PRETRAINED, WEIGHTS_FILE = "random", "pretrained", "file"
 WEIGHTS_CHOICES = (WEIGHTS_RANDOM, WEIGHTS_PRETRAINED, WEIGHTS_FILE)

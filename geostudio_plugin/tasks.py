@@ -17,7 +17,7 @@ from typing import Any, Optional
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from . import contract, engine_runtime, settings, workspace_index
+from . import contract, engine_runtime, engine_server_client, settings, workspace_index
 from .contract import EngineFailure, is_progress
 from .engine_client import EngineJob, EngineNotReady, JobOutcome
 
@@ -73,7 +73,8 @@ class EngineTask(QgsTask):
         self.command = command
         self.job = EngineJob(
             command, spec, python=python or settings.engine_python(), workspace=workspace or settings.workspace(),
-            secrets=secrets, allow_downloads=settings.allow_downloads())
+            secrets=secrets, allow_downloads=settings.allow_downloads(), warm=settings.warm_engine(),
+            idle_s=60.0 * settings.warm_engine_idle_minutes())
         self.outcome: Optional[JobOutcome] = None
         self.exception: Optional[BaseException] = None
         self.stage = ""
@@ -122,6 +123,39 @@ class EngineTask(QgsTask):
         log_text = f"Engine log: {self.outcome.log_path}\n{tail}".rstrip()
         return EngineFailure(failure.message, failure.hint, "\n\n".join(p for p in (failure.details, log_text) if p),
                              failure.code, failure.cancelled, failure.log_path, failure.exit_code)
+
+
+class WarmEngineTask(QgsTask):
+    """Start the warm engine in the background (Settings: "Start it when QGIS starts"): the imports happen
+    before the first job instead of during it. Silent; a failure only means jobs run as their own processes."""
+
+    def __init__(self) -> None:
+        super().__init__("Start the GeoStudio engine", engine_task_flags())
+        self.python = settings.engine_python()
+        self.env = engine_runtime.engine_environ(allow_downloads=settings.allow_downloads())
+        self.idle_s = 60.0 * settings.warm_engine_idle_minutes()
+        self.log_dir = engine_runtime.user_data_dir() / "logs"
+
+    def run(self) -> bool:
+        if self.python is None or not engine_server_client.supported():
+            return False
+        try:
+            engine_server_client.warm_server(self.python, self.env, {}, idle_s=self.idle_s, log_dir=self.log_dir,
+                                             is_canceled=self.isCanceled)
+        except (engine_server_client.ServerUnavailable, OSError) as exc:
+            log.info("the warm engine did not start: %s", exc)
+            return False
+        return True
+
+
+def start_warm_engine() -> Optional[WarmEngineTask]:
+    """The opt-in start at QGIS start-up, when the engine is set up and the platform has a fork server."""
+    if not (settings.warm_engine() and settings.warm_engine_at_start() and settings.engine_python()
+            and engine_server_client.supported()):
+        return None
+    task = WarmEngineTask()
+    start(task)
+    return task
 
 
 class SetupEngineTask(QgsTask):

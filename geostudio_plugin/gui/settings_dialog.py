@@ -1,4 +1,5 @@
-"""Settings: engine interpreter, device, downloads, workspace; and "Set up engine" with streamed pip output."""
+"""Settings: engine interpreter, device, downloads, the warm engine (state, Stop), workspace; and "Set up engine"
+with streamed pip output."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Optional
 from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QMessageBox
 
-from .. import engine_runtime, settings, tasks
+from .. import engine_runtime, engine_server_client, settings, tasks
 from ..contract import EngineFailure
 from ..paths import ui_file
 from .messages import show_failure, show_success
@@ -22,6 +23,10 @@ class SettingsDialog(QDialog):
         self.workspaceWidget.setFilePath(str(settings.workspace()))
         self.deviceCombo.setCurrentText(settings.device())
         self.downloadsCheck.setChecked(settings.allow_downloads())
+        self.warmCheck.setChecked(settings.warm_engine())
+        self.warmAtStartCheck.setChecked(settings.warm_engine_at_start())
+        self.warmIdleSpin.setValue(settings.warm_engine_idle_minutes())
+        self.warmStopButton.clicked.connect(self.stop_warm_engine)
         self.setupButton.clicked.connect(self.setup_engine)
         self.buttonBox.button(QDialogButtonBox.StandardButton.Save).clicked.connect(self.save)
         self.buttonBox.rejected.connect(self.reject)
@@ -42,6 +47,26 @@ class SettingsDialog(QDialog):
             state = (f"Not set up. 'Set up engine' builds a Python 3.12 environment in <code>{env_dir}</code> "
                      f"and downloads {engine_runtime.ENV_SIZE_NOTE}.")
         self.engineStatusLabel.setText(state)
+        self.refresh_warm_state()
+
+    def refresh_warm_state(self) -> None:
+        """Running (pid, memory, jobs served) or stopped; a question of a few milliseconds over the socket."""
+        if not engine_server_client.supported():
+            self.warmStateLabel.setText("Not available on this platform: each job runs as its own process.")
+            self.warmStopButton.setEnabled(False)
+            return
+        info = engine_server_client.state()
+        if info["running"]:
+            self.warmStateLabel.setText(
+                f"Running: pid {info['pid']}, {info['rss_mb']:.0f} MB, {info['jobs_served']} job(s) served, "
+                f"{info['running_jobs']} running now.")
+        else:
+            self.warmStateLabel.setText("Stopped. The next job starts it (its first job pays the imports).")
+        self.warmStopButton.setEnabled(bool(info["running"]))
+
+    def stop_warm_engine(self) -> None:
+        engine_server_client.stop(wait=False)  # it cancels its running jobs and ends by itself
+        self.refresh_warm_state()
 
     def save(self) -> None:
         try:
@@ -52,6 +77,9 @@ class SettingsDialog(QDialog):
         settings.set_engine_python_override(self.pythonWidget.filePath())
         settings.set_workspace(self.workspaceWidget.filePath())
         settings.set_allow_downloads(self.downloadsCheck.isChecked())
+        settings.set_warm_engine(self.warmCheck.isChecked())
+        settings.set_warm_engine_at_start(self.warmAtStartCheck.isChecked())
+        settings.set_warm_engine_idle_minutes(self.warmIdleSpin.value())
         self.accept()
 
     def setup_engine(self) -> None:

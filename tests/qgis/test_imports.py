@@ -18,11 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "geostudio_plugin"
 ROOT = "geostudio_plugin"
 
-CORE = ("contract", "qgis_inputs", "tasks", "engine_client", "engine_runtime", "settings", "credentials", "layers",
-        "workspace_index", "logs", "paths")
+CORE = ("contract", "qgis_inputs", "tasks", "engine_client", "engine_server_client", "engine_runtime", "settings",
+        "credentials", "layers", "workspace_index", "logs", "paths")
 STDLIB_ONLY = {  # module -> the package modules it may import
     "contract": {"engine.wire"},
-    "engine_client": {"contract", "engine_runtime", "engine.wire"},
+    "engine_client": {"contract", "engine_runtime", "engine_server_client", "engine.wire"},
+    "engine_server_client": {"engine_runtime"},  # the warm engine's client side
     "engine_runtime": {"engine.workspace"},  # default_workspace(); engine.workspace is standard library only
     "paths": set(),
     "engine.wire": set(),
