@@ -193,7 +193,7 @@ def _infer(spec: InferSpec, workspace: Workspace, record: dict[str, Any], tune_d
                 output["confidence"] = str(final / Path(output["confidence"]).name)
             outputs.append(output)
         timings["load_model_s"] = round(model.load_seconds, 3)  # inside the first prediction: counted once
-        timings["predict_s"] = round(sum(o["timings"]["predict_s"] for o in outputs) - model.load_seconds, 3)
+        timings["predict_s"] = round(max(sum(o["timings"]["predict_s"] for o in outputs) - model.load_seconds, 0), 3)
         timings["write_cog_s"] = round(sum(o["timings"]["cog_s"] for o in outputs), 3)
         run = run_record(inference_id, spec, record, device, outputs, started, timings)
         if area:  # area + dates stage: masked outputs and the per-date record
