@@ -1,7 +1,7 @@
 """Benchmark: GeoStudio `infer` (streamed, COG outputs) against plain `terratorch predict`, same tuned model.
 
 Run with the engine's Python (`make bench` runs every bench; by hand:
-`PYTHONPATH=. HF_HUB_OFFLINE=1 <engine python> bench/bench_inference.py --size 5000 --runs 2`). It builds a
+`PYTHONPATH=. HF_HUB_OFFLINE=1 <engine python> bench/bench_inference.py --size 5000`). It builds a
 6-band dataset from the bundled Sentinel-2 chip (B2, B3, B4, B8, B11, B12 of its 13 bands, with its three mirror
 images and its hand label), onboards it, trains a tiny ResNet-18 UNet for one epoch (both paths load the same
 checkpoint), mosaics one SIZE x SIZE x 6 float32 raster from the chip and its mirror images, and predicts it both
@@ -162,7 +162,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, help="raster side in pixels (default 2048)")
     parser.add_argument("--skip-terratorch", action="store_true", help="run GeoStudio infer only")
     parser.add_argument("--workspace", type=Path, help="keep the workspace here and reuse its trained tune")
-    parser.add_argument("--runs", type=int, default=1, help="GeoStudio infer runs (the first fills the model cache)")
+    parser.add_argument("--runs", type=int, default=2,
+                        help="GeoStudio infer runs (default 2: the first fills the model cache, the next use it)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="geostudio-bench-"))
     try:
