@@ -222,49 +222,6 @@ def model_forward(task: Any) -> Callable[[Any], Any]:
     return forward
 
 
-def frozen_forward(task: Any, eager: Callable[[Any], Any]) -> Callable[[Any], Callable[[Any], Any]]:
-    """On a CPU, trace the model on the first batch, freeze it and let TorchScript fold batch norms into the
-    convolutions (``torch.jit.optimize_for_inference``). Measured on the tiny ResNet-18 UNet, batches of 8
-    tiles of 224 px, 2 shared cores: 1.9 s a batch against 2.4-3.3 s eager, identical argmax, logits within
-    1e-6; tracing costs 4-19 s, hence only for windows of many tiles. The trace is checked against the eager
-    model on that batch and dropped (eager kept) if it fails or differs; GPUs and dict inputs stay eager."""
-    built: dict[tuple, Callable[[Any], Any]] = {}  # one trace per tile shape, shared by the run's inputs
-
-    def build(batch: Any) -> Callable[[Any], Any]:
-        import warnings
-
-        import torch
-
-        if isinstance(batch, dict) or batch.device.type != "cpu":
-            return eager
-        key = tuple(batch.shape[1:])
-        if key in built:
-            return built[key]
-
-        class Logits(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = task.model
-
-            def forward(self, x: Any) -> Any:
-                return self.model(x).output
-
-        built[key] = eager
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the trace's shape warnings: every tile has the traced size
-                traced = torch.jit.trace(Logits().eval(), batch, strict=False, check_trace=False)
-                frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-            with torch.inference_mode():
-                if torch.allclose(frozen(batch), eager(batch), rtol=1e-4, atol=1e-4):
-                    built[key] = frozen
-        except Exception:  # noqa: BLE001 - a model TorchScript cannot trace runs eager, as before
-            pass
-        return built[key]
-
-    return build
-
-
 def is_regression(record: dict[str, Any], config: dict[str, Any]) -> bool:
     return record.get("purpose") == "Regression" or "Regression" in str(config["model"].get("class_path", ""))
 

@@ -28,8 +28,12 @@ import numpy as np
 
 # Tiles per forward call at most on a CPU. Measured on 2 shared cores, the frozen tiny ResNet-18 UNet on a 3000^2
 # raster (noisy): 4 tiles a call 6.5-6.8 s, peak 1530 MB; 8 tiles 6.2 s (and some runs far slower under load),
-# 1605-1659 MB; 16 tiles 7.4-7.8 s, 1738-1775 MB. A 224 px tile holds ~30 MB of activations.
-CPU_BATCH = 4
+# 1605-1659 MB; 16 tiles 7.4-7.8 s, 1738-1775 MB. A 224 px tile holds ~30 MB of activations. Measured again with
+# the frozen model alone (torch only, 6 bands, load ~4, two runs each, seconds per 4 tiles): 4 tiles a call
+# 0.72 / 0.59, 8 tiles 0.57 / 0.56, 16 tiles 0.56 / 0.53; peak 636, 685-753 and 815-894 MB: 8 it is.
+# (Bigger tiles were faster still, 448 px about twice per pixel, but changed 1.2 % of a 5000^2 prediction
+# against TerraTorch's 224 px grid: above the 0.5 % allowed, so the config's grid stays.)
+CPU_BATCH = 8
 Pixels = Union[np.ndarray, dict[str, np.ndarray]]  # (C, h, w), or one such array per modality
 
 
