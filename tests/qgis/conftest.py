@@ -21,6 +21,11 @@ os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", tempfile.mkdtemp(prefix="geostu
 # Nor write into the clone: QGIS 3.40+ saves the statistics of a layer it styles as <file>.aux.xml next to the
 # file (GDAL's PAM), which put files beside the bundled samples. (The engine drops GDAL_* variables.)
 os.environ.setdefault("GDAL_PAM_ENABLED", "NO")
+# WARM_ENGINE_IN_TESTS: the QGIS suite runs its engine jobs as their own processes (the fallback path), and the warm
+# engine is proved by its own tests (tests/qgis/test_warm_engine.py, tests/engine/test_engine_server.py). With it
+# on everywhere, the tests' changing environments (a fake hub, endpoints) restarted the server, 10-20 s of imports
+# each, and a first job's refusal waited for the server's imports (test_first_hour's 15 s bound).
+os.environ.setdefault("GEOSTUDIO_WARM_ENGINE", "0")
 
 
 def pytest_configure(config) -> None:
@@ -66,6 +71,7 @@ def workspace(session_workspace: Path, engine_python: Path):
 
     settings.set_workspace(str(session_workspace))
     settings.set_engine_python_override(str(engine_python))
+    settings.set_warm_engine(False)  # see WARM_ENGINE_IN_TESTS
     yield session_workspace
 
 

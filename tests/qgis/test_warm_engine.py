@@ -82,8 +82,10 @@ def test_tasks_run_in_the_warm_engine_and_as_processes_when_it_is_off(extended_i
 
 @pytest.mark.engine_bound
 def test_settings_show_the_warm_engine_and_stop_it(extended_iface, workspace, light_server):
+    from geostudio_plugin import settings
     from geostudio_plugin.gui.settings_dialog import SettingsDialog
 
+    settings.set_warm_engine(True)  # the suite's default is off (conftest: WARM_ENGINE_IN_TESTS)
     dialog = SettingsDialog()
     assert dialog.warmStateLabel.text().startswith("Stopped") and not dialog.warmStopButton.isEnabled()
     _run_task("list")
