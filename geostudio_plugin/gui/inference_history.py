@@ -34,6 +34,7 @@ class InferenceHistory:
     text_dialog: Optional[TextDialog] = None
 
     def _set_up_history(self) -> None:
+        self._deleting: tuple[str, int] = ("", 0)  # the run being deleted and how many of its layers went
         for name, tip in HISTORY_TOOLTIPS.items():
             getattr(self.ui, name).setToolTip(tip)
         runs = self.ui.runList
@@ -146,7 +147,7 @@ class InferenceHistory:
         return task
 
     def _run_deleted(self, result: dict[str, Any]) -> None:
-        _, removed = getattr(self, "_deleting", ("", 0))
+        _, removed = self._deleting
         self.refresh_runs()
         self._say(f"Deleted {result['summary']['id']}" + (f" and its {removed} layer(s)." if removed else "."))
 
